@@ -1,0 +1,47 @@
+"""Headwater's contracts: the events services exchange, their subjects and streams,
+and the public contract with upstream systems. Pydantic only, no I/O."""
+
+from headwater.contracts.code import CodeChanged, DatasetDefinition, InputDefinition
+from headwater.contracts.dlq import DeadLetter
+from headwater.contracts.errors import ContractError
+from headwater.contracts.keys import (
+    DATASET_NAME_PATTERN,
+    PARTITION_KEY_PATTERN,
+    validate_dataset_name,
+    validate_partition_key,
+)
+from headwater.contracts.partitions import InputRef, PartitionLanded
+from headwater.contracts.subjects import Subjects
+from headwater.contracts.tasks import TaskFailed, TaskRequested
+from headwater.contracts.base import Event, parse_model
+from headwater.contracts.upstream import (
+    FORMATS,
+    S3EventRecords,
+    UpstreamEvent,
+    format_of,
+    split_object_key,
+)
+
+__all__ = [
+    "DATASET_NAME_PATTERN",
+    "FORMATS",
+    "PARTITION_KEY_PATTERN",
+    "CodeChanged",
+    "ContractError",
+    "DatasetDefinition",
+    "DeadLetter",
+    "Event",
+    "InputDefinition",
+    "InputRef",
+    "PartitionLanded",
+    "S3EventRecords",
+    "Subjects",
+    "TaskFailed",
+    "TaskRequested",
+    "UpstreamEvent",
+    "format_of",
+    "parse_model",
+    "split_object_key",
+    "validate_dataset_name",
+    "validate_partition_key",
+]

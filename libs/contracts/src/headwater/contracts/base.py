@@ -1,0 +1,56 @@
+"""Base models for events and the one parser that turns bytes into an event or a ContractError."""
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from headwater.contracts.errors import ContractError
+
+MAX_EVENT_BYTES = 256 * 1024
+
+
+class Event(BaseModel):
+    """An event between Headwater services: frozen, versioned, closed to unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UntrustedEvent(Event):
+    """An event from outside Headwater: strict types as well (no "1" for 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_model(model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> M:
+    """Decode `raw` as a JSON object of `model`; any failure is a ContractError naming the field."""
+    if len(raw) > max_bytes:
+        raise ContractError("payload", f"is {len(raw)} bytes (at most {max_bytes})")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError("payload", f"is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ContractError("payload", f"is not JSON ({exc.msg} at char {exc.pos})") from exc
+    if not isinstance(data, dict):
+        raise ContractError("payload", f"is a JSON {type(data).__name__}, not an object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "payload"
+        message = str(first["msg"])
+        # Validators raise ContractError inside pydantic; keep its reason, not the wrapper text.
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, ContractError):
+            message = cause.reason
+        elif first["type"] == "extra_forbidden":
+            message = "is not a field of this event"
+        elif first["type"] == "missing":
+            message = "is required"
+        raise ContractError(field, message) from exc

@@ -1,0 +1,37 @@
+"""Code events: a dataset's definition changed (new code SHA), or it was removed."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from headwater.contracts.base import Event
+
+
+class InputDefinition(Event):
+    """One input of a derived dataset and how its partitions map to the output's."""
+
+    dataset: str
+    mapping: str = "identity"
+    size: int | None = None
+    pattern: str | None = None
+
+
+class DatasetDefinition(Event):
+    """What the scheduler and executors need of a dataset, named by its code SHA."""
+
+    name: str
+    kind: Literal["source", "sql", "python"]
+    code_sha: str = Field(pattern=r"^[0-9a-f]{64}$")
+    inputs: tuple[InputDefinition, ...] = ()
+    ordered: bool = False
+
+
+class CodeChanged(Event):
+    """Published by spec-registry when a dataset's code SHA changes (or it is removed)."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    spec_version: int
+    dataset: DatasetDefinition
+    previous_code_sha: str | None = None
+    removed: bool = False

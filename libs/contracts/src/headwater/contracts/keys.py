@@ -1,0 +1,37 @@
+"""Validation of the names that become subjects and object keys (DESIGN.md §4)."""
+
+import re
+
+from headwater.contracts.errors import ContractError
+
+DATASET_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# ASCII letters, digits and -_.=:,+ ; 1-128 characters; never "..".
+PARTITION_KEY_PATTERN = r"^[A-Za-z0-9\-_.=:,+]{1,128}$"
+
+_DATASET_RE = re.compile(DATASET_NAME_PATTERN)
+_PARTITION_RE = re.compile(PARTITION_KEY_PATTERN)
+
+
+def validate_dataset_name(value: str, field: str = "dataset") -> str:
+    """Return `value` if it may travel in a subject, else raise ContractError."""
+    if not _DATASET_RE.fullmatch(value):
+        raise ContractError(
+            field, f"{value!r} is not a dataset name (letters, digits, '_' and '-', 1-64)"
+        )
+    return value
+
+
+def validate_partition_key(value: str, field: str = "partition") -> str:
+    """Return `value` if it may become part of an object key, else raise ContractError."""
+    if ".." in value:
+        raise ContractError(field, f"{value!r} contains '..'")
+    if not _PARTITION_RE.fullmatch(value):
+        bad = next((c for c in value if not _PARTITION_RE.fullmatch(c)), None)
+        if not value:
+            reason = "is empty"
+        elif len(value) > 128:
+            reason = f"is {len(value)} characters long (at most 128)"
+        else:
+            reason = f"contains {bad!r}, outside ASCII letters, digits and '-_.=:,+'"
+        raise ContractError(field, f"{value!r} {reason}")
+    return value

@@ -1,0 +1,41 @@
+"""Partition events: a partition of a dataset has new content (a new data SHA)."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from headwater.contracts.base import Event
+
+SHA_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class InputRef(Event):
+    """One input partition a computation read, named by its data SHA."""
+
+    dataset: str
+    partition_key: str
+    data_sha: str = Field(pattern=SHA_PATTERN)
+    object_key: str
+
+
+class PartitionLanded(Event):
+    """A partition's content is stored under `object_key` with `data_sha`.
+
+    For a source partition the fingerprint is its data SHA and `inputs` is empty; for a
+    derived one it names the computation and `inputs` what it read.
+    """
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    dataset: str
+    partition_key: str
+    data_sha: str = Field(pattern=SHA_PATTERN)
+    fingerprint: str = Field(pattern=SHA_PATTERN)
+    code_sha: str | None = None
+    object_key: str
+    rows: int
+    bytes: int
+    inputs: tuple[InputRef, ...] = ()
+    source_files: tuple[str, ...] = ()
+    duration_ms: float = 0.0
+    trace_id: str | None = None

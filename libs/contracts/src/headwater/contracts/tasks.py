@@ -1,0 +1,37 @@
+"""Work: the scheduler asks for a computation; an executor reports a failure."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from headwater.contracts.base import Event
+from headwater.contracts.code import DatasetDefinition
+from headwater.contracts.partitions import SHA_PATTERN, InputRef
+
+
+class TaskRequested(Event):
+    """Compute `partition_key` of `dataset` with the code `dataset.code_sha` over `inputs`.
+
+    The fingerprint is the task's identity (and its JetStream message id).
+    """
+
+    schema_version: Literal[1] = 1
+    fingerprint: str = Field(pattern=SHA_PATTERN)
+    dataset: DatasetDefinition
+    partition_key: str
+    inputs: tuple[InputRef, ...]
+    attempt: int = 1
+
+
+class TaskFailed(Event):
+    """A transform raised: the scheduler decides whether to retry."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    fingerprint: str = Field(pattern=SHA_PATTERN)
+    dataset: str
+    partition_key: str
+    attempt: int
+    error: str
+    traceback: str = ""
+    retryable: bool = True
