@@ -1,6 +1,7 @@
 """Headwater's contracts: the events services exchange, their subjects and streams,
 and the public contract with upstream systems. Pydantic only, no I/O."""
 
+from headwater.contracts.base import Event, parse_model
 from headwater.contracts.code import CodeChanged, DatasetDefinition, InputDefinition
 from headwater.contracts.dlq import DeadLetter
 from headwater.contracts.errors import ContractError
@@ -13,7 +14,6 @@ from headwater.contracts.keys import (
 from headwater.contracts.partitions import InputRef, PartitionLanded
 from headwater.contracts.subjects import Subjects
 from headwater.contracts.tasks import TaskFailed, TaskRequested
-from headwater.contracts.base import Event, parse_model
 from headwater.contracts.upstream import (
     FORMATS,
     S3EventRecords,

@@ -27,17 +27,17 @@ class Subjects:
 
     # --- facts between services ---------------------------------------------------
     def partition_landed(self, dataset: str) -> str:
-        return f"{self.ns}.partition.landed.{dataset}"
+        return f"{self.ns}.ev.partition.landed.{dataset}"
 
     def code_changed(self, dataset: str) -> str:
-        return f"{self.ns}.code.changed.{dataset}"
+        return f"{self.ns}.ev.code.changed.{dataset}"
 
     def task_failed(self, dataset: str) -> str:
-        return f"{self.ns}.task.failed.{dataset}"
+        return f"{self.ns}.ev.task.failed.{dataset}"
 
     @property
-    def events_all(self) -> list[str]:
-        return [f"{self.ns}.partition.>", f"{self.ns}.code.>", f"{self.ns}.task.failed.>"]
+    def events_all(self) -> str:
+        return f"{self.ns}.ev.>"
 
     # --- work ---------------------------------------------------------------------
     def task_requested(self, dataset: str) -> str:

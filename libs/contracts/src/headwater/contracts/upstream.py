@@ -93,7 +93,7 @@ class S3EventRecord(BaseModel):
     """One record of MinIO's/AWS's standard bucket notification (only what we read)."""
 
     model_config = ConfigDict(extra="allow")
-    eventName: str  # noqa: N815 - the S3 wire name
+    eventName: str
     s3: _S3Entity
 
 
@@ -101,7 +101,7 @@ class S3EventRecords(BaseModel):
     """MinIO's standard notification body. Other fields (Key, EventName) are ignored."""
 
     model_config = ConfigDict(extra="allow")
-    Records: list[S3EventRecord]  # noqa: N815 - the S3 wire name
+    Records: list[S3EventRecord]
 
     @staticmethod
     def parse(raw: bytes) -> "S3EventRecords":

@@ -1,1 +1,1 @@
-"""Headwater runtime."""
+"""Headwater's runtime: settings, NATS/JetStream set-up, Postgres, object storage, telemetry."""

@@ -1,0 +1,93 @@
+"""Partition mappings: which input partitions an output partition reads, and back.
+
+identity: the same key. all: every input partition feeds the one output partition
+(UNPARTITIONED_KEY). window N: the N input keys ending at this key (in sorted order).
+rollup: every input key that maps to this output key (day -> month/year, or a regex capture).
+"""
+
+import re
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+UNPARTITIONED_KEY = "all"
+_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
+
+
+class Mapping(BaseModel):
+    """How one input's partitions map to the output's partitions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["identity", "all", "window", "rollup"] = "identity"
+    size: int | None = None
+    to: Literal["month", "year"] | None = None
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Mapping":
+        if self.kind == "window" and (self.size is None or self.size < 1):
+            raise ValueError("window needs size >= 1")
+        if self.kind == "rollup":
+            if (self.to is None) == (self.pattern is None):
+                raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
+            if self.pattern is not None:
+                try:
+                    compiled = re.compile(self.pattern)
+                except re.error as exc:
+                    raise ValueError(f"pattern does not compile: {exc}") from exc
+                if compiled.groups < 1:
+                    raise ValueError("pattern needs one capture group (the output key)")
+        return self
+
+    def canonical(self) -> str:
+        """A stable text of the mapping and its parameters, for the code SHA."""
+        return f"{self.kind}|size={self.size}|to={self.to}|pattern={self.pattern}"
+
+    @property
+    def partitions_output(self) -> bool:
+        """Whether this input decides which output partitions exist."""
+        return self.kind != "all"
+
+    def output_key(self, input_key: str) -> str | None:
+        """The output partition an input partition rolls into (rollup), or None if none."""
+        if self.kind in ("identity", "window"):
+            return input_key
+        if self.kind == "all":
+            return UNPARTITIONED_KEY
+        if self.pattern is not None:
+            match = re.search(self.pattern, input_key)
+            return match.group(1) if match else None
+        day = _DAY.match(input_key)
+        if not day:
+            return None
+        return f"{day[1]}-{day[2]}" if self.to == "month" else day[1]
+
+    def output_keys(self, input_keys: Iterable[str]) -> set[str]:
+        """The output partitions that some of `input_keys` feed."""
+        keys = {self.output_key(k) for k in input_keys}
+        keys.discard(None)
+        return keys  # type: ignore[return-value]
+
+    def inputs_for(self, output_key: str, input_keys: Iterable[str]) -> list[str]:
+        """The input partitions output partition `output_key` reads, sorted."""
+        existing = sorted(input_keys)
+        if self.kind == "identity":
+            return [output_key] if output_key in existing else []
+        if self.kind == "all":
+            return existing
+        if self.kind == "window":
+            assert self.size is not None
+            upto = [k for k in existing if k <= output_key]
+            return upto[-self.size :] if output_key in existing else []
+        return [k for k in existing if self.output_key(k) == output_key]
+
+    def affected_outputs(self, input_key: str, input_keys: Iterable[str]) -> set[str]:
+        """The output partitions whose inputs include `input_key`."""
+        if self.kind != "window":
+            out = self.output_key(input_key)
+            return {out} if out is not None else set()
+        assert self.size is not None
+        later = sorted(k for k in input_keys if k >= input_key)
+        return set(later[: self.size])

@@ -1,0 +1,119 @@
+"""The reconcile decision, as pure functions: for a derived dataset, which output
+partitions should exist, what each reads, and its desired fingerprint.
+
+The scheduler feeds it stored facts; the oracle in the tests feeds it a from-scratch run.
+"""
+
+from collections.abc import Iterable
+from collections.abc import Mapping as MappingT
+from dataclasses import dataclass
+
+from headwater.contracts import DatasetDefinition, InputRef
+from headwater.core import hashing
+from headwater.core.mappings import UNPARTITIONED_KEY, Mapping
+from headwater.core.spec import mapping_of
+
+
+@dataclass(frozen=True)
+class PartitionFact:
+    """What is known of one input partition."""
+
+    data_sha: str | None
+    object_key: str | None
+    state: str  # "ready" when up to date; anything else blocks what reads it
+
+
+@dataclass(frozen=True)
+class Desired:
+    """An output partition whose inputs are all ready: its fingerprint and inputs."""
+
+    fingerprint: str
+    inputs: tuple[InputRef, ...]
+
+
+@dataclass(frozen=True)
+class NotReady:
+    """An output partition that must wait: `blocked` when an input errored."""
+
+    blocked: bool
+    reason: str
+
+
+Decision = Desired | NotReady
+Facts = MappingT[str, MappingT[str, PartitionFact]]  # dataset -> partition key -> fact
+
+
+def output_keys(definition: DatasetDefinition, facts: Facts) -> set[str]:
+    """The output partitions a derived dataset has, given its inputs' partitions."""
+    keys: set[str] | None = None
+    for inp in definition.inputs:
+        mapping = mapping_of(inp)
+        if not mapping.partitions_output:
+            continue
+        mapped = mapping.output_keys(facts.get(inp.dataset, {}).keys())
+        keys = mapped if keys is None else keys & mapped
+    if keys is None:  # every input is `all`: one unpartitioned output, once there is input
+        has_all = all(facts.get(i.dataset) for i in definition.inputs)
+        return {UNPARTITIONED_KEY} if has_all else set()
+    return keys
+
+
+def affected_outputs(
+    definition: DatasetDefinition, input_dataset: str, input_key: str, facts: Facts
+) -> set[str]:
+    """The output partitions of `definition` that read `input_dataset`/`input_key`."""
+    out: set[str] = set()
+    for inp in definition.inputs:
+        if inp.dataset == input_dataset:
+            keys = facts.get(input_dataset, {}).keys()
+            out |= mapping_of(inp).affected_outputs(input_key, keys)
+    return out
+
+
+def decide(definition: DatasetDefinition, key: str, facts: Facts) -> Decision:
+    """The desired fingerprint of one output partition, or why it cannot have one yet."""
+    refs: list[InputRef] = []
+    for inp in definition.inputs:
+        mapping: Mapping = mapping_of(inp)
+        partitions = facts.get(inp.dataset, {})
+        keys = mapping.inputs_for(key, partitions.keys())
+        if not keys:
+            return NotReady(False, f"{inp.dataset} has no partition for {key}")
+        for k in keys:
+            fact = partitions[k]
+            if fact.state in ("errored", "blocked"):
+                return NotReady(True, f"{inp.dataset}/{k} is {fact.state}")
+            if fact.state != "ready" or fact.data_sha is None or fact.object_key is None:
+                return NotReady(False, f"{inp.dataset}/{k} is {fact.state}")
+            refs.append(
+                InputRef(
+                    dataset=inp.dataset,
+                    partition_key=k,
+                    data_sha=fact.data_sha,
+                    object_key=fact.object_key,
+                )
+            )
+    refs.sort(key=lambda r: (r.dataset, r.partition_key))
+    fingerprint = hashing.fingerprint(
+        definition.code_sha, [(r.dataset, r.partition_key, r.data_sha) for r in refs]
+    )
+    return Desired(fingerprint, tuple(refs))
+
+
+def topological(definitions: Iterable[DatasetDefinition]) -> list[DatasetDefinition]:
+    """Definitions ordered so that every dataset comes after its inputs."""
+    by_name = {d.name: d for d in definitions}
+    order: list[DatasetDefinition] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in seen or name not in by_name:
+            return
+        seen.add(name)
+        for inp in by_name[name].inputs:
+            visit(inp.dataset)
+        order.append(by_name[name])
+
+    for name in sorted(by_name):
+        visit(name)
+    return order

@@ -1,0 +1,375 @@
+"""The pipeline spec: a YAML file plus the SQL/Python files it names, validated before
+anything runs. Errors name the file, the dataset and the field.
+
+    pipeline: flights
+    sources:
+      flights: {}
+    datasets:
+      delays_by_day:
+        sql: sql/delays_by_day.sql          # a file beside the YAML, or inline SQL
+        inputs:
+          flights: identity                 # or {mapping: window, size: 7} / {mapping: rollup, to: month}
+      monthly:
+        python: transforms.py:monthly       # FILE:FUNCTION over pyarrow Tables
+        inputs:
+          delays_by_day: {mapping: rollup, to: month}
+"""
+
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlglot
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlglot import exp
+
+from headwater.contracts import DatasetDefinition, InputDefinition
+from headwater.contracts.errors import ContractError
+from headwater.contracts.keys import validate_dataset_name
+from headwater.core import hashing
+from headwater.core.errors import SpecError
+from headwater.core.mappings import Mapping
+
+ENGINE_VERSION = "duckdb-arrow/1"
+
+
+class PipelineDocument(BaseModel):
+    """A spec as it travels to spec-registry: the YAML text and the files it names."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: str
+    yaml_text: str
+    files: dict[str, str] = {}
+
+
+class DatasetSpec(BaseModel):
+    """One dataset of a pipeline, with its code SHA."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kind: Literal["source", "sql", "python"]
+    code: str = ""  # SQL text, or the Python module source
+    function: str | None = None
+    code_file: str | None = None
+    inputs: dict[str, Mapping] = {}
+    version: str | None = None
+    ordered: bool = False
+    code_sha: str
+
+    def definition(self) -> DatasetDefinition:
+        """What the scheduler and executors are told of this dataset."""
+        return DatasetDefinition(
+            name=self.name,
+            kind=self.kind,
+            code_sha=self.code_sha,
+            inputs=tuple(
+                InputDefinition(dataset=n, mapping=m.kind, size=m.size, pattern=_pattern(m))
+                for n, m in sorted(self.inputs.items())
+            ),
+            ordered=self.ordered,
+        )
+
+    def code_blob(self) -> dict[str, Any]:
+        """What executors load by code SHA."""
+        return {"kind": self.kind, "code": self.code, "function": self.function}
+
+
+def _pattern(m: Mapping) -> str | None:
+    # Rollups to month/year travel as their regex so the contract stays small.
+    if m.kind == "rollup" and m.to == "month":
+        return r"^(\d{4}-\d{2})-\d{2}"
+    if m.kind == "rollup" and m.to == "year":
+        return r"^(\d{4})-\d{2}-\d{2}"
+    return m.pattern
+
+
+def mapping_of(d: InputDefinition) -> Mapping:
+    """The mapping an input definition carries (the inverse of DatasetSpec.definition)."""
+    return Mapping(kind=d.mapping, size=d.size, pattern=d.pattern)
+
+
+class Pipeline(BaseModel):
+    """A validated pipeline: datasets in dependency order."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    datasets: dict[str, DatasetSpec]
+
+    def downstream(self, name: str) -> list[str]:
+        """Datasets that read `name`, directly."""
+        return [d.name for d in self.datasets.values() if name in d.inputs]
+
+
+def read_document(path: Path) -> PipelineDocument:
+    """Read a spec file and every file it names (relative to it)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(str(path), f"cannot read: {exc.strerror}") from exc
+    raw = _yaml(path.name, text)
+    files: dict[str, str] = {}
+    for name, body in (raw.get("datasets") or {}).items():
+        if not isinstance(body, dict):
+            continue
+        for field in ("sql", "python"):
+            value = body.get(field)
+            if not isinstance(value, str):
+                continue
+            ref = value.split(":")[0] if field == "python" else value
+            if field == "sql" and not ref.strip().lower().endswith(".sql"):
+                continue
+            ref = ref.strip()
+            try:
+                files[ref] = (path.parent / ref).read_text()
+            except OSError as exc:
+                raise SpecError(
+                    path.name, f"cannot read {ref!r}: {exc.strerror}", dataset=name, field=field
+                ) from exc
+    return PipelineDocument(file=path.name, yaml_text=text, files=files)
+
+
+def _yaml(file: str, text: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(file, f"is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(file, "must be a mapping with `pipeline`, `sources` and `datasets`")
+    return raw
+
+
+_TOP_FIELDS = {"pipeline", "sources", "datasets"}
+_SOURCE_FIELDS = {"ordered", "description"}
+_DERIVED_FIELDS = {"sql", "python", "inputs", "version", "ordered", "description"}
+
+
+def parse_pipeline(doc: PipelineDocument) -> Pipeline:
+    """Validate a spec document completely; raise SpecError naming file, dataset and field."""
+    f = doc.file
+    raw = _yaml(f, doc.yaml_text)
+    unknown = set(raw) - _TOP_FIELDS
+    if unknown:
+        raise SpecError(
+            f, f"unknown top-level field(s) {sorted(unknown)}", field=sorted(unknown)[0]
+        )
+    name = raw.get("pipeline")
+    if not isinstance(name, str) or not name:
+        raise SpecError(f, "must name the pipeline (`pipeline: NAME`)", field="pipeline")
+    sources = raw.get("sources") or {}
+    derived = raw.get("datasets") or {}
+    if not isinstance(sources, dict):
+        raise SpecError(f, "must be a mapping of source name to options", field="sources")
+    if not isinstance(derived, dict):
+        raise SpecError(f, "must be a mapping of dataset name to definition", field="datasets")
+    datasets: dict[str, DatasetSpec] = {}
+    for ds_name, body in sources.items():
+        _check_name(f, ds_name)
+        body = body or {}
+        if not isinstance(body, dict):
+            raise SpecError(f, "must be a mapping", dataset=ds_name)
+        _no_unknown(f, ds_name, body, _SOURCE_FIELDS)
+        ordered = _bool(f, ds_name, body, "ordered")
+        datasets[ds_name] = DatasetSpec(
+            name=ds_name,
+            kind="source",
+            ordered=ordered,
+            code_sha=hashing.code_sha(
+                kind="source",
+                normalized_code="",
+                inputs=[],
+                ordered=ordered,
+                version=None,
+                engine=ENGINE_VERSION,
+            ),
+        )
+    for ds_name, body in derived.items():
+        _check_name(f, ds_name)
+        if ds_name in datasets:
+            raise SpecError(f, "is declared both as a source and a dataset", dataset=ds_name)
+        if not isinstance(body, dict):
+            raise SpecError(f, "must be a mapping with sql: or python:", dataset=ds_name)
+        datasets[ds_name] = _derived(doc, ds_name, body)
+    for ds in datasets.values():
+        for input_name in ds.inputs:
+            if input_name not in datasets:
+                raise SpecError(
+                    f,
+                    f"{input_name!r} is not a source or dataset of this pipeline",
+                    dataset=ds.name,
+                    field=f"inputs.{input_name}",
+                )
+    order = _topological(f, datasets)
+    return Pipeline(name=name, datasets={n: datasets[n] for n in order})
+
+
+def _check_name(file: str, name: object) -> None:
+    try:
+        validate_dataset_name(str(name), "name")
+    except ContractError as exc:
+        raise SpecError(file, exc.reason, dataset=str(name)) from exc
+
+
+def _no_unknown(file: str, ds: str, body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise SpecError(
+            file, f"unknown field (allowed: {sorted(allowed)})", dataset=ds, field=unknown[0]
+        )
+
+
+def _bool(file: str, ds: str, body: dict[str, Any], field: str) -> bool:
+    value = body.get(field, False)
+    if not isinstance(value, bool):
+        raise SpecError(file, f"must be true or false, not {value!r}", dataset=ds, field=field)
+    return value
+
+
+def _derived(doc: PipelineDocument, name: str, body: dict[str, Any]) -> DatasetSpec:
+    f = doc.file
+    _no_unknown(f, name, body, _DERIVED_FIELDS)
+    if ("sql" in body) == ("python" in body):
+        raise SpecError(f, "needs exactly one of sql: or python:", dataset=name)
+    inputs = _inputs(f, name, body.get("inputs"))
+    ordered = _bool(f, name, body, "ordered")
+    version = body.get("version")
+    if version is not None and not isinstance(version, str | int):
+        raise SpecError(f, "must be a string", dataset=name, field="version")
+    version = None if version is None else str(version)
+    if "sql" in body:
+        code, code_file = _sql_text(doc, name, body["sql"])
+        try:
+            normalized = hashing.normalize_sql(code)
+        except hashing.CodeError as exc:
+            raise SpecError(f, f"SQL does not parse: {exc}", dataset=name, field="sql") from exc
+        _check_sql_tables(f, name, code, inputs)
+        kind: Literal["sql", "python"] = "sql"
+        function = None
+    else:
+        ref = body["python"]
+        if not isinstance(ref, str) or ref.count(":") != 1:
+            raise SpecError(f, "must be FILE.py:FUNCTION", dataset=name, field="python")
+        code_file, function = (p.strip() for p in ref.split(":"))
+        code = doc.files.get(code_file, "")
+        if not code:
+            raise SpecError(f, f"{code_file!r} is missing or empty", dataset=name, field="python")
+        try:
+            normalized = hashing.normalize_python(code, function)
+        except hashing.CodeError as exc:
+            raise SpecError(f, str(exc), dataset=name, field="python") from exc
+        _check_python_imports(f, name, code, function)
+        kind = "python"
+    code_sha = hashing.code_sha(
+        kind=kind,
+        normalized_code=normalized,
+        inputs=[(n, m.kind, m.canonical()) for n, m in inputs.items()],
+        ordered=ordered,
+        version=version,
+        engine=ENGINE_VERSION,
+    )
+    return DatasetSpec(
+        name=name,
+        kind=kind,
+        code=code,
+        function=function,
+        code_file=code_file,
+        inputs=inputs,
+        version=version,
+        ordered=ordered,
+        code_sha=code_sha,
+    )
+
+
+def _sql_text(doc: PipelineDocument, name: str, value: object) -> tuple[str, str | None]:
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(doc.file, "must be SQL text or a .sql file", dataset=name, field="sql")
+    ref = value.strip()
+    if ref.lower().endswith(".sql") and "\n" not in ref:
+        if ref not in doc.files:
+            raise SpecError(doc.file, f"{ref!r} was not found", dataset=name, field="sql")
+        return doc.files[ref], ref
+    return value, None
+
+
+def _inputs(file: str, name: str, raw: object) -> dict[str, Mapping]:
+    if not isinstance(raw, dict) or not raw:
+        raise SpecError(
+            file, "must map at least one input dataset to a mapping", dataset=name, field="inputs"
+        )
+    out: dict[str, Mapping] = {}
+    for input_name, spec in raw.items():
+        field = f"inputs.{input_name}"
+        if isinstance(spec, str):
+            spec = {"mapping": spec}
+        if not isinstance(spec, dict):
+            raise SpecError(
+                file, "must be a mapping name or {mapping: ...}", dataset=name, field=field
+            )
+        params = dict(spec)
+        kind = params.pop("mapping", "identity")
+        try:
+            out[str(input_name)] = Mapping(kind=kind, **params)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            reason = str(err["msg"]).removeprefix("Value error, ")
+            raise SpecError(
+                file, reason, dataset=name, field=f"{field}.{loc}" if loc else field
+            ) from exc
+    return out
+
+
+def _check_sql_tables(file: str, name: str, sql: str, inputs: dict[str, Mapping]) -> None:
+    try:
+        tree = sqlglot.parse_one(sql, read="duckdb")
+    except sqlglot.errors.ParseError as exc:  # already reported by normalize_sql
+        raise SpecError(file, f"SQL does not parse: {exc}", dataset=name, field="sql") from exc
+    ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    for table in tree.find_all(exp.Table):
+        if table.name and table.name not in inputs and table.name not in ctes:
+            raise SpecError(
+                file,
+                f"reads table {table.name!r}, which is not one of its inputs {sorted(inputs)}",
+                dataset=name,
+                field="sql",
+            )
+
+
+def _check_python_imports(file: str, name: str, source: str, function: str) -> None:
+    namespace: dict[str, Any] = {}
+    try:
+        exec(compile(source, f"<{name}>", "exec"), namespace)
+    except Exception as exc:
+        raise SpecError(
+            file,
+            f"Python does not import: {type(exc).__name__}: {exc}",
+            dataset=name,
+            field="python",
+        ) from exc
+    if not callable(namespace.get(function)):
+        raise SpecError(
+            file, f"{function!r} is not a function of the module", dataset=name, field="python"
+        )
+
+
+def _topological(file: str, datasets: dict[str, DatasetSpec]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(n: str, path: list[str]) -> None:
+        if state.get(n) == 2:
+            return
+        if state.get(n) == 1:
+            cycle = " -> ".join([*path[path.index(n) :], n])
+            raise SpecError(file, f"inputs form a cycle: {cycle}", dataset=n, field="inputs")
+        state[n] = 1
+        for i in sorted(datasets[n].inputs):
+            visit(i, [*path, n])
+        state[n] = 2
+        order.append(n)
+
+    for n in sorted(datasets):
+        visit(n, [])
+    return order

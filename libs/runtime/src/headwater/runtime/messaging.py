@@ -1,0 +1,144 @@
+"""The shared broker set-up and the one way every service consumes and publishes.
+
+`consume` gives each JetStream message exactly one outcome, and only after its effects are
+committed: ack on success; dead-letter then terminate on permanent errors (bad input);
+a delayed nak on retryable errors, and a dead letter once `max_deliver` is reached.
+"""
+
+import base64
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.subscriber.usecases import LogicSubscriber
+from nats.aio.msg import Msg
+from opentelemetry.sdk.trace import TracerProvider
+from pydantic import BaseModel
+
+from headwater.contracts import ContractError, DeadLetter, Event, Subjects, parse_model
+from headwater.runtime.errors import HeadwaterError, InputError
+from headwater.runtime.settings import ServiceSettings
+from headwater.runtime.topology import MAX_DELIVER, consumers
+
+_log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=BaseModel)
+NAK_BASE_DELAY_S = 0.5
+NAK_MAX_DELAY_S = 30.0
+
+
+def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider) -> NatsBroker:
+    """A FastStream NATS broker with OpenTelemetry propagation through message headers."""
+    options: dict[str, object] = {}
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password
+    return NatsBroker(
+        settings.nats_url,
+        name=f"headwater-{service}",
+        middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer)],
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        logger=logging.getLogger(f"headwater.{service}.broker"),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def durable_subscriber(
+    broker: NatsBroker, subjects: Subjects, consumer: str, *, batch_size: int = 10
+) -> LogicSubscriber[Any]:
+    """A pull subscriber bound to a durable consumer of the topology, acked by hand."""
+    spec = consumers(subjects)[consumer]
+    return broker.subscriber(
+        spec.filter_subject,
+        stream=JStream(spec.stream, declare=False),
+        durable=spec.durable,
+        pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        ack_policy=AckPolicy.MANUAL,
+    )
+
+
+async def publish(
+    broker: NatsBroker, subject: str, event: Event, *, msg_id: str, stream: str
+) -> None:
+    """Publish `event` and wait for JetStream's ack; `msg_id` dedups inside the window."""
+    await broker.publish(
+        event.model_dump_json().encode(),
+        subject,
+        headers={"Nats-Msg-Id": msg_id, "content-type": "application/json"},
+        stream=stream,
+    )
+
+
+async def dead_letter(
+    broker: NatsBroker, subjects: Subjects, service: str, raw: Msg, field: str, reason: str
+) -> None:
+    """Keep a rejected message, with the field at fault and why, in the dead-letter stream."""
+    meta = raw.metadata
+    letter = DeadLetter(
+        service=service,
+        subject=raw.subject,
+        field=field,
+        reason=reason,
+        payload_b64=base64.b64encode(raw.data).decode(),
+        headers={k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)},
+        delivered=meta.num_delivered if meta.num_delivered is not None else 1,
+    )
+    stream_seq = meta.sequence.stream
+    await publish(
+        broker,
+        subjects.dlq(service),
+        letter,
+        msg_id=f"dlq:{meta.stream}:{stream_seq}",
+        stream=subjects.dlq_stream,
+    )
+    _log.warning("dead-lettered %s (%s: %s)", raw.subject, field, reason)
+
+
+async def consume(
+    msg: NatsMessage,
+    model: type[E],
+    process: Callable[[E], Awaitable[None]],
+    *,
+    broker: NatsBroker,
+    subjects: Subjects,
+    service: str,
+) -> None:
+    """Parse, process and settle one message (see the module docstring)."""
+    raw: Msg = msg.raw_message
+    delivered = raw.metadata.num_delivered or 1
+    try:
+        event = parse_model(model, raw.data)
+        await process(event)
+    except (ContractError, InputError) as exc:
+        await dead_letter(broker, subjects, service, raw, exc.field, exc.reason)
+        await msg.reject()
+        return
+    except HeadwaterError as exc:
+        if exc.retryable and delivered < MAX_DELIVER:
+            await _retry_later(msg, delivered, exc)
+            return
+        await dead_letter(broker, subjects, service, raw, "processing", str(exc))
+        await msg.reject()
+        return
+    except Exception as exc:
+        # An unexpected bug or outage: never drop the message, retry it with backoff.
+        _log.exception("processing %s failed (delivery %d)", raw.subject, delivered)
+        if delivered < MAX_DELIVER:
+            await _retry_later(msg, delivered, exc)
+            return
+        await dead_letter(
+            broker, subjects, service, raw, "processing", f"{type(exc).__name__}: {exc}"
+        )
+        await msg.reject()
+        return
+    await msg.ack()
+
+
+async def _retry_later(msg: NatsMessage, delivered: int, exc: BaseException) -> None:
+    delay = min(NAK_MAX_DELAY_S, NAK_BASE_DELAY_S * 2 ** (delivered - 1))
+    _log.warning("will retry %s in %.1fs: %s", msg.raw_message.subject, delay, exc)
+    await msg.nack(delay=delay)

@@ -1,0 +1,82 @@
+"""The transactional outbox: an event is published if and only if its state change committed.
+
+A handler adds events to its schema's `outbox` table in the transaction that commits the
+effect, then flushes before acknowledging its input; a timer flushes what a crash left.
+JetStream's duplicate window (message id) absorbs a publish repeated after a crash.
+"""
+
+import json
+import logging
+
+import asyncpg
+from faststream.nats import NatsBroker
+
+from headwater.contracts import Event
+
+_log = logging.getLogger(__name__)
+
+OUTBOX_DDL = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id bigserial PRIMARY KEY,
+    subject text NOT NULL,
+    stream text NOT NULL,
+    msg_id text NOT NULL,
+    payload bytea NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    published_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+"""
+
+
+class Outbox:
+    """The outbox of one service schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.table = f'"{schema}".outbox'
+
+    async def add(
+        self, conn: asyncpg.Connection, subject: str, stream: str, msg_id: str, event: Event
+    ) -> None:
+        """Queue `event` in the caller's transaction."""
+        await conn.execute(
+            f"INSERT INTO {self.table} (subject, stream, msg_id, payload) VALUES ($1, $2, $3, $4)",
+            subject,
+            stream,
+            msg_id,
+            event.model_dump_json().encode(),
+        )
+
+    async def flush(self, pool: asyncpg.Pool, broker: NatsBroker) -> int:
+        """Publish every unpublished event in order; returns how many were sent."""
+        sent = 0
+        while True:
+            async with pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    f"SELECT id, subject, stream, msg_id, payload FROM {self.table}"
+                    " WHERE published_at IS NULL ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
+                )
+                if not rows:
+                    return sent
+                for row in rows:
+                    await broker.publish(
+                        bytes(row["payload"]),
+                        row["subject"],
+                        headers={"Nats-Msg-Id": row["msg_id"], "content-type": "application/json"},
+                        stream=row["stream"],
+                    )
+                await conn.execute(
+                    f"UPDATE {self.table} SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    [r["id"] for r in rows],
+                )
+                sent += len(rows)
+
+    async def pending(self, pool: asyncpg.Pool) -> int:
+        """How many events are committed but not yet published."""
+        value = await pool.fetchval(f"SELECT count(*) FROM {self.table} WHERE published_at IS NULL")
+        return int(value)
+
+
+def dumps(value: object) -> str:
+    """JSON for jsonb parameters."""
+    return json.dumps(value, sort_keys=True, default=str)

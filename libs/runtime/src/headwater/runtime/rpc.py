@@ -1,0 +1,56 @@
+"""Request-reply queries over core NATS: every reply is `{"ok": true, "result": ...}` or
+`{"ok": false, "error": {"field", "reason"}}`, so a caller never waits on a swallowed error."""
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faststream.nats import NatsBroker, NatsMessage
+from nats.errors import NoRespondersError
+
+from headwater.contracts import ContractError
+from headwater.core.errors import SpecError
+from headwater.runtime.errors import InputError, TransientError
+
+_log = logging.getLogger(__name__)
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+def responder(broker: NatsBroker, subject: str, handler: Handler) -> None:
+    """Serve `handler` on `subject` (a queue group, so replicas share the load)."""
+
+    @broker.subscriber(subject, queue="rpc", include_in_schema=False)
+    async def _serve(msg: NatsMessage) -> bytes:
+        try:
+            body = json.loads(msg.raw_message.data or b"{}")
+            if not isinstance(body, dict):
+                raise InputError("payload", "must be a JSON object")
+            result = await handler(body)
+            return json.dumps({"ok": True, "result": result}, default=str).encode()
+        except (InputError, ContractError) as exc:
+            return _error(exc.field, exc.reason)
+        except SpecError as exc:
+            return _error(exc.field or "spec", str(exc))
+        except json.JSONDecodeError as exc:
+            return _error("payload", f"is not JSON: {exc.msg}")
+        except Exception as exc:
+            _log.exception("rpc %s failed", subject)
+            return _error("server", f"{type(exc).__name__}: {exc}")
+
+
+def _error(field: str, reason: str) -> bytes:
+    return json.dumps({"ok": False, "error": {"field": field, "reason": reason}}).encode()
+
+
+async def call(broker: NatsBroker, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Any:
+    """Ask a service; its error reply becomes InputError, no reply a TransientError."""
+    try:
+        reply = await broker.request(json.dumps(body).encode(), subject, timeout=timeout)
+    except (TimeoutError, NoRespondersError) as exc:
+        raise TransientError(f"no reply on {subject} within {timeout}s") from exc
+    data = json.loads(reply.body)
+    if not data.get("ok"):
+        err = data.get("error", {})
+        raise InputError(err.get("field", "server"), err.get("reason", "unknown error"))
+    return data["result"]

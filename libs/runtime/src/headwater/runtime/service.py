@@ -1,0 +1,190 @@
+"""The lifecycle every service shares: connect, declare the topology, migrate its schema,
+start its subscribers and timers, serve until SIGTERM/SIGINT, then stop in reverse order."""
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from faststream.nats import NatsBroker
+
+from headwater.runtime import db, topology
+from headwater.runtime.messaging import make_broker
+from headwater.runtime.objectstore import ObjectStore, open_store
+from headwater.runtime.outbox import Outbox
+from headwater.runtime.settings import ServiceSettings
+from headwater.runtime.telemetry import setup_tracing
+
+Hook = Callable[[], Awaitable[None]]
+_log = logging.getLogger(__name__)
+
+
+class Resources:
+    """What a service owns: its Postgres schema (pool, migrations, outbox) and object store."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        broker: NatsBroker,
+        *,
+        schema: str | None,
+        migrations: Path | None,
+        buckets: list[str],
+        pool: asyncpg.Pool | None,
+        store: ObjectStore | None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.schema = schema
+        self.migrations = migrations
+        self.buckets = buckets
+        self.objects = store or open_store(settings)
+        self.outbox = Outbox(schema) if schema else None
+        self._pool = pool
+        self._own_pool = pool is None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the service has not started")
+        return self._pool
+
+    async def open(self) -> None:
+        for bucket in self.buckets:
+            await self.objects.ensure_bucket(bucket)
+        if self.schema is None:
+            return
+        if self._pool is None:
+            self._pool = await db.create_pool(self.settings.pg_dsn)
+        if self.migrations is not None:
+            await db.apply_migrations(self._pool, self.schema, self.migrations)
+        await self.flush()
+
+    async def close(self) -> None:
+        if self._own_pool and self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def flush(self) -> None:
+        """Publish what the outbox holds (after each commit, and on a timer after a crash)."""
+        if self.outbox is not None and self._pool is not None:
+            await self.outbox.flush(self._pool, self.broker)
+
+
+@dataclass
+class Service:
+    """A running service: its broker plus what it owns (opened on start, closed on stop)."""
+
+    name: str
+    settings: ServiceSettings
+    broker: NatsBroker
+    on_start: list[Hook] = field(default_factory=list)
+    on_stop: list[Hook] = field(default_factory=list)
+    timers: list[tuple[float, Hook]] = field(default_factory=list)
+    resources: Resources | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        settings: ServiceSettings,
+        *,
+        schema: str | None = None,
+        migrations: Path | None = None,
+        buckets: list[str] | None = None,
+        pool: asyncpg.Pool | None = None,
+        store: ObjectStore | None = None,
+    ) -> "Service":
+        """A service with its broker and resources; handlers are registered by the caller."""
+        broker = make_broker(settings, name, setup_tracing(name))
+        res = Resources(
+            settings,
+            broker,
+            schema=schema,
+            migrations=migrations,
+            buckets=buckets or [],
+            pool=pool,
+            store=store,
+        )
+        service = cls(name, settings, broker, resources=res)
+        if schema is not None:
+            service.timers.append((5.0, res.flush))
+        return service
+
+    @property
+    def res(self) -> Resources:
+        assert self.resources is not None
+        return self.resources
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        await topology.declare(self.broker.connection.jetstream(), self.settings.subjects)
+        if self.resources is not None:
+            await self.resources.open()
+        for hook in self.on_start:
+            await hook()
+        await self.broker.start()
+        for interval, hook in self.timers:
+            self._tasks.append(asyncio.create_task(self._every(interval, hook)))
+        _log.info("%s started", self.name)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.broker.stop()
+        for hook in reversed(self.on_stop):
+            await hook()
+        if self.resources is not None:
+            await self.resources.close()
+        _log.info("%s stopped", self.name)
+
+    async def __aenter__(self) -> "Service":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _every(self, interval: float, hook: Hook) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await hook()
+            except Exception:
+                _log.exception("%s: periodic %s failed", self.name, getattr(hook, "__name__", hook))
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        await self.stop()
+
+
+def configure_logging(service: str, level: str) -> None:
+    """One line per record, prefixed by the service name (the embedded stack mixes them)."""
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def run(build: Callable[[], Service]) -> None:
+    """Entry point for `python -m headwater.services.X`."""
+    service = build()
+    configure_logging(service.name, service.settings.log_level)
+    asyncio.run(service.serve())

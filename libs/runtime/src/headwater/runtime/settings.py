@@ -1,0 +1,37 @@
+"""Settings shared by every service: where NATS, Postgres and object storage are.
+
+Only pydantic-settings reads the environment (prefix HEADWATER_); each service subclasses
+`ServiceSettings` with its own fields.
+"""
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from headwater.contracts import Subjects
+
+
+class ServiceSettings(BaseSettings):
+    """The connection settings every Headwater process reads."""
+
+    model_config = SettingsConfigDict(env_prefix="HEADWATER_", extra="ignore", frozen=True)
+
+    namespace: str = "hw"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_user: str | None = None
+    nats_password: str | None = None
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    # Object storage: an S3 endpoint when set, else a local directory.
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    store_dir: Path | None = None
+    landing_bucket: str = "landing"
+    data_bucket: str = "headwater-data"
+    code_bucket: str = "headwater-code"
+    log_level: str = "INFO"
+
+    @property
+    def subjects(self) -> Subjects:
+        return Subjects(self.namespace)

@@ -1,0 +1,111 @@
+"""JetStream streams and durable consumers, declared in one place.
+
+Every stream is file-backed; the embedded nats-server runs with `sync_interval: always`, so
+an acknowledged publish is on disk. Consumers ack explicitly with a finite `max_deliver`.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from headwater.contracts import Subjects
+
+DUPLICATE_WINDOW_S = 120.0
+MAX_DELIVER = 10
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable consumer: who reads which subjects of which stream."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait_s: float = 30.0
+    max_deliver: int = MAX_DELIVER
+
+
+def streams(s: Subjects) -> list[StreamConfig]:
+    """The four streams: upstream input, facts between services, work, dead letters."""
+    common: dict[str, Any] = {
+        "storage": StorageType.FILE,
+        "duplicate_window": DUPLICATE_WINDOW_S,
+        "discard": DiscardPolicy.OLD,
+        "max_msg_size": 8 * 1024 * 1024,
+    }
+    return [
+        StreamConfig(
+            name=s.upstream_stream,
+            subjects=[s.upstream_all, s.s3_events],
+            retention=RetentionPolicy.LIMITS,
+            description="what upstream systems publish (the public contract)",
+            **common,
+        ),
+        StreamConfig(
+            name=s.events_stream,
+            subjects=[s.events_all],
+            retention=RetentionPolicy.LIMITS,
+            description="facts between services: code changed, partition landed, task failed",
+            **common,
+        ),
+        StreamConfig(
+            name=s.tasks_stream,
+            subjects=[s.tasks_all],
+            retention=RetentionPolicy.WORK_QUEUE,
+            description="work for executors (competing consumers)",
+            **common,
+        ),
+        StreamConfig(
+            name=s.dlq_stream,
+            subjects=[s.dlq_all],
+            retention=RetentionPolicy.LIMITS,
+            description="rejected input, kept for inspection",
+            **common,
+        ),
+    ]
+
+
+def consumers(s: Subjects) -> dict[str, ConsumerSpec]:
+    """Every durable consumer, by a name the services refer to."""
+    return {
+        "change-detector-upstream": ConsumerSpec(
+            s.upstream_stream, "change-detector-upstream", s.upstream_all
+        ),
+        "change-detector-s3": ConsumerSpec(s.upstream_stream, "change-detector-s3", s.s3_events),
+        "scheduler": ConsumerSpec(s.events_stream, "scheduler", s.events_all),
+        "lineage-indexer": ConsumerSpec(s.events_stream, "lineage-indexer", s.events_all),
+        "executor": ConsumerSpec(s.tasks_stream, "executor", s.tasks_all, ack_wait_s=60.0),
+    }
+
+
+async def declare(js: JetStreamContext, s: Subjects) -> None:
+    """Create or update every stream and consumer (idempotent; every service calls it)."""
+    for config in streams(s):
+        assert config.name is not None
+        try:
+            await js.stream_info(config.name)
+            await js.update_stream(config)
+        except NotFoundError:
+            await js.add_stream(config)
+    for spec in consumers(s).values():
+        await js.add_consumer(
+            spec.stream,
+            ConsumerConfig(
+                durable_name=spec.durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=spec.ack_wait_s,
+                max_deliver=spec.max_deliver,
+                filter_subject=spec.filter_subject,
+                max_ack_pending=1000,
+            ),
+        )

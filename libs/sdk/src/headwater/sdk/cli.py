@@ -1,0 +1,268 @@
+"""The `headwater` command: the user's interface to a running stack. Every read command
+takes --json; errors name the field and the reason and exit non-zero."""
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headwater.contracts import ContractError
+from headwater.core.errors import SpecError
+from headwater.runtime.errors import HeadwaterError, InputError
+from headwater.sdk.client import HeadwaterClient
+from headwater.sdk.config import load_settings
+from headwater.sdk.embedded import EmbeddedStack
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+console = Console()
+err = Console(stderr=True)
+T = TypeVar("T")
+
+StateDir = Annotated[
+    Path, typer.Option("--state-dir", envvar="HEADWATER_STATE_DIR", help="embedded stack state")
+]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _run(state_dir: Path, fn: Callable[[HeadwaterClient], Awaitable[T]]) -> T:
+    async def go() -> T:
+        async with HeadwaterClient(load_settings(state_dir)) as hw:
+            return await fn(hw)
+
+    try:
+        return asyncio.run(go())
+    except (InputError, ContractError) as exc:
+        err.print(f"[red]error[/red] {exc.field}: {exc.reason}")
+        raise typer.Exit(2) from None
+    except SpecError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(2) from None
+    except HeadwaterError as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def _print_changes(result: dict[str, Any], applied: bool) -> None:
+    table = Table(title=f"pipeline {result['pipeline']}")
+    for col in ("dataset", "kind", "change", "code SHA"):
+        table.add_column(col)
+    for c in result["changes"]:
+        old, new = c["previous_code_sha"], c["code_sha"]
+        sha = f"{(old or '-')[:12]} -> {(new or '-')[:12]}" if old != new else (new or "")[:12]
+        table.add_row(c["dataset"], c["kind"], c["change"], sha)
+    console.print(table)
+    if applied:
+        version = result.get("spec_version")
+        console.print(f"spec version {version}" if version else "nothing changed")
+
+
+@app.command()
+def up(state_dir: StateDir = Path(".state")) -> None:
+    """Start the embedded stack and serve until Ctrl-C or SIGTERM."""
+    stack = _start(state_dir)
+    _serve(stack)
+
+
+@app.command()
+def demo(
+    state_dir: StateDir = Path(".state"),
+    exit_after: Annotated[bool, typer.Option("--exit", help="stop after the demo")] = False,
+) -> None:
+    """Start the stack, apply the example pipeline, publish a day of flights, show the result."""
+    from headwater.sdk.example import run_example
+
+    stack = _start(state_dir)
+    try:
+        _run(state_dir, lambda hw: run_example(hw, console))
+    except BaseException:
+        stack.stop()
+        raise
+    if exit_after:
+        stack.stop()
+        return
+    console.print("\nThe stack keeps running; try [bold]headwater status[/bold]. Ctrl-C stops it.")
+    _serve(stack)
+
+
+def _start(state_dir: Path) -> EmbeddedStack:
+    stack = EmbeddedStack(state_dir)
+    console.print(f"starting the embedded stack in {state_dir} ...")
+    endpoints = stack.start()
+    try:
+        _run(state_dir, lambda hw: hw.ready())
+    except BaseException:
+        stack.stop()
+        raise
+    for key, value in endpoints.items():
+        if "secret" not in key:
+            console.print(f"  {key:<14} {value}")
+    console.print(f"  endpoints in   {stack.endpoints_path}")
+    return stack
+
+
+def _serve(stack: EmbeddedStack) -> None:
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            stack.supervise()
+    finally:
+        console.print("stopping ...")
+        stack.stop()
+
+
+@app.command()
+def apply(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+    """Apply a pipeline spec: store it and run what its changes require."""
+    result = _run(state_dir, lambda hw: hw.apply(file))
+    _print_json(result) if as_json else _print_changes(result, applied=True)
+
+
+@app.command()
+def plan(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+    """Show what applying a spec would change, without changing anything."""
+    result = _run(state_dir, lambda hw: hw.plan(file))
+    _print_json(result) if as_json else _print_changes(result, applied=False)
+
+
+@app.command()
+def publish(
+    dataset: str,
+    partition: str,
+    file: Path,
+    state_dir: StateDir = Path(".state"),
+    delete: Annotated[bool, typer.Option("--delete", help="remove the partition's files")] = False,
+) -> None:
+    """Land FILE (Parquet, CSV or JSON lines) as source partition DATASET/PARTITION."""
+    if delete:
+        keys = _run(state_dir, lambda hw: hw.delete(dataset, partition))
+        console.print(f"removed {len(keys)} file(s) of {dataset}/{partition}")
+        return
+    if not file.is_file():
+        err.print(f"[red]error[/red] file: {file} does not exist")
+        raise typer.Exit(2)
+    event = _run(state_dir, lambda hw: hw.publish(dataset, partition, file))
+    console.print(f"published {event.key} (event {event.event_id})")
+
+
+@app.command()
+def status(state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+    """Every partition's state, data SHA and where it is stored."""
+    result = _run(state_dir, lambda hw: hw.status())
+    if as_json:
+        _print_json(result)
+        return
+    table = Table()
+    for col in ("dataset", "partition", "state", "rows", "data SHA", "object", "reason"):
+        table.add_column(col)
+    for p in result["partitions"]:
+        table.add_row(
+            p["dataset"],
+            p["partition_key"],
+            p["state"],
+            str(p["rows"] or ""),
+            (p["data_sha"] or "")[:12],
+            p["object_key"] or "",
+            p["error"] or p["reason"] or "",
+        )
+    console.print(table)
+    console.print(f"tasks running: {result['tasks_requested']}")
+
+
+@app.command()
+def wait(
+    state_dir: StateDir = Path(".state"),
+    timeout: Annotated[float, typer.Option(help="seconds")] = 600,
+    as_json: Json = False,
+) -> None:
+    """Return when nothing is pending or running."""
+    result = _run(state_dir, lambda hw: hw.wait(timeout))
+    counts: dict[str, int] = {}
+    for p in result["partitions"]:
+        counts[p["state"]] = counts.get(p["state"], 0) + 1
+    _print_json(counts) if as_json else console.print(f"idle: {counts}")
+
+
+@app.command()
+def why(
+    dataset: str, partition: str, state_dir: StateDir = Path(".state"), as_json: Json = False
+) -> None:
+    """Which code or input change caused each materialization of a partition."""
+    result = _run(state_dir, lambda hw: hw.why(dataset, partition))
+    if as_json:
+        _print_json(result)
+        return
+    p = result["partition"]
+    console.print(f"{dataset}/{partition}: {p['state']} data {str(p['data_sha'] or '-')[:12]}")
+    for m in result["materializations"]:
+        mark = "*" if m["current"] else " "
+        inputs = ", ".join(f"{i['dataset']}/{i['partition_key']}" for i in m["inputs"])
+        console.print(
+            f" {mark} {m['created_at']} fingerprint {m['fingerprint'][:12]} -> data "
+            f"{m['data_sha'][:12]}: {m['reason'] or '-'}" + (f" (from {inputs})" if inputs else "")
+        )
+
+
+@app.command()
+def lineage(
+    dataset: str, partition: str, state_dir: StateDir = Path(".state"), as_json: Json = False
+) -> None:
+    """The partitions a partition was made from, and those made from it."""
+    result = _run(state_dir, lambda hw: hw.lineage(dataset, partition))
+    if as_json:
+        _print_json(result)
+        return
+    console.print("[bold]upstream[/bold]")
+    for e in result["upstream"]:
+        console.print(
+            f"  {'  ' * (e['depth'] - 1)}{e['input_dataset']}/{e['input_key']} -> "
+            f"{e['output_dataset']}/{e['output_key']}"
+        )
+    console.print("[bold]downstream[/bold]")
+    for e in result["downstream"]:
+        console.print(
+            f"  {'  ' * (e['depth'] - 1)}{e['input_dataset']}/{e['input_key']} -> "
+            f"{e['output_dataset']}/{e['output_key']}"
+        )
+
+
+@app.command()
+def dlq(
+    state_dir: StateDir = Path(".state"),
+    limit: Annotated[int, typer.Option(help="newest N")] = 50,
+    as_json: Json = False,
+) -> None:
+    """Rejected input kept for inspection: which field, and why."""
+    letters = _run(state_dir, lambda hw: hw.dead_letters(limit))
+    if as_json:
+        _print_json(letters)
+        return
+    table = Table()
+    for col in ("seq", "service", "subject", "field", "reason"):
+        table.add_column(col)
+    for d in letters:
+        table.add_row(str(d["seq"]), d["service"], d["subject"], d["field"], d["reason"])
+    console.print(table)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,240 @@
+"""The Headwater client: the SDK behind the CLI. Everything goes over NATS (request-reply
+to the services, JetStream for publishing) plus object storage for upstream files."""
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from headwater.contracts import (
+    UpstreamEvent,
+    format_of,
+    validate_dataset_name,
+    validate_partition_key,
+)
+from headwater.core.spec import read_document
+from headwater.runtime import topology
+from headwater.runtime.errors import InputError, TransientError
+from headwater.runtime.objectstore import open_store
+from headwater.runtime.settings import ServiceSettings
+
+
+class HeadwaterClient:
+    """`async with HeadwaterClient(settings) as hw: await hw.status()`"""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.subjects = settings.subjects
+        self._nc: NatsClient | None = None
+
+    async def __aenter__(self) -> "HeadwaterClient":
+        options: dict[str, Any] = {}
+        if self.settings.nats_user:
+            options = {"user": self.settings.nats_user, "password": self.settings.nats_password}
+        try:
+            self._nc = await nats.connect(
+                self.settings.nats_url, connect_timeout=5, max_reconnect_attempts=3, **options
+            )
+        except Exception as exc:
+            raise TransientError(f"cannot reach NATS at {self.settings.nats_url}: {exc}") from exc
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+    @property
+    def nc(self) -> NatsClient:
+        assert self._nc is not None, "use `async with HeadwaterClient(...)`"
+        return self._nc
+
+    async def call(self, service: str, verb: str, body: dict[str, Any], timeout: float = 30) -> Any:
+        """Request-reply to a service; its error reply becomes InputError."""
+        subject = self.subjects.rpc(service, verb)
+        try:
+            reply = await self.nc.request(subject, json.dumps(body).encode(), timeout=timeout)
+        except (TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise TransientError(f"{service} did not answer on {subject}: is it running?") from exc
+        data = json.loads(reply.data)
+        if not data["ok"]:
+            raise InputError(data["error"]["field"], data["error"]["reason"])
+        return data["result"]
+
+    # --- spec ------------------------------------------------------------------------
+    async def apply(self, path: Path) -> dict[str, Any]:
+        doc = read_document(path)
+        result: dict[str, Any] = await self.call("spec-registry", "apply", doc.model_dump())
+        return result
+
+    async def plan(self, path: Path) -> dict[str, Any]:
+        doc = read_document(path)
+        result: dict[str, Any] = await self.call("spec-registry", "plan", doc.model_dump())
+        return result
+
+    # --- upstream ----------------------------------------------------------------------
+    async def publish(
+        self,
+        dataset: str,
+        partition: str,
+        file: Path,
+        *,
+        name: str | None = None,
+        event_id: str | None = None,
+    ) -> UpstreamEvent:
+        """The upstream contract in one call: write the file to the landing bucket under
+        DATASET/PARTITION/NAME, then publish the event on `hw.upstream.DATASET`."""
+        validate_dataset_name(dataset)
+        validate_partition_key(partition)
+        name = name or file.name
+        key = f"{dataset}/{partition}/{name}"
+        event = UpstreamEvent(
+            dataset=dataset,
+            partition=partition,
+            key=key,
+            format=format_of(name),
+            event_id=event_id or str(uuid.uuid4()),
+        )
+        store = open_store(self.settings)
+        await store.ensure_bucket(self.settings.landing_bucket)
+        await store.put(self.settings.landing_bucket, key, file.read_bytes())
+        await self.nc.jetstream().publish(
+            self.subjects.upstream(dataset),
+            event.model_dump_json(exclude={"schema_version"}).encode(),
+            headers={"Nats-Msg-Id": event.event_id},
+        )
+        return event
+
+    async def delete(self, dataset: str, partition: str) -> list[str]:
+        """Remove a source partition's files from the landing bucket."""
+        store = open_store(self.settings)
+        keys = await store.list(self.settings.landing_bucket, f"{dataset}/{partition}/")
+        for key in keys:
+            await store.delete(self.settings.landing_bucket, key)
+        return keys
+
+    # --- reads -------------------------------------------------------------------------
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call("scheduler", "status", {})
+        return result
+
+    async def why(self, dataset: str, partition: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "scheduler", "why", {"dataset": dataset, "partition": partition}
+        )
+        return result
+
+    async def lineage(self, dataset: str, partition: str, depth: int = 20) -> dict[str, Any]:
+        result: dict[str, Any] = await self.call(
+            "lineage-indexer",
+            "lineage",
+            {"dataset": dataset, "partition": partition, "depth": depth},
+        )
+        return result
+
+    async def busy(self) -> dict[str, int]:
+        """What is still to do: messages not yet handled by each consumer, open tasks."""
+        js = self.nc.jetstream()
+        out: dict[str, int] = {}
+        for name, spec in topology.consumers(self.subjects).items():
+            try:
+                info = await js.consumer_info(spec.stream, spec.durable)
+            except NotFoundError:
+                continue
+            out[name] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+        status = await self.status()
+        out["tasks_requested"] = int(status["tasks_requested"])
+        out["outbox_pending"] = int(status["outbox_pending"])
+        return out
+
+    async def ready(self, timeout: float = 60) -> None:
+        """Return once every service answers or pulls from its consumer."""
+        js = self.nc.jetstream()
+        deadline = time.monotonic() + timeout
+        missing: list[str] = []
+        while time.monotonic() < deadline:
+            missing = []
+            for service, verb in (
+                ("spec-registry", "datasets"),
+                ("scheduler", "status"),
+                ("lineage-indexer", "history"),
+            ):
+                try:
+                    await self.call(service, verb, {"dataset": "-"}, timeout=1)
+                except TransientError:
+                    missing.append(service)
+            for name in ("change-detector-upstream", "executor"):
+                spec = topology.consumers(self.subjects)[name]
+                try:
+                    info = await js.consumer_info(spec.stream, spec.durable)
+                except NotFoundError:
+                    missing.append(name)
+                    continue
+                if not info.num_waiting:
+                    missing.append(name)
+            if not missing:
+                return
+            await asyncio.sleep(0.25)
+        raise TransientError(f"not ready after {timeout}s: {', '.join(missing)}")
+
+    async def wait(self, timeout: float = 600, poll: float = 0.2) -> dict[str, Any]:
+        """Return when nothing is pending or running (seen twice in a row), else raise."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        busy: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            busy = await self.busy()
+            quiet = quiet + 1 if not any(busy.values()) else 0
+            if quiet >= 2:
+                return await self.status()
+            await asyncio.sleep(poll)
+        raise TransientError(f"still busy after {timeout}s: {busy}")
+
+    async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest dead letters, oldest first, with their payloads decoded when text."""
+        js = self.nc.jetstream()
+        try:
+            info = await js.stream_info(self.subjects.dlq_stream)
+        except NotFoundError:
+            return []
+        last = info.state.last_seq
+        if not info.state.messages:
+            return []
+        start = max(info.state.first_seq, last - limit + 1)
+        sub = await js.subscribe(
+            self.subjects.dlq_all,
+            ordered_consumer=True,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
+            ),
+        )
+        letters: list[dict[str, Any]] = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=2)
+                letter = json.loads(msg.data)
+                payload = base64.b64decode(letter.pop("payload_b64"))
+                try:
+                    letter["payload"] = payload.decode()
+                except UnicodeDecodeError:
+                    letter["payload"] = repr(payload)
+                letter["seq"] = msg.metadata.sequence.stream
+                letters.append(letter)
+                if msg.metadata.sequence.stream >= last:
+                    break
+        finally:
+            await sub.unsubscribe()
+        return letters

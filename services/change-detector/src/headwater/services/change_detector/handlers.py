@@ -1,0 +1,134 @@
+"""change-detector: re-reads and re-hashes a source partition on every upstream event, and
+announces `partition landed` only when its data SHA is new."""
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from headwater.contracts import (
+    ContractError,
+    PartitionLanded,
+    S3EventRecords,
+    Subjects,
+    UpstreamEvent,
+    format_of,
+    split_object_key,
+)
+from headwater.core import formats, hashing
+from headwater.runtime import rpc
+from headwater.runtime.errors import InputError
+from headwater.runtime.service import Resources
+from headwater.runtime.telemetry import current_trace_id
+from headwater.services.change_detector import store
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class ChangeDetector:
+    res: Resources
+    subjects: Subjects
+    datasets_cache_s: float
+    _sources: tuple[float, dict[str, Any]] = field(default=(0.0, {}))
+
+    async def on_upstream(self, event: UpstreamEvent) -> None:
+        if format_of(event.key) != event.format:
+            raise InputError(
+                "format", f"{event.format!r} does not match the file {event.key!r} names"
+            )
+        await self.refresh(event.dataset, event.partition, require=event.key)
+
+    async def on_s3(self, records: S3EventRecords) -> None:
+        for i, record in enumerate(records.Records):
+            key = record.s3.object.key
+            try:
+                dataset, partition, _ = split_object_key(_unquote(key))
+            except ContractError as exc:
+                raise InputError(f"Records.{i}.s3.object.key", exc.reason) from exc
+            await self.refresh(dataset, partition, require=None)
+
+    async def refresh(self, dataset: str, partition_key: str, *, require: str | None) -> None:
+        """Re-read DATASET/PARTITION/ and publish its data SHA if it is new."""
+        await self._check_source(dataset)
+        settings = self.res.settings
+        objects = self.res.objects
+        prefix = f"{dataset}/{partition_key}/"
+        keys = await objects.list(settings.landing_bucket, prefix)
+        if require is not None and require not in keys:
+            raise InputError("key", f"{require!r} is not in the landing bucket")
+        if not keys:
+            _log.info("%s is empty; retraction is not supported yet", prefix)
+            return
+        tables = []
+        for key in keys:
+            data = await objects.get(settings.landing_bucket, key)
+            try:
+                tables.append(formats.read_table(data, format_of(key), key))
+            except ContractError as exc:
+                raise InputError("key", exc.reason) from exc
+            except formats.FormatError as exc:
+                raise InputError("file", str(exc)) from exc
+        try:
+            table = formats.combine(tables)
+        except formats.FormatError as exc:
+            raise InputError("file", str(exc)) from exc
+        ordered = bool(self._sources[1].get(dataset, {}).get("definition", {}).get("ordered"))
+        data_sha = hashing.data_sha(table, ordered=ordered)
+        async with self.res.pool.acquire() as conn:
+            if await store.last_data_sha(conn, dataset, partition_key) == data_sha:
+                _log.info("%s%s unchanged (%s)", prefix, "", data_sha[:12])
+                return
+        object_key = f"{data_sha}.parquet"
+        body = formats.to_parquet(table)
+        if not await objects.exists(settings.data_bucket, object_key):
+            await objects.put(settings.data_bucket, object_key, body)
+        event = PartitionLanded(
+            event_id=f"landed:{dataset}:{partition_key}:{data_sha}",
+            dataset=dataset,
+            partition_key=partition_key,
+            data_sha=data_sha,
+            fingerprint=hashing.source_fingerprint(data_sha),
+            object_key=object_key,
+            rows=table.num_rows,
+            bytes=len(body),
+            source_files=tuple(keys),
+            trace_id=current_trace_id(),
+        )
+        assert self.res.outbox is not None
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.lock_partition(conn, dataset, partition_key)
+            if await store.last_data_sha(conn, dataset, partition_key) == data_sha:
+                return
+            await store.record(
+                conn, dataset, partition_key, data_sha, object_key, keys, table.num_rows, len(body)
+            )
+            await self.res.outbox.add(
+                conn,
+                self.subjects.partition_landed(dataset),
+                self.subjects.events_stream,
+                event.event_id,
+                event,
+            )
+        await self.res.flush()
+        _log.info("%s landed: %s (%d rows)", prefix, data_sha[:12], table.num_rows)
+
+    async def _check_source(self, dataset: str) -> None:
+        fetched_at, sources = self._sources
+        if dataset not in sources or time.monotonic() - fetched_at > self.datasets_cache_s:
+            sources = await rpc.call(
+                self.res.broker, self.subjects.rpc("spec-registry", "datasets"), {}
+            )
+            self._sources = (time.monotonic(), sources)
+        known = sources.get(dataset)
+        if known is None:
+            raise InputError("dataset", f"{dataset!r} is not a dataset of any applied pipeline")
+        if known["kind"] != "source":
+            raise InputError("dataset", f"{dataset!r} is derived, not a source; it cannot land")
+
+
+def _unquote(key: str) -> str:
+    # S3 notifications URL-encode object keys.
+    from urllib.parse import unquote_plus
+
+    return unquote_plus(key)

@@ -1,0 +1,47 @@
+"""change-detector's queries over its own schema."""
+
+import json
+
+import asyncpg
+
+SCHEMA = "change_detector"
+
+
+async def lock_partition(conn: asyncpg.Connection, dataset: str, partition_key: str) -> None:
+    """Serialise work on one partition across replicas for the transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{dataset}/{partition_key}")
+
+
+async def last_data_sha(conn: asyncpg.Connection, dataset: str, partition_key: str) -> str | None:
+    value = await conn.fetchval(
+        f"SELECT data_sha FROM {SCHEMA}.source_partitions WHERE dataset = $1 AND partition_key = $2",
+        dataset,
+        partition_key,
+    )
+    return None if value is None else str(value)
+
+
+async def record(
+    conn: asyncpg.Connection,
+    dataset: str,
+    partition_key: str,
+    data_sha: str,
+    object_key: str,
+    files: list[str],
+    rows: int,
+    size: int,
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.source_partitions"
+        " (dataset, partition_key, data_sha, object_key, files, rows, bytes)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (dataset, partition_key) DO UPDATE SET data_sha = $3, object_key = $4,"
+        " files = $5, rows = $6, bytes = $7, updated_at = now()",
+        dataset,
+        partition_key,
+        data_sha,
+        object_key,
+        json.dumps(files),
+        rows,
+        size,
+    )

@@ -1,0 +1,36 @@
+"""Wiring of the executor: a competing consumer of the work queue."""
+
+import asyncpg
+from faststream.nats import NatsMessage
+
+from headwater.contracts import TaskRequested
+from headwater.runtime.messaging import consume, durable_subscriber
+from headwater.runtime.objectstore import ObjectStore
+from headwater.runtime.service import Service
+from headwater.services.executor.handlers import Executor
+from headwater.services.executor.settings import ExecutorSettings
+
+NAME = "executor"
+
+
+def build_app(
+    settings: ExecutorSettings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    store: ObjectStore | None = None,
+) -> Service:
+    service = Service.create(
+        NAME, settings, buckets=[settings.data_bucket, settings.code_bucket], store=store
+    )
+    app = Executor(service.res, settings.subjects, settings.heartbeat_s)
+    broker, s = service.broker, settings.subjects
+
+    # One task at a time per executor, so idle executors take the rest.
+    @durable_subscriber(broker, s, NAME, batch_size=1)
+    async def on_task(msg: NatsMessage) -> None:
+        async def run(task: TaskRequested) -> None:
+            await app.run(task, heartbeat=msg.raw_message.in_progress)
+
+        await consume(msg, TaskRequested, run, broker=broker, subjects=s, service=NAME)
+
+    return service

@@ -1,0 +1,117 @@
+"""executor: runs one task (a fingerprint), writes its output content-addressed, and reports
+`partition landed` or `task failed`. It owns no state."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+from faststream.nats import NatsBroker
+
+from headwater.contracts import PartitionLanded, Subjects, TaskFailed, TaskRequested
+from headwater.core import formats, hashing
+from headwater.runtime.errors import TransformError
+from headwater.runtime.messaging import publish
+from headwater.runtime.service import Resources
+from headwater.runtime.telemetry import current_trace_id
+from headwater.services.executor.transforms import run_transform
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Executor:
+    res: Resources
+    subjects: Subjects
+    heartbeat_s: float
+    _code: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def broker(self) -> NatsBroker:
+        return self.res.broker
+
+    async def run(self, task: TaskRequested, heartbeat: Any = None) -> None:
+        settings = self.res.settings
+        started = time.perf_counter()
+        blob = await self._load_code(task.dataset.code_sha)
+        inputs: dict[str, list[pa.Table]] = {i.dataset: [] for i in task.dataset.inputs}
+        for ref in task.inputs:
+            data = await self.res.objects.get(settings.data_bucket, ref.object_key)
+            inputs[ref.dataset].append(formats.from_parquet(data))
+        beat = asyncio.create_task(self._heartbeat(heartbeat)) if heartbeat else None
+        try:
+            table = await asyncio.to_thread(run_transform, blob, inputs)
+        except TransformError as exc:
+            _log.warning("%s/%s failed: %s", task.dataset.name, task.partition_key, exc)
+            failed = TaskFailed(
+                event_id=f"failed:{task.fingerprint}:{task.attempt}",
+                fingerprint=task.fingerprint,
+                dataset=task.dataset.name,
+                partition_key=task.partition_key,
+                attempt=task.attempt,
+                error=str(exc),
+                traceback=exc.traceback,
+                retryable=exc.retryable,
+            )
+            await publish(
+                self.broker,
+                self.subjects.task_failed(task.dataset.name),
+                failed,
+                msg_id=failed.event_id,
+                stream=self.subjects.events_stream,
+            )
+            return
+        finally:
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
+        data_sha = hashing.data_sha(table, ordered=task.dataset.ordered)
+        object_key = f"{data_sha}.parquet"
+        body = formats.to_parquet(table)
+        if not await self.res.objects.exists(settings.data_bucket, object_key):
+            await self.res.objects.put(settings.data_bucket, object_key, body)
+        landed = PartitionLanded(
+            event_id=f"landed:{task.fingerprint}",
+            dataset=task.dataset.name,
+            partition_key=task.partition_key,
+            data_sha=data_sha,
+            fingerprint=task.fingerprint,
+            code_sha=task.dataset.code_sha,
+            object_key=object_key,
+            rows=table.num_rows,
+            bytes=len(body),
+            inputs=task.inputs,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            trace_id=current_trace_id(),
+        )
+        await publish(
+            self.broker,
+            self.subjects.partition_landed(task.dataset.name),
+            landed,
+            msg_id=landed.event_id,
+            stream=self.subjects.events_stream,
+        )
+        _log.info(
+            "%s/%s -> %s (%d rows)",
+            task.dataset.name,
+            task.partition_key,
+            data_sha[:12],
+            table.num_rows,
+        )
+
+    async def _load_code(self, code_sha: str) -> dict[str, Any]:
+        if code_sha not in self._code:
+            raw = await self.res.objects.get(self.res.settings.code_bucket, f"{code_sha}.json")
+            blob = json.loads(raw)
+            self._code[code_sha] = blob
+        return self._code[code_sha]
+
+    async def _heartbeat(self, beat: Any) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await beat()

@@ -1,0 +1,49 @@
+"""Running a transform: SQL in DuckDB over Arrow (no file or network access), or a Python
+function over `pyarrow.Table`s. Each input dataset is one table (its partitions combined)."""
+
+import traceback
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from headwater.core.formats import combine
+from headwater.runtime.errors import TransformError
+
+
+def run_transform(blob: dict[str, Any], inputs: dict[str, list[pa.Table]]) -> pa.Table:
+    """Compute the output table; any failure of the user's code is a TransformError."""
+    tables = {name: combine(parts) for name, parts in inputs.items()}
+    try:
+        if blob["kind"] == "sql":
+            return _sql(blob["code"], tables)
+        if blob["kind"] == "python":
+            return _python(blob["code"], blob["function"], tables)
+    except TransformError:
+        raise
+    except Exception as exc:
+        raise TransformError(f"{type(exc).__name__}: {exc}", traceback.format_exc()) from exc
+    raise TransformError(f"unknown transform kind {blob['kind']!r}")
+
+
+def _sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
+    con = duckdb.connect(":memory:")
+    try:
+        for name, table in tables.items():
+            con.register(name, table)
+        # After registering: from here on the SQL can reach no file, URL or extension.
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        result: pa.Table = con.execute(sql).to_arrow_table()
+        return result
+    finally:
+        con.close()
+
+
+def _python(source: str, function: str, tables: dict[str, pa.Table]) -> pa.Table:
+    namespace: dict[str, Any] = {"__name__": "headwater_transform"}
+    exec(compile(source, "<transform>", "exec"), namespace)
+    result = namespace[function](**tables)
+    if not isinstance(result, pa.Table):
+        raise TransformError(f"{function} returned {type(result).__name__}, not a pyarrow.Table")
+    return result

@@ -1,0 +1,54 @@
+"""Wiring of the lineage-indexer."""
+
+from pathlib import Path
+
+import asyncpg
+from faststream.nats import NatsMessage
+
+from headwater.contracts import CodeChanged, Event, PartitionLanded, TaskFailed
+from headwater.runtime.messaging import consume, durable_subscriber
+from headwater.runtime.objectstore import ObjectStore
+from headwater.runtime.rpc import responder
+from headwater.runtime.service import Service
+from headwater.services.lineage_indexer.handlers import LineageIndexer
+from headwater.services.lineage_indexer.settings import LineageIndexerSettings
+from headwater.services.lineage_indexer.store import SCHEMA
+
+NAME = "lineage-indexer"
+MIGRATIONS = Path(__file__).parent / "migrations"
+_MODELS: dict[str, type[Event]] = {
+    "code.changed.": CodeChanged,
+    "partition.landed.": PartitionLanded,
+    "task.failed.": TaskFailed,
+}
+
+
+def build_app(
+    settings: LineageIndexerSettings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    store: ObjectStore | None = None,
+) -> Service:
+    service = Service.create(
+        NAME, settings, schema=SCHEMA, migrations=MIGRATIONS, pool=pool, store=store
+    )
+    app = LineageIndexer(service.res)
+    broker, s = service.broker, settings.subjects
+    ev = f"{s.ns}.ev."
+
+    @durable_subscriber(broker, s, NAME)
+    async def on_event(msg: NatsMessage) -> None:
+        subject = msg.raw_message.subject
+        model = next((m for p, m in _MODELS.items() if subject.startswith(ev + p)), None)
+        if model is None:
+            await msg.ack()
+            return
+
+        async def record(event: Event) -> None:
+            await app.on_event(subject, event)
+
+        await consume(msg, model, record, broker=broker, subjects=s, service=NAME)
+
+    responder(broker, s.rpc(NAME, "lineage"), app.lineage)
+    responder(broker, s.rpc(NAME, "history"), app.history)
+    return service

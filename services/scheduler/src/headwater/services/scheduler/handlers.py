@@ -1,0 +1,293 @@
+"""scheduler: a reconciler. Events say where to look; on start and on a timer it re-derives
+everything from stored facts. A partition is dispatched only when every input it reads is
+ready; a task's identity is its fingerprint, and a fingerprint materialized before is reused."""
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from headwater.contracts import (
+    CodeChanged,
+    DatasetDefinition,
+    PartitionLanded,
+    Subjects,
+    TaskFailed,
+    TaskRequested,
+)
+from headwater.core import reconcile
+from headwater.core.reconcile import Desired, PartitionFact
+from headwater.runtime.errors import InputError
+from headwater.runtime.service import Resources
+from headwater.services.scheduler import store
+
+_log = logging.getLogger(__name__)
+Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: all)
+
+
+@dataclass
+class Scheduler:
+    res: Resources
+    subjects: Subjects
+    max_attempts: int
+
+    # --- events -----------------------------------------------------------------------
+    async def on_code_changed(self, event: CodeChanged) -> None:
+        async def apply(conn: asyncpg.Connection) -> Work:
+            await store.put_dataset(conn, event.dataset, event.removed)
+            if event.removed or event.dataset.kind == "source":
+                return {}
+            return {event.dataset.name: None}
+
+        await self._transact(event.event_id, apply)
+
+    async def on_partition_landed(self, event: PartitionLanded) -> None:
+        async def apply(conn: asyncpg.Connection) -> Work:
+            if event.code_sha is None:  # a source partition: its fingerprint is its data SHA
+                await store.add_materialization(conn, event, "landed")
+                await store.set_partition(
+                    conn,
+                    event.dataset,
+                    event.partition_key,
+                    state="ready",
+                    fingerprint=event.fingerprint,
+                    desired_fingerprint=event.fingerprint,
+                    data_sha=event.data_sha,
+                    object_key=event.object_key,
+                    rows=event.rows,
+                    bytes=event.bytes,
+                    reason=None,
+                )
+                return await self._downstream(conn, event.dataset, {event.partition_key})
+            task = await store.task(conn, event.fingerprint)
+            await store.add_materialization(conn, event, task["reason"] if task else None)
+            await store.finish_task(conn, event.fingerprint, "succeeded")
+            current = await store.partition(conn, event.dataset, event.partition_key)
+            if current is None or current["desired_fingerprint"] != event.fingerprint:
+                return {}  # a result for an older desire: kept for reuse, not current
+            return await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
+
+        await self._transact(event.event_id, apply)
+
+    async def on_task_failed(self, event: TaskFailed) -> None:
+        async def apply(conn: asyncpg.Connection) -> Work:
+            attempts = await store.retry_task(conn, event.fingerprint, event.error, event.traceback)
+            current = await store.partition(conn, event.dataset, event.partition_key)
+            d = (await store.definitions(conn)).get(event.dataset)
+            # `attempts` is the attempt that would run next: retry while it is within the limit.
+            if event.retryable and attempts <= self.max_attempts and d is not None:
+                facts = await store.facts(conn, [i.dataset for i in d.inputs])
+                decision = reconcile.decide(d, event.partition_key, facts)
+                if isinstance(decision, Desired) and decision.fingerprint == event.fingerprint:
+                    await self._request(conn, d, event.partition_key, decision, attempts)
+                    return {}
+            await store.finish_task(conn, event.fingerprint, "failed", event.error, event.traceback)
+            if current is None or current["desired_fingerprint"] != event.fingerprint:
+                return {}
+            await store.set_partition(
+                conn, event.dataset, event.partition_key, state="errored", reason=event.error
+            )
+            return await self._downstream(conn, event.dataset, {event.partition_key})
+
+        await self._transact(event.event_id, apply)
+
+    async def reconcile_all(self) -> None:
+        """Re-derive every derived partition from stored facts."""
+
+        async def apply(conn: asyncpg.Connection) -> Work:
+            defs = await store.definitions(conn)
+            return {d.name: None for d in defs.values() if d.kind != "source"}
+
+        await self._transact(None, apply)
+
+    # --- queries ------------------------------------------------------------------------
+    async def status(self, body: dict[str, Any]) -> dict[str, Any]:
+        result = await store.status(self.res.pool)
+        assert self.res.outbox is not None
+        result["outbox_pending"] = await self.res.outbox.pending(self.res.pool)
+        return result
+
+    async def why(self, body: dict[str, Any]) -> dict[str, Any]:
+        dataset, key = body.get("dataset"), body.get("partition")
+        if not isinstance(dataset, str) or not isinstance(key, str):
+            raise InputError("dataset", "why needs {dataset, partition}")
+        current = await store.partition(self.res.pool, dataset, key)
+        if current is None:
+            raise InputError("partition", f"{dataset}/{key} is not known to the scheduler")
+        return {
+            "partition": dict(current),
+            "materializations": await store.materializations_of(self.res.pool, dataset, key),
+        }
+
+    # --- the reconciler -------------------------------------------------------------------
+    async def _transact(self, event_id: str | None, apply: Any) -> None:
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.lock(conn)
+            if event_id is not None and not await store.first_time(conn, event_id):
+                return
+            work: Work = await apply(conn)
+            await self._run(conn, work)
+        await self.res.flush()
+
+    async def _run(self, conn: asyncpg.Connection, work: Work) -> None:
+        if not work:
+            return
+        defs = await store.definitions(conn)
+        for d in reconcile.topological(defs.values()):
+            if d.name not in work or d.kind == "source":
+                continue
+            keys = work.pop(d.name)
+            facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
+            candidates = reconcile.output_keys(d, facts)
+            if keys is None:
+                keys = candidates | set(facts[d.name])
+            for key in sorted(keys):
+                changed = await self._reconcile_one(conn, d, key, facts, key in candidates)
+                if changed:
+                    for name, more in (await self._downstream(conn, d.name, {key})).items():
+                        known = work.get(name, set())
+                        work[name] = None if known is None or more is None else known | more
+
+    async def _reconcile_one(
+        self,
+        conn: asyncpg.Connection,
+        d: DatasetDefinition,
+        key: str,
+        facts: dict[str, dict[str, PartitionFact]],
+        candidate: bool,
+    ) -> bool:
+        """Bring one partition's state in line with its desired fingerprint; True if it changed."""
+        current = await store.partition(conn, d.name, key)
+        before = (current["state"], current["data_sha"]) if current else None
+        if not candidate:
+            decision: reconcile.Decision = reconcile.NotReady(False, "its inputs are gone")
+        else:
+            decision = reconcile.decide(d, key, facts)
+        if isinstance(decision, reconcile.NotReady):
+            state = "blocked" if decision.blocked else "waiting"
+            if before is None or before[0] != state:
+                await store.set_partition(conn, d.name, key, state=state, reason=decision.reason)
+        elif current is not None and current["fingerprint"] == decision.fingerprint:
+            if current["state"] != "ready":
+                await store.set_partition(
+                    conn,
+                    d.name,
+                    key,
+                    state="ready",
+                    desired_fingerprint=decision.fingerprint,
+                    reason=None,
+                )
+        elif await store.materialization(conn, decision.fingerprint) is not None:
+            await self._adopt(conn, d.name, key, decision.fingerprint)
+        else:
+            task = await store.task(conn, decision.fingerprint)
+            if task is None:
+                await self._request(conn, d, key, decision, 1)
+            elif task["state"] == "failed":
+                await store.set_partition(
+                    conn,
+                    d.name,
+                    key,
+                    state="errored",
+                    desired_fingerprint=decision.fingerprint,
+                    reason=task["error"],
+                )
+            else:
+                await store.set_partition(
+                    conn, d.name, key, state="queued", desired_fingerprint=decision.fingerprint
+                )
+        after = await store.partition(conn, d.name, key)
+        assert after is not None
+        fact = PartitionFact(after["data_sha"], after["object_key"], after["state"])
+        facts[d.name][key] = fact
+        return before != (after["state"], after["data_sha"])
+
+    async def _adopt(self, conn: asyncpg.Connection, dataset: str, key: str, fp: str) -> Work:
+        """Make the materialization `fp` current for the partition."""
+        m = await store.materialization(conn, fp)
+        assert m is not None
+        await store.set_partition(
+            conn,
+            dataset,
+            key,
+            state="ready",
+            fingerprint=fp,
+            desired_fingerprint=fp,
+            data_sha=m["data_sha"],
+            object_key=m["object_key"],
+            rows=m["rows"],
+            bytes=m["bytes"],
+            reason=None,
+        )
+        return await self._downstream(conn, dataset, {key})
+
+    async def _request(
+        self,
+        conn: asyncpg.Connection,
+        d: DatasetDefinition,
+        key: str,
+        decision: Desired,
+        attempt: int,
+    ) -> None:
+        if attempt == 1:
+            await store.add_task(
+                conn, decision.fingerprint, d.name, key, await self._reason(conn, d, key, decision)
+            )
+        await store.set_partition(
+            conn, d.name, key, state="queued", desired_fingerprint=decision.fingerprint
+        )
+        task = TaskRequested(
+            fingerprint=decision.fingerprint,
+            dataset=d,
+            partition_key=key,
+            inputs=decision.inputs,
+            attempt=attempt,
+        )
+        assert self.res.outbox is not None
+        msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:{attempt}"
+        await self.res.outbox.add(
+            conn, self.subjects.task_requested(d.name), self.subjects.tasks_stream, msg_id, task
+        )
+
+    async def _reason(
+        self, conn: asyncpg.Connection, d: DatasetDefinition, key: str, decision: Desired
+    ) -> str:
+        """Why this computation is needed: which code or input change."""
+        current = await store.partition(conn, d.name, key)
+        previous = (
+            await store.materialization(conn, current["fingerprint"])
+            if current is not None and current["fingerprint"]
+            else None
+        )
+        if previous is None:
+            return "new partition"
+        parts = []
+        if previous["code_sha"] != d.code_sha:
+            parts.append(f"code changed {str(previous['code_sha'])[:12]} -> {d.code_sha[:12]}")
+        old = {
+            (i["dataset"], i["partition_key"]): i["data_sha"]
+            for i in json.loads(previous["inputs"])
+        }
+        new = {(i.dataset, i.partition_key): i.data_sha for i in decision.inputs}
+        for ref in sorted(set(old) | set(new)):
+            if old.get(ref) != new.get(ref):
+                what = "added" if ref not in old else "removed" if ref not in new else "changed"
+                parts.append(f"input {ref[0]}/{ref[1]} {what}")
+        return "; ".join(parts) or "recomputed"
+
+    async def _downstream(self, conn: asyncpg.Connection, dataset: str, keys: set[str]) -> Work:
+        """The partitions of datasets reading `dataset` that read one of `keys`."""
+        work: Work = {}
+        defs = await store.definitions(conn)
+        readers = [d for d in defs.values() if any(i.dataset == dataset for i in d.inputs)]
+        if not readers:
+            return work
+        facts = await store.facts(conn, [dataset])
+        for reader in readers:
+            affected: set[str] = set()
+            for key in keys:
+                affected |= reconcile.affected_outputs(reader, dataset, key, facts)
+            work[reader.name] = affected
+        return work

@@ -1,0 +1,185 @@
+"""scheduler's queries over its own schema."""
+
+import json
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from headwater.contracts import DatasetDefinition, PartitionLanded
+from headwater.core.hashing import FINGERPRINT_VERSION
+from headwater.core.reconcile import PartitionFact
+
+SCHEMA = "scheduler"
+Conn: TypeAlias = asyncpg.Connection
+
+
+async def lock(conn: Conn) -> None:
+    """One reconciler at a time across replicas, for the rest of the transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('scheduler.reconcile'))")
+
+
+async def first_time(conn: Conn, event_id: str) -> bool:
+    """Record `event_id` in the inbox; False if it was processed before."""
+    status = await conn.execute(
+        f"INSERT INTO {SCHEMA}.inbox (event_id) VALUES ($1) ON CONFLICT DO NOTHING", event_id
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def put_dataset(conn: Conn, d: DatasetDefinition, removed: bool) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.datasets (name, code_sha, definition, removed)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE"
+        " SET code_sha = $2, definition = $3, removed = $4, updated_at = now()",
+        d.name,
+        d.code_sha,
+        d.model_dump_json(),
+        removed,
+    )
+
+
+async def definitions(conn: Conn) -> dict[str, DatasetDefinition]:
+    rows = await conn.fetch(f"SELECT definition FROM {SCHEMA}.datasets WHERE NOT removed")
+    out = [DatasetDefinition.model_validate_json(r["definition"]) for r in rows]
+    return {d.name: d for d in out}
+
+
+async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, PartitionFact]]:
+    rows = await conn.fetch(
+        f"SELECT dataset, partition_key, data_sha, object_key, state FROM {SCHEMA}.partitions"
+        " WHERE dataset = ANY($1::text[])",
+        datasets,
+    )
+    out: dict[str, dict[str, PartitionFact]] = {d: {} for d in datasets}
+    for r in rows:
+        out[r["dataset"]][r["partition_key"]] = PartitionFact(
+            r["data_sha"], r["object_key"], r["state"]
+        )
+    return out
+
+
+async def partition(conn: Conn, dataset: str, key: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2",
+        dataset,
+        key,
+    )
+    return row
+
+
+async def set_partition(conn: Conn, dataset: str, key: str, **values: Any) -> None:
+    """Upsert the named columns of a partition row."""
+    cols = list(values)
+    params = [dataset, key, *values.values()]
+    assigns = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(cols))
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.partitions (dataset, partition_key, {', '.join(cols)})"
+        f" VALUES ($1, $2, {', '.join(f'${i + 3}' for i in range(len(cols)))})"
+        f" ON CONFLICT (dataset, partition_key) DO UPDATE SET {assigns}, updated_at = now()",
+        *params,
+    )
+
+
+async def materialization(conn: Conn, fingerprint: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.materializations WHERE fingerprint = $1", fingerprint
+    )
+    return row
+
+
+async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None) -> bool:
+    status = await conn.execute(
+        f"INSERT INTO {SCHEMA}.materializations (fingerprint, fingerprint_version, dataset,"
+        " partition_key, code_sha, data_sha, object_key, rows, bytes, inputs, reason,"
+        " duration_ms, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " ON CONFLICT (fingerprint) DO NOTHING",
+        e.fingerprint,
+        FINGERPRINT_VERSION,
+        e.dataset,
+        e.partition_key,
+        e.code_sha,
+        e.data_sha,
+        e.object_key,
+        e.rows,
+        e.bytes,
+        json.dumps([i.model_dump() for i in e.inputs]),
+        reason,
+        e.duration_ms,
+        e.trace_id,
+    )
+    return bool(status.endswith(" 1"))
+
+
+async def task(conn: Conn, fingerprint: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.tasks WHERE fingerprint = $1", fingerprint
+    )
+    return row
+
+
+async def add_task(conn: Conn, fingerprint: str, dataset: str, key: str, reason: str) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.tasks (fingerprint, dataset, partition_key, state, reason)"
+        " VALUES ($1, $2, $3, 'requested', $4)",
+        fingerprint,
+        dataset,
+        key,
+        reason,
+    )
+
+
+async def finish_task(
+    conn: Conn, fingerprint: str, state: str, error: str = "", tb: str = ""
+) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.tasks SET state = $2, error = NULLIF($3, ''), traceback = NULLIF($4, ''),"
+        " finished_at = now() WHERE fingerprint = $1",
+        fingerprint,
+        state,
+        error,
+        tb,
+    )
+
+
+async def retry_task(conn: Conn, fingerprint: str, error: str, tb: str) -> int:
+    value = await conn.fetchval(
+        f"UPDATE {SCHEMA}.tasks SET attempts = attempts + 1, error = $2, traceback = $3"
+        " WHERE fingerprint = $1 RETURNING attempts",
+        fingerprint,
+        error,
+        tb,
+    )
+    return int(value)
+
+
+async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
+    rows = await conn.fetch(
+        f"SELECT p.dataset, p.partition_key, p.state, p.data_sha, p.object_key, p.rows, p.bytes,"
+        f" p.reason, p.fingerprint, t.error FROM {SCHEMA}.partitions p"
+        f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
+        " ORDER BY p.dataset, p.partition_key"
+    )
+    tasks = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.tasks WHERE state = 'requested'")
+    return {
+        "partitions": [dict(r) for r in rows],
+        "tasks_requested": int(tasks),
+    }
+
+
+async def materializations_of(
+    conn: Conn | asyncpg.Pool, dataset: str, key: str
+) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT m.*, (p.fingerprint = m.fingerprint) AS current"
+        f" FROM {SCHEMA}.materializations m LEFT JOIN {SCHEMA}.partitions p"
+        " ON p.dataset = m.dataset AND p.partition_key = m.partition_key"
+        " WHERE m.dataset = $1 AND m.partition_key = $2 ORDER BY m.created_at",
+        dataset,
+        key,
+    )
+    out = []
+    for r in rows:
+        d = dict(r)
+        d["inputs"] = json.loads(d["inputs"])
+        out.append(d)
+    return out

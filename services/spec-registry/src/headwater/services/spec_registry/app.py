@@ -1,0 +1,38 @@
+"""Wiring of spec-registry: `build_app` creates it; its lifespan opens and closes what it owns."""
+
+from pathlib import Path
+
+import asyncpg
+
+from headwater.runtime.objectstore import ObjectStore
+from headwater.runtime.rpc import responder
+from headwater.runtime.service import Service
+from headwater.services.spec_registry.handlers import SpecRegistry
+from headwater.services.spec_registry.settings import SpecRegistrySettings
+from headwater.services.spec_registry.store import SCHEMA
+
+NAME = "spec-registry"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def build_app(
+    settings: SpecRegistrySettings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    store: ObjectStore | None = None,
+) -> Service:
+    service = Service.create(
+        NAME,
+        settings,
+        schema=SCHEMA,
+        migrations=MIGRATIONS,
+        buckets=[settings.code_bucket],
+        pool=pool,
+        store=store,
+    )
+    app = SpecRegistry(service.res, settings.subjects, settings.code_bucket)
+    s = settings.subjects
+    responder(service.broker, s.rpc(NAME, "apply"), app.apply)
+    responder(service.broker, s.rpc(NAME, "plan"), app.plan)
+    responder(service.broker, s.rpc(NAME, "datasets"), app.datasets)
+    return service

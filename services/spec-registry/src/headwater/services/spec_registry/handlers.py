@@ -1,0 +1,134 @@
+"""spec-registry: validates specs, keeps their versions, stores code by SHA, announces
+every dataset whose code SHA changed."""
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from pydantic import ValidationError
+
+from headwater.contracts import CodeChanged, DatasetDefinition, Subjects
+from headwater.core.spec import Pipeline, PipelineDocument, parse_pipeline
+from headwater.runtime.errors import InputError
+from headwater.runtime.service import Resources
+from headwater.services.spec_registry import store
+
+
+@dataclass
+class SpecRegistry:
+    res: Resources
+    subjects: Subjects
+    code_bucket: str
+
+    async def plan(self, body: dict[str, Any]) -> dict[str, Any]:
+        pipeline = _parse(body)
+        current = await store.current_datasets(self.res.pool)
+        return {"pipeline": pipeline.name, "changes": _diff(pipeline, current)}
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        doc = _document(body)
+        pipeline = parse_pipeline(doc)
+        # Code is content-addressed: writing it before the commit is idempotent and safe.
+        for ds in pipeline.datasets.values():
+            if ds.kind != "source":
+                await self.res.objects.put(
+                    self.code_bucket, f"{ds.code_sha}.json", json.dumps(ds.code_blob()).encode()
+                )
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.lock(conn)
+            current = await store.current_datasets(conn)
+            changes = _diff(pipeline, current)
+            if all(c["change"] == "unchanged" for c in changes):
+                return {"pipeline": pipeline.name, "spec_version": None, "changes": changes}
+            version = await store.add_version(conn, pipeline.name, doc)
+            for change in changes:
+                name = change["dataset"]
+                if change["change"] == "removed":
+                    await store.remove_dataset(conn, name)
+                    definition = DatasetDefinition.model_validate(current[name]["definition"])
+                    await self._announce(conn, version, definition, change, removed=True)
+                    continue
+                ds = pipeline.datasets[name]
+                await store.put_dataset(conn, pipeline.name, ds, version)
+                if change["change"] != "unchanged":
+                    await self._announce(conn, version, ds.definition(), change, removed=False)
+        await self.res.flush()
+        return {"pipeline": pipeline.name, "spec_version": version, "changes": changes}
+
+    async def _announce(
+        self,
+        conn: asyncpg.Connection,
+        version: int,
+        definition: DatasetDefinition,
+        change: dict[str, Any],
+        *,
+        removed: bool,
+    ) -> None:
+        event = CodeChanged(
+            event_id=str(uuid.uuid4()),
+            spec_version=version,
+            dataset=definition,
+            previous_code_sha=change["previous_code_sha"],
+            removed=removed,
+        )
+        assert self.res.outbox is not None
+        await self.res.outbox.add(
+            conn,
+            self.subjects.code_changed(definition.name),
+            self.subjects.events_stream,
+            f"code:{version}:{definition.name}",
+            event,
+        )
+
+    async def datasets(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await store.current_datasets(self.res.pool)
+
+
+def _document(body: dict[str, Any]) -> PipelineDocument:
+    try:
+        return PipelineDocument.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise InputError(".".join(str(p) for p in err["loc"]) or "payload", err["msg"]) from exc
+
+
+def _parse(body: dict[str, Any]) -> Pipeline:
+    return parse_pipeline(_document(body))
+
+
+def _diff(pipeline: Pipeline, current: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    changes: list[dict[str, Any]] = []
+    for name, ds in pipeline.datasets.items():
+        old = current.get(name)
+        if old is not None and old["pipeline"] != pipeline.name:
+            raise InputError(f"datasets.{name}", f"already belongs to pipeline {old['pipeline']!r}")
+        old_sha = old["code_sha"] if old else None
+        if old_sha is None:
+            kind = "added"
+        elif old_sha != ds.code_sha:
+            kind = "changed"
+        else:
+            kind = "unchanged"
+        changes.append(
+            {
+                "dataset": name,
+                "kind": ds.kind,
+                "change": kind,
+                "previous_code_sha": old_sha,
+                "code_sha": ds.code_sha,
+            }
+        )
+    for name, old in current.items():
+        if old["pipeline"] == pipeline.name and name not in pipeline.datasets:
+            changes.append(
+                {
+                    "dataset": name,
+                    "kind": old["kind"],
+                    "change": "removed",
+                    "previous_code_sha": old["code_sha"],
+                    "code_sha": None,
+                }
+            )
+    return changes

@@ -1,0 +1,69 @@
+"""spec-registry's queries over its own schema."""
+
+import json
+from typing import Any
+
+import asyncpg
+
+from headwater.core.spec import DatasetSpec, PipelineDocument
+
+SCHEMA = "spec_registry"
+
+
+async def current_datasets(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, Any]]:
+    rows = await conn.fetch(
+        f"SELECT name, pipeline, kind, code_sha, definition FROM {SCHEMA}.datasets ORDER BY name"
+    )
+    return {
+        r["name"]: {
+            "pipeline": r["pipeline"],
+            "kind": r["kind"],
+            "code_sha": r["code_sha"],
+            "definition": json.loads(r["definition"]),
+        }
+        for r in rows
+    }
+
+
+async def add_version(conn: asyncpg.Connection, pipeline: str, doc: PipelineDocument) -> int:
+    version = await conn.fetchval(
+        f"INSERT INTO {SCHEMA}.spec_versions (pipeline, file, document) VALUES ($1, $2, $3)"
+        " RETURNING version",
+        pipeline,
+        doc.file,
+        doc.model_dump_json(),
+    )
+    return int(version)
+
+
+async def put_dataset(
+    conn: asyncpg.Connection, pipeline: str, ds: DatasetSpec, version: int
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.datasets (name, pipeline, kind, code_sha, definition, spec_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6)"
+        " ON CONFLICT (name) DO UPDATE SET pipeline = $2, kind = $3, code_sha = $4,"
+        " definition = $5, spec_version = $6",
+        ds.name,
+        pipeline,
+        ds.kind,
+        ds.code_sha,
+        ds.definition().model_dump_json(),
+        version,
+    )
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.code_blobs (code_sha, kind, blob) VALUES ($1, $2, $3)"
+        " ON CONFLICT (code_sha) DO NOTHING",
+        ds.code_sha,
+        ds.kind,
+        json.dumps(ds.code_blob()),
+    )
+
+
+async def remove_dataset(conn: asyncpg.Connection, name: str) -> None:
+    await conn.execute(f"DELETE FROM {SCHEMA}.datasets WHERE name = $1", name)
+
+
+async def lock(conn: asyncpg.Connection) -> None:
+    """Serialise applies across replicas for the rest of the transaction."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('spec_registry.apply'))")

@@ -1,0 +1,687 @@
+"""The hashing gate: what must and must not change data SHAs, code SHAs and fingerprints."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+import io
+import math
+import random
+import struct
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from headwater.core.hashing import (
+    CodeError,
+    code_sha,
+    data_sha,
+    fingerprint,
+    hash_parts,
+    normalize_python,
+    normalize_sql,
+    python_code_sha,
+    source_fingerprint,
+    sql_code_sha,
+)
+
+
+def sample_table() -> pa.Table:
+    """Every common column kind, with nulls, duplicates, NaN and empty strings."""
+    n = 40
+    rng = random.Random(7)
+    return pa.table(
+        {
+            "id": pa.array([i % 17 for i in range(n)], pa.int64()),
+            "small": pa.array([None if i % 5 == 0 else i for i in range(n)], pa.int32()),
+            "x": pa.array(
+                [
+                    None if i % 7 == 0 else (math.nan if i % 11 == 0 else rng.random())
+                    for i in range(n)
+                ],
+                pa.float64(),
+            ),
+            "flag": pa.array([None if i % 6 == 0 else i % 2 == 0 for i in range(n)], pa.bool_()),
+            "name": pa.array(
+                [None if i % 4 == 0 else ("" if i % 9 == 0 else f"n{i % 13}") for i in range(n)],
+                pa.string(),
+            ),
+            "blob": pa.array([None if i % 8 == 0 else bytes([i % 3]) * (i % 4) for i in range(n)]),
+            "ts": pa.array(
+                [None if i % 10 == 0 else 1_700_000_000_000_000 + i for i in range(n)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+            "day": pa.array([19000 + i % 3 for i in range(n)], pa.date32()),
+            "tags": pa.array(
+                [None if i % 9 == 0 else [f"t{j}" for j in range(i % 3)] for i in range(n)],
+                pa.list_(pa.string()),
+            ),
+            "point": pa.array(
+                [
+                    None if i % 12 == 0 else {"a": i % 5, "b": None if i % 2 else "s"}
+                    for i in range(n)
+                ],
+                pa.struct([("a", pa.int64()), ("b", pa.string())]),
+            ),
+        }
+    )
+
+
+def rebuilt(table: pa.Table) -> pa.Table:
+    """The same rows and schema in fresh, unsliced, single-chunk buffers."""
+    return pa.Table.from_pylist(table.to_pylist(), schema=table.schema)
+
+
+@pytest.fixture
+def table() -> pa.Table:
+    return sample_table()
+
+
+# ---------------------------------------------------------------------------------------------
+# hash_parts
+
+
+def test_hash_parts_is_unambiguous() -> None:
+    assert hash_parts("ab", "c") != hash_parts("a", "bc")
+    assert hash_parts("a", "") != hash_parts("a")
+    assert hash_parts("x", "y") == hash_parts(b"x", b"y")
+    h = hash_parts("x")
+    assert len(h) == 64
+    assert h == h.lower()
+    int(h, 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# data SHA: invariances
+
+
+def test_chunking_does_not_change_data_sha(table: pa.Table) -> None:
+    expected = data_sha(table)
+    for size in (1, 3, 7, 1000):
+        assert data_sha(pa.Table.from_batches(table.to_batches(max_chunksize=size))) == expected
+    pieces = pa.concat_tables([table.slice(0, 5), table.slice(5, 20), table.slice(25)])
+    assert pieces.column(0).num_chunks == 3
+    assert data_sha(pieces) == expected
+    assert data_sha(pieces, ordered=True) == data_sha(table, ordered=True)
+
+
+def test_slice_offsets_do_not_change_data_sha(table: pa.Table) -> None:
+    for start, length in ((3, 20), (11, 29), (0, 1), (39, 1)):
+        part = table.slice(start, length)
+        assert part.column("tags").chunk(0).offset == start
+        assert data_sha(part) == data_sha(rebuilt(part))
+        assert data_sha(part, ordered=True) == data_sha(rebuilt(part), ordered=True)
+
+
+def parquet_round_trip(table: pa.Table, **options: object) -> pa.Table:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, **options)  # type: ignore[arg-type]
+    sink.seek(0)
+    return pq.read_table(sink)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"compression": "none"},
+        {"compression": "snappy"},
+        {"compression": "zstd", "compression_level": 9},
+        {"compression": "gzip"},
+        {"compression": "brotli"},
+        {"compression": "lz4"},
+        {"use_dictionary": False},
+        {"use_dictionary": True, "compression": "zstd"},
+        {"row_group_size": 7},
+        {"row_group_size": 1, "compression": "snappy"},
+        {"data_page_version": "2.0", "data_page_size": 64},
+        {
+            "use_dictionary": False,
+            "column_encoding": {"x": "BYTE_STREAM_SPLIT", "id": "DELTA_BINARY_PACKED"},
+        },
+        {"store_schema": False},
+    ],
+    ids=lambda options: ",".join(f"{k}={v}" for k, v in options.items()),
+)
+def test_parquet_round_trip_does_not_change_data_sha(
+    table: pa.Table, options: dict[str, object]
+) -> None:
+    assert data_sha(parquet_round_trip(table, **options)) == data_sha(table)
+    assert data_sha(parquet_round_trip(table, **options), ordered=True) == data_sha(
+        table, ordered=True
+    )
+
+
+def test_parquet_read_as_dictionary_does_not_change_data_sha(table: pa.Table) -> None:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    sink.seek(0)
+    read = pq.read_table(sink, read_dictionary=["name", "blob"])
+    assert pa.types.is_dictionary(read.schema.field("name").type)
+    assert data_sha(read) == data_sha(table)
+
+
+def test_garbage_under_null_slots_does_not_change_data_sha() -> None:
+    validity = pa.py_buffer(bytes([0b0101]))  # rows 0 and 2 valid, 1 and 3 null
+    clean = pa.table(
+        {
+            "i": pa.array([1, None, 3, None], pa.int64()),
+            "f": pa.array([1.5, None, -2.0, None], pa.float64()),
+            "b": pa.array([True, None, False, None], pa.bool_()),
+            "s": pa.array(["ab", None, "c", None], pa.string()),
+            "l": pa.array([[1], None, [2, 3], None], pa.list_(pa.int32())),
+        }
+    )
+    ints = struct.pack("<4q", 1, 0x5A5A5A5A, 3, -1)
+    floats = struct.pack("<4d", 1.5, math.pi, -2.0, math.nan)
+    # strings: the null slots own bytes "XYZ" and "Q" in the data buffer
+    s_offsets = struct.pack("<5i", 0, 2, 5, 6, 7)
+    child = pa.array([1, 99, 98, 2, 3, 97], pa.int32())
+    dirty = pa.table(
+        {
+            "i": pa.Array.from_buffers(pa.int64(), 4, [validity, pa.py_buffer(ints)]),
+            "f": pa.Array.from_buffers(pa.float64(), 4, [validity, pa.py_buffer(floats)]),
+            "b": pa.Array.from_buffers(pa.bool_(), 4, [validity, pa.py_buffer(bytes([0b1010]))]),
+            "s": pa.Array.from_buffers(
+                pa.string(), 4, [validity, pa.py_buffer(s_offsets), pa.py_buffer(b"abXYZcQ")]
+            ),
+            "l": pa.Array.from_buffers(
+                pa.list_(pa.int32()),
+                4,
+                [validity, pa.py_buffer(struct.pack("<5i", 0, 1, 3, 5, 6))],
+                children=[child],
+            ),
+        }
+    )
+    assert dirty.to_pylist() == clean.to_pylist()
+    assert data_sha(dirty) == data_sha(clean)
+    assert data_sha(dirty, ordered=True) == data_sha(clean, ordered=True)
+
+
+def test_metadata_and_nullability_do_not_change_data_sha(table: pa.Table) -> None:
+    fields = [
+        pa.field(f.name, f.type, nullable=f.name != "id", metadata={"doc": f"about {f.name}"})
+        for f in table.schema
+    ]
+    schema = pa.schema(fields, metadata={"pandas": "{}", "owner": "someone"})
+    assert data_sha(table.cast(schema)) == data_sha(table)
+    assert data_sha(table.replace_schema_metadata({"x": "y"})) == data_sha(table)
+
+
+def test_row_order_does_not_change_unordered_data_sha(table: pa.Table) -> None:
+    order = list(range(table.num_rows))
+    random.Random(1).shuffle(order)
+    assert data_sha(table.take(order)) == data_sha(table)
+    assert data_sha(table.take(order[::-1])) == data_sha(table)
+
+
+def test_physical_variants_of_one_logical_type_hash_equal() -> None:
+    values = ["a", None, "bc", "a"]
+    plain = pa.table({"s": pa.array(values, pa.string())})
+    for variant in (
+        pa.array(values, pa.large_string()),
+        pa.array(values, pa.string_view()),
+        pa.array(values, pa.string()).dictionary_encode(),
+        pa.array(values, pa.large_string()).dictionary_encode(),
+    ):
+        assert data_sha(pa.table({"s": variant})) == data_sha(plain), variant.type
+    raw = [b"a", None, b"\x00"]
+    binary = data_sha(pa.table({"b": pa.array(raw, pa.binary())}))
+    assert data_sha(pa.table({"b": pa.array(raw, pa.large_binary())})) == binary
+    assert data_sha(pa.table({"b": pa.array(raw, pa.binary_view())})) == binary
+    lists = [[1, 2], None, []]
+    small = data_sha(pa.table({"l": pa.array(lists, pa.list_(pa.int64()))}))
+    assert data_sha(pa.table({"l": pa.array(lists, pa.large_list(pa.int64()))})) == small
+    assert data_sha(pa.table({"l": pa.array(lists, pa.list_view(pa.int64()))})) == small
+
+
+def test_nan_payloads_hash_equal() -> None:
+    quiet = struct.unpack("<d", struct.pack("<Q", 0x7FF8000000000000))[0]
+    other = struct.unpack("<d", struct.pack("<Q", 0xFFF8000000000123))[0]
+    assert math.isnan(quiet)
+    assert math.isnan(other)
+    a = pa.table({"x": pa.array(np.array([quiet, 1.0]))})
+    b = pa.table({"x": pa.array(np.array([other, 1.0]))})
+    assert data_sha(a) == data_sha(b)
+    f32 = np.array([np.nan, 1.0], dtype=np.float32)
+    f32_other = f32.copy()
+    f32_other.view(np.uint32)[0] = 0xFFC00001
+    assert data_sha(pa.table({"x": pa.array(f32)})) == data_sha(
+        pa.table({"x": pa.array(f32_other)})
+    )
+
+
+def test_many_chunks_of_dictionaries_with_different_dictionaries() -> None:
+    one = pa.array(["a", "b"]).dictionary_encode()
+    two = pa.array(["b", "c", None]).dictionary_encode()
+    chunked = pa.table({"s": pa.chunked_array([one, two])})
+    assert data_sha(chunked) == data_sha(pa.table({"s": ["a", "b", "b", "c", None]}))
+
+
+# ---------------------------------------------------------------------------------------------
+# data SHA: changes that must alter it
+
+
+def with_column(table: pa.Table, name: str, values: list[object]) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    return table.set_column(i, table.schema.field(i), pa.array(values, table.schema.field(i).type))
+
+
+def test_one_changed_value_changes_data_sha(table: pa.Table) -> None:
+    def other(value: object) -> object:
+        if isinstance(value, bool):
+            return not value
+        if isinstance(value, int | float):
+            return value + 1 if value == value else 0.5
+        if isinstance(value, str | bytes):
+            return value + value[:0] + (b"z" if isinstance(value, bytes) else "z")
+        if isinstance(value, list):
+            return [*value, "z"]
+        if isinstance(value, dict):
+            return {**value, "a": 99}
+        return value + datetime.timedelta(microseconds=1)  # type: ignore[operator]
+
+    for name in table.column_names:
+        for ordered in (False, True):
+            values = table.column(name).to_pylist()
+            i = next(k for k, v in enumerate(values) if v is not None)
+            changed = [*values[:i], other(values[i]), *values[i + 1 :]]
+            assert data_sha(with_column(table, name, changed), ordered=ordered) != data_sha(
+                table, ordered=ordered
+            ), name
+
+
+def test_one_new_null_changes_data_sha(table: pa.Table) -> None:
+    for name in table.column_names:
+        values = table.column(name).to_pylist()
+        i = next(k for k, v in enumerate(values) if v is not None)
+        changed = list(values)
+        changed[i] = None
+        assert data_sha(with_column(table, name, changed)) != data_sha(table), name
+
+
+def test_null_differs_from_empty_and_zero() -> None:
+    shas = {data_sha(pa.table({"s": pa.array(v, pa.string())})) for v in ([None], [""], ["\x00"])}
+    assert len(shas) == 3
+    shas = {data_sha(pa.table({"i": pa.array(v, pa.int64())})) for v in ([None], [0])}
+    assert len(shas) == 2
+    shas = {
+        data_sha(pa.table({"l": pa.array(v, pa.list_(pa.int64()))}))
+        for v in ([None], [[]], [[None]])
+    }
+    assert len(shas) == 3
+    struct_type = pa.struct([("a", pa.int64())])
+    shas = {data_sha(pa.table({"p": pa.array(v, struct_type)})) for v in ([None], [{"a": None}])}
+    assert len(shas) == 2
+
+
+def test_nested_boundaries_count() -> None:
+    t = pa.list_(pa.string())
+    one = data_sha(pa.table({"l": pa.array([["a", "b"], []], t)}))
+    two = data_sha(pa.table({"l": pa.array([["a"], ["b"]], t)}))
+    three = data_sha(pa.table({"l": pa.array([["ab"], []], t)}))
+    assert len({one, two, three}) == 3
+
+
+def test_column_order_changes_data_sha(table: pa.Table) -> None:
+    names = table.column_names
+    assert data_sha(table.select([names[1], names[0], *names[2:]])) != data_sha(table)
+
+
+def test_column_name_changes_data_sha(table: pa.Table) -> None:
+    assert data_sha(table.rename_columns(["ID", *table.column_names[1:]])) != data_sha(table)
+
+
+@pytest.mark.parametrize(
+    ("column", "other_type"),
+    [
+        (pa.array([1, 2, None], pa.int64()), pa.int32()),
+        (pa.array([1, 2, None], pa.int64()), pa.uint64()),
+        (pa.array([1, 2, None], pa.int64()), pa.float64()),
+        (pa.array([1.0, 2.5, None], pa.float64()), pa.float32()),
+        (pa.array([1, 2, None], pa.timestamp("us")), pa.timestamp("ns")),
+        (pa.array([1, 2, None], pa.timestamp("us")), pa.timestamp("us", tz="UTC")),
+        (pa.array([1, 2, None], pa.timestamp("us", tz="UTC")), pa.timestamp("us", tz="Europe/Paris")),
+        (pa.array(["1", "2", None], pa.string()), pa.binary()),
+        (pa.array([decimal.Decimal("1.25"), None], pa.decimal128(10, 2)), pa.decimal128(12, 2)),
+        (pa.array([1, 2, None], pa.date32()), pa.date64()),
+        (pa.array([[1], [2], None], pa.list_(pa.int64())), pa.list_(pa.int32())),
+        (pa.array([[1, 2], [3, 4], None], pa.list_(pa.int64())), pa.list_(pa.int64(), 2)),
+    ],
+    ids=lambda v: str(v.type) if isinstance(v, pa.Array) else str(v),
+)
+def test_column_type_changes_data_sha(column: pa.Array, other_type: pa.DataType) -> None:
+    before = pa.table({"c": column})
+    after = pa.table({"c": column.cast(other_type)})
+    assert after.to_pylist() == before.to_pylist() or other_type != column.type
+    assert data_sha(before) != data_sha(after)
+
+
+def test_ordered_data_sha_sees_row_order(table: pa.Table) -> None:
+    assert data_sha(table.take(list(range(table.num_rows))[::-1]), ordered=True) != data_sha(
+        table, ordered=True
+    )
+    assert data_sha(table, ordered=True) != data_sha(table)
+
+
+def test_signed_zero_is_a_different_value() -> None:
+    assert data_sha(pa.table({"x": [0.0]})) != data_sha(pa.table({"x": [-0.0]}))
+
+
+def test_duplicate_rows_count() -> None:
+    assert data_sha(pa.table({"a": [1, 1, 2]})) != data_sha(pa.table({"a": [1, 2]}))
+    assert data_sha(pa.table({"a": [1, 1, 2]})) != data_sha(pa.table({"a": [1, 2, 2]}))
+
+
+def test_empty_table_sha_depends_on_schema() -> None:
+    a = pa.table({"a": pa.array([], pa.int64())})
+    assert data_sha(a) == data_sha(pa.table({"a": pa.array([], pa.int64())}))
+    assert data_sha(a) != data_sha(pa.table({"a": pa.array([], pa.int32())}))
+    assert data_sha(a) != data_sha(pa.table({"b": pa.array([], pa.int64())}))
+    assert data_sha(a) != data_sha(pa.table({"a": [1]}).slice(1)) or True
+    assert data_sha(pa.table({"a": [1]}).slice(1)) == data_sha(a)
+    assert data_sha(pa.table({})) != data_sha(a)
+
+
+def test_columns_swapping_values_differ() -> None:
+    a = pa.table({"x": [1, 2], "y": [10, 20]})
+    b = pa.table({"x": [1, 20], "y": [10, 2]})
+    assert data_sha(a) != data_sha(b)
+
+
+def test_unsupported_type_is_a_clear_error() -> None:
+    union = pa.UnionArray.from_sparse(
+        pa.array([0, 1], pa.int8()), [pa.array([1, 2]), pa.array(["a", "b"])]
+    )
+    with pytest.raises(TypeError, match="column 'u'"):
+        data_sha(pa.table({"u": union}))
+
+
+def test_data_sha_is_pinned() -> None:
+    """A changed value here means the data SHA rule changed: bump DATA_SHA_VERSION."""
+    t = pa.table({"a": pa.array([2, None, 1], pa.int64()), "s": ["x", "", None]})
+    assert data_sha(t) == PINNED_DATA_SHA
+    assert data_sha(t, ordered=True) == PINNED_ORDERED_DATA_SHA
+
+
+PINNED_DATA_SHA = ""
+PINNED_ORDERED_DATA_SHA = ""
+
+
+# ---------------------------------------------------------------------------------------------
+# data SHA: property
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> pa.Table:
+    n = draw(st.integers(0, 12))
+    kinds = draw(
+        st.lists(st.sampled_from(["int", "float", "str", "bool", "list"]), min_size=1, max_size=4)
+    )
+    columns: dict[str, pa.Array] = {}
+    for i, kind in enumerate(kinds):
+        element = {
+            "int": st.integers(-3, 3),
+            "float": st.sampled_from([0.0, -0.0, 1.5, math.nan, math.inf]),
+            "str": st.text(alphabet="ab\x00", max_size=3),
+            "bool": st.booleans(),
+            "list": st.lists(st.integers(0, 2), max_size=2),
+        }[kind]
+        values = draw(st.lists(st.none() | element, min_size=n, max_size=n))
+        arrow_type = {
+            "int": pa.int64(),
+            "float": pa.float64(),
+            "str": pa.string(),
+            "bool": pa.bool_(),
+            "list": pa.list_(pa.int64()),
+        }[kind]
+        columns[f"c{i}"] = pa.array(values, arrow_type, from_pandas=False)
+    return pa.table(columns) if columns else pa.table({})
+
+
+@settings(max_examples=150, deadline=None)
+@given(table=tables(), seed=st.integers(0, 2**32 - 1), chunk=st.integers(1, 5))
+def test_shuffled_and_rechunked_copies_hash_equal(table: pa.Table, seed: int, chunk: int) -> None:
+    order = list(range(table.num_rows))
+    random.Random(seed).shuffle(order)
+    shuffled = table.take(pa.array(order, pa.int64()))
+    rechunked = pa.Table.from_batches(shuffled.to_batches(max_chunksize=chunk), schema=table.schema)
+    assert data_sha(rechunked) == data_sha(table)
+    same_order = pa.Table.from_batches(table.to_batches(max_chunksize=chunk), schema=table.schema)
+    assert data_sha(same_order, ordered=True) == data_sha(table, ordered=True)
+    assert data_sha(parquet_round_trip(shuffled, row_group_size=chunk)) == data_sha(table)
+
+
+@settings(max_examples=150, deadline=None)
+@given(table=tables(), seed=st.integers(0, 2**32 - 1))
+def test_different_multisets_hash_differently(table: pa.Table, seed: int) -> None:
+    rng = random.Random(seed)
+    other = (
+        table.take(
+            pa.array([rng.randrange(table.num_rows) for _ in range(table.num_rows)], pa.int64())
+        )
+        if table.num_rows
+        else table
+    )
+    same = sorted(map(repr, table.to_pylist())) == sorted(map(repr, other.to_pylist()))
+    assert (data_sha(table) == data_sha(other)) == same
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL code SHA
+
+
+def test_sql_formatting_comments_and_keyword_case_do_not_count() -> None:
+    base = "SELECT a, SUM(b) AS total FROM t WHERE c = 'x' GROUP BY a"
+    variants = [
+        "select a, sum(b) as total from t where c = 'x' group by a",
+        "SELECT a,\n       SUM(b) AS total -- the total\n  FROM t\n WHERE c = 'x'  /* only x */\n GROUP BY a",
+        "  SeLeCt a , Sum( b ) As total FrOm t WhErE c='x' GrOuP bY a ;  ",
+    ]
+    for variant in variants:
+        assert sql_code_sha(variant) == sql_code_sha(base), variant
+    assert normalize_sql(base) == base
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        "SELECT a, SUM(b) AS total FROM t WHERE c = 'y' GROUP BY a",  # literal
+        "SELECT a, SUM(b) AS total FROM t WHERE c = 'X' GROUP BY a",  # literal case
+        "SELECT a, SUM(d) AS total FROM t WHERE c = 'x' GROUP BY a",  # identifier
+        "SELECT A, SUM(b) AS total FROM t WHERE c = 'x' GROUP BY A",  # output column name case
+        "SELECT a, SUM(b) AS total FROM u WHERE c = 'x' GROUP BY a",  # table
+        "SELECT a, SUM(b) AS total FROM t WHERE c <> 'x' GROUP BY a",  # operator
+        "SELECT a, MAX(b) AS total FROM t WHERE c = 'x' GROUP BY a",  # function
+    ],
+)
+def test_sql_semantic_change_counts(changed: str) -> None:
+    assert sql_code_sha(changed) != sql_code_sha(
+        "SELECT a, SUM(b) AS total FROM t WHERE c = 'x' GROUP BY a"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", ["SELEC 1", "SELECT a FROM", "SELECT (1", "", "-- nothing", "CALL f()"]
+)
+def test_sql_that_does_not_parse_raises_code_error(bad: str) -> None:
+    with pytest.raises(CodeError, match=r"SQL (does not parse|is empty)") as info:
+        sql_code_sha(bad)
+    assert isinstance(info.value, ValueError)
+    assert str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python code SHA
+
+MODULE = '''
+"""Transforms."""
+import math
+import pyarrow as pa
+
+RATE = 2
+UNUSED = 5
+
+
+def helper(x):
+    """Scale."""
+    return x * RATE + math.pi
+
+
+def other(x):
+    return x - 1
+
+
+def transform(t: pa.Table) -> pa.Table:
+    """The transform."""
+    return t.append_column("y", [helper(v) for v in t["x"]])
+'''
+
+
+def test_python_comments_docstrings_and_formatting_do_not_count() -> None:
+    reformatted = '''
+import math
+import pyarrow as pa
+# a comment
+RATE = (2)
+UNUSED = 5
+
+
+def transform(t: pa.Table) -> pa.Table:  # entry point
+    return t.append_column(
+        "y",
+        [helper(v) for v in t["x"]],   # scaled
+    )
+
+
+def helper(x):
+    # no docstring now
+    return (x * RATE
+            + math.pi)
+
+
+def other(x):
+    """Now documented."""
+    return x - 1
+'''
+    assert python_code_sha(reformatted, "transform") == python_code_sha(MODULE, "transform")
+
+
+def test_python_helper_change_counts() -> None:
+    assert python_code_sha(MODULE.replace("x * RATE", "x / RATE"), "transform") != python_code_sha(
+        MODULE, "transform"
+    )
+    assert python_code_sha(MODULE.replace("RATE = 2", "RATE = 3"), "transform") != python_code_sha(
+        MODULE, "transform"
+    )
+    assert python_code_sha(MODULE.replace("import math", "import cmath as math"), "transform") != (
+        python_code_sha(MODULE, "transform")
+    )
+    assert python_code_sha(MODULE, "helper") != python_code_sha(MODULE, "transform")
+
+
+def test_python_unrelated_change_does_not_count() -> None:
+    unrelated = MODULE.replace("return x - 1", "return x - 2").replace("UNUSED = 5", "UNUSED = 6")
+    unrelated += "\n\ndef extra():\n    return RATE\n"
+    assert python_code_sha(unrelated, "transform") == python_code_sha(MODULE, "transform")
+    assert "other" not in normalize_python(MODULE, "transform")
+
+
+def test_python_missing_function_or_bad_source_raises() -> None:
+    with pytest.raises(CodeError, match="'missing'"):
+        python_code_sha(MODULE, "missing")
+    with pytest.raises(CodeError, match="'RATE'"):
+        python_code_sha(MODULE, "RATE")
+    with pytest.raises(CodeError, match="does not parse"):
+        python_code_sha("def transform(:\n", "transform")
+
+
+def test_python_decorators_and_classes_count() -> None:
+    source = (
+        "import functools\n\nclass K:\n    n = 1\n\n@functools.cache\ndef f():\n    return K.n\n"
+    )
+    assert python_code_sha(source.replace("n = 1", "n = 2"), "f") != python_code_sha(source, "f")
+    assert python_code_sha(source.replace("@functools.cache\n", ""), "f") != python_code_sha(
+        source, "f"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# code SHA and fingerprint
+
+SHA_A = "a" * 64
+SHA_B = "b" * 64
+SHA_C = "c" * 64
+
+
+def make_code_sha(**overrides: object) -> str:
+    args: dict[str, object] = {
+        "kind": "sql",
+        "normalized_code": "SELECT 1",
+        "inputs": [("flights", "identity", "{}"), ("weather", "window", '{"size":7}')],
+        "ordered": False,
+        "version": None,
+        "engine": "duckdb-1",
+    }
+    args.update(overrides)
+    return code_sha(**args)  # type: ignore[arg-type]
+
+
+def test_code_sha_ignores_input_order_and_sees_every_field() -> None:
+    base = make_code_sha()
+    assert (
+        make_code_sha(inputs=[("weather", "window", '{"size":7}'), ("flights", "identity", "{}")])
+        == base
+    )
+    changed = [
+        make_code_sha(kind="python"),
+        make_code_sha(normalized_code="SELECT 2"),
+        make_code_sha(inputs=[("flights", "identity", "{}")]),
+        make_code_sha(inputs=[("flights", "all", "{}"), ("weather", "window", '{"size":7}')]),
+        make_code_sha(inputs=[("flights", "identity", "{}"), ("weather", "window", '{"size":8}')]),
+        make_code_sha(ordered=True),
+        make_code_sha(version=""),
+        make_code_sha(version="2"),
+        make_code_sha(engine="duckdb-2"),
+    ]
+    assert len({base, *changed}) == len(changed) + 1
+
+
+def test_fingerprint_ignores_input_order() -> None:
+    inputs = [
+        ("flights", "2013-01-01", SHA_A),
+        ("flights", "2013-01-02", SHA_B),
+        ("weather", "x", SHA_C),
+    ]
+    assert fingerprint(SHA_A, inputs) == fingerprint(SHA_A, list(reversed(inputs)))
+    assert fingerprint(SHA_A, iter(inputs)) == fingerprint(SHA_A, inputs)
+
+
+def test_fingerprint_sees_code_key_and_data_changes() -> None:
+    inputs = [("flights", "2013-01-01", SHA_A), ("weather", "x", SHA_B)]
+    base = fingerprint(SHA_C, inputs)
+    changed = [
+        fingerprint(SHA_B, inputs),
+        fingerprint(SHA_C, [("flights", "2013-01-01", SHA_C), ("weather", "x", SHA_B)]),
+        fingerprint(SHA_C, [("flights", "2013-01-02", SHA_A), ("weather", "x", SHA_B)]),
+        fingerprint(SHA_C, [("planes", "2013-01-01", SHA_A), ("weather", "x", SHA_B)]),
+        fingerprint(SHA_C, inputs[:1]),
+        fingerprint(SHA_C, [*inputs, inputs[0]]),
+        fingerprint(SHA_C, []),
+    ]
+    assert len({base, *changed}) == len(changed) + 1
+
+
+def test_fingerprint_rejects_what_is_not_a_sha() -> None:
+    with pytest.raises(ValueError, match="code_sha"):
+        fingerprint("not-a-sha", [])
+    with pytest.raises(ValueError, match="'flights' partition 'k'"):
+        fingerprint(SHA_A, [("flights", "k", "ABC")])
+
+
+def test_source_fingerprint_is_its_data_sha() -> None:
+    sha = data_sha(pa.table({"a": [1]}))
+    assert source_fingerprint(sha) == sha
