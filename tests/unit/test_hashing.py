@@ -119,7 +119,7 @@ def test_slice_offsets_do_not_change_data_sha(table: pa.Table) -> None:
 
 def parquet_round_trip(table: pa.Table, **options: object) -> pa.Table:
     sink = io.BytesIO()
-    pq.write_table(table, sink, **options)  # type: ignore[arg-type]
+    pq.write_table(table, sink, **options)
     sink.seek(0)
     return pq.read_table(sink)
 
@@ -184,7 +184,7 @@ def test_garbage_under_null_slots_does_not_change_data_sha() -> None:
         {
             "i": pa.Array.from_buffers(pa.int64(), 4, [validity, pa.py_buffer(ints)]),
             "f": pa.Array.from_buffers(pa.float64(), 4, [validity, pa.py_buffer(floats)]),
-            "b": pa.Array.from_buffers(pa.bool_(), 4, [validity, pa.py_buffer(bytes([0b1010]))]),
+            "b": pa.Array.from_buffers(pa.bool_(), 4, [validity, pa.py_buffer(bytes([0b1011]))]),
             "s": pa.Array.from_buffers(
                 pa.string(), 4, [validity, pa.py_buffer(s_offsets), pa.py_buffer(b"abXYZcQ")]
             ),
@@ -261,6 +261,77 @@ def test_many_chunks_of_dictionaries_with_different_dictionaries() -> None:
     assert data_sha(chunked) == data_sha(pa.table({"s": ["a", "b", "b", "c", None]}))
 
 
+def other_types_table() -> pa.Table:
+    """Less common types: each goes through the fast path (fixed width) or the nested slow path."""
+    n = 12
+    return pa.table(
+        {
+            "u8": pa.array([i % 3 for i in range(n)], pa.uint8()),
+            "f16": pa.array(np.array([i / 4 for i in range(n)], dtype=np.float16)),
+            "dec": pa.array([decimal.Decimal(i % 4) / 8 for i in range(n)], pa.decimal128(12, 3)),
+            "dec256": pa.array([decimal.Decimal(i % 2) for i in range(n)], pa.decimal256(40, 2)),
+            "fsb": pa.array(
+                [None if i == 3 else bytes([i % 2, 1]) for i in range(n)], pa.binary(2)
+            ),
+            "t64": pa.array([i * 1000 for i in range(n)], pa.time64("ns")),
+            "dur": pa.array([None if i == 5 else i for i in range(n)], pa.duration("ms")),
+            "d64": pa.array([86_400_000 * (i % 3) for i in range(n)], pa.date64()),
+            "mdn": pa.array([pa.MonthDayNano([i % 2, 1, i]) for i in range(n)]),
+            "nothing": pa.nulls(n),
+            "fsl": pa.array(
+                [None if i == 2 else [i % 2, i % 3] for i in range(n)], pa.list_(pa.int32(), 2)
+            ),
+            "map": pa.array(
+                [None if i == 4 else [("k", i % 2), ("j", None)] for i in range(n)],
+                pa.map_(pa.string(), pa.int64()),
+            ),
+            "deep": pa.array(
+                [[{"xs": [i % 2, None], "d": "v"}] if i % 3 else None for i in range(n)],
+                pa.list_(pa.struct([("xs", pa.list_(pa.int8())), ("d", pa.string())])),
+            ),
+            "lview": pa.array([[i % 2] * (i % 3) for i in range(n)], pa.list_view(pa.int16())),
+            "dict_in_list": pa.array(
+                [[pa.scalar("a").as_py()] * (i % 2) for i in range(n)],
+                pa.list_(pa.dictionary(pa.int8(), pa.string())),
+            ),
+        }
+    )
+
+
+def test_other_types_are_invariant_to_slicing_chunking_and_order() -> None:
+    table = other_types_table()
+    expected = data_sha(table)
+    for start, length in ((1, 9), (5, 7), (11, 1)):
+        part = table.slice(start, length)
+        assert data_sha(part) == data_sha(rebuilt(part))
+        assert data_sha(part, ordered=True) == data_sha(rebuilt(part), ordered=True)
+    assert data_sha(pa.Table.from_batches(table.to_batches(max_chunksize=5))) == expected
+    assert data_sha(table.take(list(range(table.num_rows))[::-1])) == expected
+
+
+def test_other_types_see_value_changes() -> None:
+    table = other_types_table()
+    expected = data_sha(table)
+    for name in table.column_names:
+        if name == "nothing":
+            continue
+        values = table.column(name).to_pylist()
+        changed = pa.array([values[1], *values[1:]], table.schema.field(name).type)
+        assert values[0] != values[1], name
+        assert data_sha(with_column(table, name, changed.to_pylist())) != expected, name
+
+
+def test_extension_type_hashes_its_storage_with_its_name_and_parameters() -> None:
+    storage = pa.array([1, 2, None], pa.int64())
+    opaque = pa.ExtensionArray.from_storage(pa.opaque(pa.int64(), "t", "v"), storage)
+    other = pa.ExtensionArray.from_storage(pa.opaque(pa.int64(), "u", "v"), storage)
+    assert data_sha(pa.table({"e": opaque})) != data_sha(pa.table({"e": storage}))
+    assert data_sha(pa.table({"e": opaque})) != data_sha(pa.table({"e": other}))
+    assert data_sha(pa.table({"e": opaque.slice(1)})) == data_sha(
+        pa.table({"e": pa.ExtensionArray.from_storage(opaque.type, pa.array([2, None]))})
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # data SHA: changes that must alter it
 
@@ -276,13 +347,17 @@ def test_one_changed_value_changes_data_sha(table: pa.Table) -> None:
             return not value
         if isinstance(value, int | float):
             return value + 1 if value == value else 0.5
-        if isinstance(value, str | bytes):
-            return value + value[:0] + (b"z" if isinstance(value, bytes) else "z")
+        if isinstance(value, str):
+            return value + "z"
+        if isinstance(value, bytes):
+            return value + b"z"
         if isinstance(value, list):
             return [*value, "z"]
         if isinstance(value, dict):
             return {**value, "a": 99}
-        return value + datetime.timedelta(microseconds=1)  # type: ignore[operator]
+        if isinstance(value, datetime.datetime):
+            return value + datetime.timedelta(microseconds=1)
+        return value + datetime.timedelta(days=1)  # type: ignore[operator]
 
     for name in table.column_names:
         for ordered in (False, True):
@@ -308,10 +383,8 @@ def test_null_differs_from_empty_and_zero() -> None:
     assert len(shas) == 3
     shas = {data_sha(pa.table({"i": pa.array(v, pa.int64())})) for v in ([None], [0])}
     assert len(shas) == 2
-    shas = {
-        data_sha(pa.table({"l": pa.array(v, pa.list_(pa.int64()))}))
-        for v in ([None], [[]], [[None]])
-    }
+    lists: list[list[list[int | None] | None]] = [[None], [[]], [[None]]]
+    shas = {data_sha(pa.table({"l": pa.array(v, pa.list_(pa.int64()))})) for v in lists}
     assert len(shas) == 3
     struct_type = pa.struct([("a", pa.int64())])
     shas = {data_sha(pa.table({"p": pa.array(v, struct_type)})) for v in ([None], [{"a": None}])}
@@ -344,7 +417,10 @@ def test_column_name_changes_data_sha(table: pa.Table) -> None:
         (pa.array([1.0, 2.5, None], pa.float64()), pa.float32()),
         (pa.array([1, 2, None], pa.timestamp("us")), pa.timestamp("ns")),
         (pa.array([1, 2, None], pa.timestamp("us")), pa.timestamp("us", tz="UTC")),
-        (pa.array([1, 2, None], pa.timestamp("us", tz="UTC")), pa.timestamp("us", tz="Europe/Paris")),
+        (
+            pa.array([1, 2, None], pa.timestamp("us", tz="UTC")),
+            pa.timestamp("us", tz="Europe/Paris"),
+        ),
         (pa.array(["1", "2", None], pa.string()), pa.binary()),
         (pa.array([decimal.Decimal("1.25"), None], pa.decimal128(10, 2)), pa.decimal128(12, 2)),
         (pa.array([1, 2, None], pa.date32()), pa.date64()),
@@ -400,15 +476,31 @@ def test_unsupported_type_is_a_clear_error() -> None:
         data_sha(pa.table({"u": union}))
 
 
-def test_data_sha_is_pinned() -> None:
-    """A changed value here means the data SHA rule changed: bump DATA_SHA_VERSION."""
+def test_hashes_are_pinned() -> None:
+    """A changed value here means a hashing rule changed: bump the matching *_VERSION, since
+    every stored SHA would otherwise silently stop matching (and everything would rerun)."""
     t = pa.table({"a": pa.array([2, None, 1], pa.int64()), "s": ["x", "", None]})
-    assert data_sha(t) == PINNED_DATA_SHA
-    assert data_sha(t, ordered=True) == PINNED_ORDERED_DATA_SHA
-
-
-PINNED_DATA_SHA = ""
-PINNED_ORDERED_DATA_SHA = ""
+    assert data_sha(t) == "b614091f7f52d723959a612c83b301f1dfb605d65ae07a1af078ea251c20b633"
+    assert data_sha(t, ordered=True) == (
+        "6accf93e213633f9ba77359159fc6bd8fff2086c7fbbf32e4ec9677a55fa3ab6"
+    )
+    assert sql_code_sha("select a from t where b = 1") == (
+        "b11414c9add8d6e87586b2bda4ad0074576207952bf7aea2310619bb73f0ad7a"
+    )
+    assert python_code_sha("X = 1\ndef f(t):\n    return X\n", "f") == (
+        "e39744ad928e03a1ba6bcab37bd52d263fefa280c772b7d68b93ec9505b9f2c0"
+    )
+    assert code_sha(
+        kind="sql",
+        normalized_code="SELECT 1",
+        inputs=[("a", "identity", "{}")],
+        ordered=False,
+        version=None,
+        engine="e",
+    ) == ("0062ba760e6fd134fa776bc266a306980f59485cebbf537b1a0c616fa8b455d5")
+    assert fingerprint("a" * 64, [("a", "k", "b" * 64)]) == (
+        "08ed67eff0ba8552c4b35afed1b9d93afab1b1779673d022b59261655c59be60"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +603,12 @@ def test_sql_that_does_not_parse_raises_code_error(bad: str) -> None:
     with pytest.raises(CodeError, match=r"SQL (does not parse|is empty)") as info:
         sql_code_sha(bad)
     assert isinstance(info.value, ValueError)
-    assert str(info.value)
+    assert "\x1b" not in str(info.value)  # readable in JSON and logs: no terminal colours
+
+
+def test_sql_parse_error_says_where() -> None:
+    with pytest.raises(CodeError, match=r"duckdb dialect.*line 1, column 7"):
+        normalize_sql("SELEC 1")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ DATA_SHA_VERSION: Final = 1
 CODE_SHA_VERSION: Final = 1
 
 _SHA_RE: Final = re.compile(r"[0-9a-f]{64}")
+_ANSI_RE: Final = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class CodeError(ValueError):
@@ -358,7 +359,10 @@ def _logical_type(t: pa.DataType, name: str) -> str:
     """Canonical type string: names the logical type only (no metadata, nullability or names
     of list items), with the variants Parquet round trips swap merged into one."""
     if isinstance(t, pa.BaseExtensionType):
-        return f"extension<{t.extension_name}, {_logical_type(t.storage_type, name)}>"
+        # str() names C++ extensions with their parameters; Python ones serialize theirs
+        serialize = getattr(t, "__arrow_ext_serialize__", None)
+        params = serialize().hex() if serialize is not None else ""
+        return f"extension<{t}, {params}, {_logical_type(t.storage_type, name)}>"
     if pa.types.is_dictionary(t):
         return _logical_type(t.value_type, name)
     if _is_string_like(t):
@@ -393,7 +397,7 @@ def normalize_sql(sql: str, *, dialect: str = "duckdb") -> str:
     try:
         statements = sqlglot.parse(sql, read=dialect)
     except SqlglotError as exc:
-        raise CodeError(f"SQL does not parse ({dialect} dialect): {exc}") from exc
+        raise CodeError(f"SQL does not parse ({dialect} dialect): {_sql_reason(exc)}") from exc
     parsed = [s for s in statements if s is not None]
     if not parsed:
         raise CodeError("SQL is empty: it has no statement")
@@ -404,6 +408,17 @@ def normalize_sql(sql: str, *, dialect: str = "duckdb") -> str:
                 f"SQL does not parse ({dialect} dialect): unsupported statement {statement.sql()!r}"
             )
     return ";\n".join(s.sql(dialect=dialect, comments=False) for s in parsed)
+
+
+def _sql_reason(exc: SqlglotError) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors:  # ParseError: say where, without the terminal colour codes of str(exc)
+        first = errors[0]
+        return (
+            f"{first.get('description')} at line {first.get('line')}, "
+            f"column {first.get('col')}, near {first.get('highlight')!r}"
+        )
+    return _ANSI_RE.sub("", str(exc))
 
 
 def sql_code_sha(sql: str, *, dialect: str = "duckdb") -> str:

@@ -43,6 +43,8 @@ def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider)
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         logger=logging.getLogger(f"headwater.{service}.broker"),
+        # FastStream logs every message at INFO; ours are the decisions, so keep its quiet.
+        log_level=logging.DEBUG,
         **options,  # type: ignore[arg-type]
     )
 

@@ -39,6 +39,9 @@ class StackSettings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    landing_bucket: str = "landing"
+    data_bucket: str = "headwater-data"
+    code_bucket: str = "headwater-code"
     executors: int = 1
 
 

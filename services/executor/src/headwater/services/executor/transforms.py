@@ -34,7 +34,7 @@ def _sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
         # After registering: from here on the SQL can reach no file, URL or extension.
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
-        result: pa.Table = con.execute(sql).to_arrow_table()
+        result: pa.Table = con.sql(sql).to_arrow_table()
         return result
     finally:
         con.close()

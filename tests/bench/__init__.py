@@ -1,0 +1,1 @@
+"""Benchmarks for `make bench` (`python -m tests.bench`): each module has `run() -> dict`."""
