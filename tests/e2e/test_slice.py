@@ -96,6 +96,9 @@ async def test_an_identical_reupload_runs_nothing(stack: RunningStack, tmp_path:
         csv = write_day_csv(DAY, tmp_path, all_flights())
         await hw.publish("flights", DAY, csv)
         await hw.wait(timeout=120)
+        # The identical file again: re-read and re-hashed, and no news.
+        await hw.publish("flights", DAY, csv)
+        await hw.wait(timeout=120)
         # The same rows again, as Parquet under another name: same data SHA, no news.
         parquet = tmp_path / "again.parquet"
         parquet.write_bytes(formats.to_parquet(pacsv.read_csv(csv)))
@@ -106,7 +109,12 @@ async def test_an_identical_reupload_runs_nothing(stack: RunningStack, tmp_path:
     conn = await asyncpg.connect(settings.pg_dsn)
     try:
         runs = await conn.fetchval("SELECT count(*) FROM scheduler.tasks")
+        landings = await conn.fetchval(
+            "SELECT count(*) FROM lineage.events WHERE kind = 'partition_landed'"
+            " AND dataset = 'flights'"
+        )
     finally:
         await conn.close()
     assert runs == 1
+    assert landings == 1
     assert all(p["state"] == "ready" for p in status["partitions"])

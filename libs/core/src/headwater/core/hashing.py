@@ -83,7 +83,9 @@ def data_sha(table: pa.Table, *, ordered: bool = False) -> str:
     order or a column's logical type changes. Logical types: string/large_string/string_view
     are one type, so are binary/large_binary/binary_view, list/large_list/list_view, and a
     dictionary column is its value type (Parquet round trips change these); every other type is
-    kept exactly (int32 != int64, timestamp unit and tz count). Floats are hashed by their bits,
+    kept exactly (int32 != int64, a timestamp's tz counts). Top-level timestamp, time and
+    duration columns are compared as instants, not units: Parquet stores seconds as
+    milliseconds, so they are taken in microseconds when exact, else kept in nanoseconds. Floats are hashed by their bits,
     so -0.0 != 0.0, but every NaN is the one canonical quiet NaN. Null differs from every value.
 
     How: each column becomes a canonical form (fixed-width little-endian values with zeros under
@@ -94,6 +96,7 @@ def data_sha(table: pa.Table, *, ordered: bool = False) -> str:
     used, so collision resistance is SHA-256's, not a 64/128-bit argument.
     """
     n = table.num_rows
+    table = pa.table([_canonical_unit(c) for c in table.columns], names=table.column_names)
     columns = [
         _canonical_column(chunked, name)
         for name, chunked in zip(table.column_names, table.columns, strict=True)
@@ -112,6 +115,25 @@ def data_sha(table: pa.Table, *, ordered: bool = False) -> str:
     for name, field, col in zip(table.column_names, table.schema, columns, strict=True):
         parts += ["column", name, _logical_type(field.type, name), *col.encode()]
     return hash_parts(*parts)
+
+
+def _canonical_unit(chunked: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Timestamps/times/durations in microseconds when that is exact (see `data_sha`)."""
+    t = chunked.type
+    if pa.types.is_timestamp(t):
+        target: pa.DataType = pa.timestamp("us", t.tz)
+    elif pa.types.is_time(t):
+        target = pa.time64("us")
+    elif pa.types.is_duration(t):
+        target = pa.duration("us")
+    else:
+        return chunked
+    if t == target:
+        return chunked
+    try:
+        return chunked.cast(target, safe=True)
+    except pa.ArrowInvalid:  # sub-microsecond values: the content itself needs nanoseconds
+        return chunked
 
 
 _CANONICAL_NAN: Final = {2: 0x7E00, 4: 0x7FC00000, 8: 0x7FF8000000000000}

