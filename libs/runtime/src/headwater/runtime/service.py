@@ -102,7 +102,8 @@ class Service:
         store: ObjectStore | None = None,
     ) -> "Service":
         """A service with its broker and resources; handlers are registered by the caller."""
-        broker = make_broker(settings, name, setup_tracing(name))
+        tracer = setup_tracing(name)
+        broker = make_broker(settings, name, tracer)
         res = Resources(
             settings,
             broker,
@@ -113,6 +114,7 @@ class Service:
             store=store,
         )
         service = cls(name, settings, broker, resources=res)
+        service.on_stop.append(lambda: asyncio.to_thread(tracer.shutdown))  # flush spans
         if schema is not None:
             service.timers.append((5.0, res.flush))
         return service
