@@ -14,6 +14,7 @@ from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.subscriber.usecases import LogicSubscriber
+from faststream.nats.subscriber.usecases import stream_pull_subscriber as _pull
 from nats.aio.msg import Msg
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
@@ -24,6 +25,11 @@ from headwater.runtime.settings import ServiceSettings
 from headwater.runtime.topology import MAX_DELIVER, consumers
 
 _log = logging.getLogger(__name__)
+
+# FastStream 0.7's pull loop suppresses nats.errors.TimeoutError, but nats-py 2.16's fetch can
+# raise the builtin asyncio one (its superclass) when a fetch's deadline lapses: the loop task
+# then dies and is restarted with an ERROR traceback. Suppressing the superclass is the fix.
+_pull.TimeoutError = TimeoutError  # type: ignore[attr-defined,assignment]
 
 E = TypeVar("E", bound=BaseModel)
 NAK_BASE_DELAY_S = 0.5

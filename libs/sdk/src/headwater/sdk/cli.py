@@ -56,13 +56,24 @@ def _print_json(value: Any) -> None:
 
 def _print_changes(result: dict[str, Any], applied: bool) -> None:
     table = Table(title=f"pipeline {result['pipeline']}")
-    for col in ("dataset", "kind", "change", "code SHA"):
+    columns = ["dataset", "kind", "change", "code SHA"]
+    if not applied:
+        columns += ["will run", "reused"]
+    for col in columns:
         table.add_column(col)
     for c in result["changes"]:
         old, new = c["previous_code_sha"], c["code_sha"]
         sha = f"{(old or '-')[:12]} -> {(new or '-')[:12]}" if old != new else (new or "")[:12]
-        table.add_row(c["dataset"], c["kind"], c["change"], sha)
+        row = [c["dataset"], c["kind"], c["change"], sha]
+        if not applied:
+            row += [str(len(c.get("run", []))), str(len(c.get("reuse", [])))]
+        table.add_row(*row)
     console.print(table)
+    if not applied:
+        total = sum(len(c.get("run", [])) for c in result["changes"])
+        console.print(f"{total} partition(s) will run")
+        for name, keys in result.get("downstream", {}).items():
+            console.print(f"  then up to {len(keys)} partition(s) of {name} downstream")
     if applied:
         version = result.get("spec_version")
         console.print(f"spec version {version}" if version else "nothing changed")

@@ -81,8 +81,14 @@ class HeadwaterClient:
         return result
 
     async def plan(self, path: Path) -> dict[str, Any]:
+        """Per dataset, the code SHA change and the partitions that would run, before any do."""
         doc = read_document(path)
         result: dict[str, Any] = await self.call("spec-registry", "plan", doc.model_dump())
+        impact = await self.call("scheduler", "impact", {"datasets": result.pop("definitions")})
+        for change in result["changes"]:
+            partitions = impact["datasets"].get(change["dataset"], {"run": [], "reuse": []})
+            change.update(run=partitions["run"], reuse=partitions["reuse"])
+        result["downstream"] = impact["downstream"]
         return result
 
     # --- upstream ----------------------------------------------------------------------

@@ -46,6 +46,7 @@ def build_app(
 
     responder(broker, s.rpc(NAME, "status"), app.status)
     responder(broker, s.rpc(NAME, "why"), app.why)
+    responder(broker, s.rpc(NAME, "impact"), app.impact)
     service.on_start.append(app.reconcile_all)
     service.timers.append((settings.reconcile_interval_s, app.reconcile_all))
     return service

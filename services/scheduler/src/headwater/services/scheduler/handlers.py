@@ -121,6 +121,55 @@ class Scheduler:
             "materializations": await store.materializations_of(self.res.pool, dataset, key),
         }
 
+    async def impact(self, body: dict[str, Any]) -> dict[str, Any]:
+        """What applying new definitions would run, before anything runs: per changed dataset
+        the partitions to compute and those an earlier materialization covers (a revert); per
+        dataset downstream, the partitions that may follow (an upper bound: early cutoff can
+        stop them)."""
+        try:
+            changed = [DatasetDefinition.model_validate(d) for d in body.get("datasets", [])]
+        except ValueError as exc:
+            raise InputError("datasets", str(exc)) from exc
+        async with self.res.pool.acquire() as conn:
+            defs = await store.definitions(conn)
+            defs.update({d.name: d for d in changed})
+            names = [d.name for d in defs.values()]
+            facts = await store.facts(conn, names)
+            current = {
+                (r["dataset"], r["partition_key"]): r["fingerprint"]
+                for r in await conn.fetch(
+                    f"SELECT dataset, partition_key, fingerprint FROM {store.SCHEMA}.partitions"
+                )
+            }
+            result: dict[str, dict[str, list[str]]] = {}
+            touched: dict[str, set[str]] = {}
+            for d in reconcile.topological(defs.values()):
+                if d.kind == "source":
+                    continue
+                if d.name in {c.name for c in changed}:
+                    run, reuse = [], []
+                    for key in sorted(reconcile.output_keys(d, facts)):
+                        decision = reconcile.decide(d, key, facts)
+                        if not isinstance(decision, Desired):
+                            continue
+                        if current.get((d.name, key)) == decision.fingerprint:
+                            continue
+                        if await store.materialization(conn, decision.fingerprint) is not None:
+                            reuse.append(key)
+                        else:
+                            run.append(key)
+                    result[d.name] = {"run": run, "reuse": reuse}
+                    touched[d.name] = set(run) | set(reuse)
+                    continue
+                keys: set[str] = set()
+                for inp in d.inputs:
+                    for key in touched.get(inp.dataset, set()):
+                        keys |= reconcile.affected_outputs(d, inp.dataset, key, facts)
+                if keys:
+                    touched[d.name] = keys
+        downstream = {n: sorted(k) for n, k in touched.items() if n not in result}
+        return {"datasets": result, "downstream": downstream}
+
     # --- the reconciler -------------------------------------------------------------------
     async def _transact(self, event_id: str | None, apply: Any) -> None:
         async with self.res.pool.acquire() as conn, conn.transaction():

@@ -25,7 +25,15 @@ class SpecRegistry:
     async def plan(self, body: dict[str, Any]) -> dict[str, Any]:
         pipeline = _parse(body)
         current = await store.current_datasets(self.res.pool)
-        return {"pipeline": pipeline.name, "changes": _diff(pipeline, current)}
+        changes = _diff(pipeline, current)
+        changed = {c["dataset"] for c in changes if c["change"] in ("added", "changed")}
+        return {
+            "pipeline": pipeline.name,
+            "changes": changes,
+            "definitions": [
+                pipeline.datasets[n].definition().model_dump(mode="json") for n in sorted(changed)
+            ],
+        }
 
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         doc = _document(body)
