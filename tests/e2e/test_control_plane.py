@@ -6,6 +6,7 @@ import io
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pyarrow as pa
@@ -80,12 +81,12 @@ class Shop:
             (self.root / name).write_text(text)
         return self.root / "pipeline.yaml"
 
-    async def apply(self, hw: HeadwaterClient, **files: str) -> dict[str, object]:
+    async def apply(self, hw: HeadwaterClient, **files: str) -> dict[str, Any]:
         path = self.write(**files)
         self.pipeline = parse_pipeline(read_document(path))
         return await hw.apply(path)
 
-    async def plan(self, hw: HeadwaterClient, **files: str) -> dict[str, object]:
+    async def plan(self, hw: HeadwaterClient, **files: str) -> dict[str, Any]:
         return await hw.plan(self.write(**files))
 
     async def land(self, hw: HeadwaterClient, day: str, salt: int = 0) -> None:
@@ -183,19 +184,23 @@ async def test_code_change_backfills_exactly_and_a_revert_reuses(
             for p in (await hw.status())["partitions"]
         }
         edited = {"weekly.sql": "SELECT region, max(total) AS total FROM daily GROUP BY region"}
+        ran_before_plan = await shop.ran()
         plan = await shop.plan(hw, **edited)
-        weekly = next(c for c in plan["changes"] if c["dataset"] == "weekly")  # type: ignore[index, union-attr]
+        weekly = next(c for c in plan["changes"] if c["dataset"] == "weekly")
         assert weekly["change"] == "changed"
-        assert len(weekly["run"]) == 30 and weekly["reuse"] == []
+        assert len(weekly["run"]) == 30
+        assert weekly["reuse"] == []
         assert plan["downstream"] == {}
-        assert (await shop.ran()) == (await shop.ran())  # plan ran nothing
+        await hw.wait()
+        assert await shop.ran() == ran_before_plan  # planning ran nothing
         await shop.apply(hw, **edited)
         assert keys(await shop.settle(hw)) == {("weekly", d) for d in DAYS}
 
         # Back to the original code: every partition is found, nothing runs.
         plan = await shop.plan(hw)
-        weekly = next(c for c in plan["changes"] if c["dataset"] == "weekly")  # type: ignore[index, union-attr]
-        assert weekly["run"] == [] and len(weekly["reuse"]) == 30
+        weekly = next(c for c in plan["changes"] if c["dataset"] == "weekly")
+        assert weekly["run"] == []
+        assert len(weekly["reuse"]) == 30
         await shop.apply(hw)
         assert await shop.settle(hw) == []
         after = {
@@ -225,8 +230,8 @@ async def test_comment_and_formatting_changes_run_nothing(
     async with stack.client() as hw:
         shop = await started(stack, tmp_path, hw)
         plan = await shop.plan(hw, **cosmetic)
-        assert {c["change"] for c in plan["changes"]} == {"unchanged"}  # type: ignore[union-attr, index]
-        assert sum(len(c["run"]) for c in plan["changes"]) == 0  # type: ignore[union-attr, index]
+        assert {c["change"] for c in plan["changes"]} == {"unchanged"}
+        assert sum(len(c["run"]) for c in plan["changes"]) == 0
         applied = await shop.apply(hw, **cosmetic)
         assert applied["spec_version"] is None
         assert await shop.settle(hw) == []
@@ -241,6 +246,6 @@ async def test_an_unchanged_result_stops_the_cascade(stack: RunningStack, tmp_pa
     async with stack.client() as hw:
         shop = await started(stack, tmp_path, hw)
         plan = await shop.plan(hw, **same_output)
-        assert set(plan["downstream"]) == {"weekly", "busy", "monthly"}  # an upper bound  # type: ignore[arg-type]
+        assert set(plan["downstream"]) == {"weekly", "busy", "monthly"}  # an upper bound
         await shop.apply(hw, **same_output)
         assert keys(await shop.settle(hw)) == {("daily", d) for d in DAYS}
