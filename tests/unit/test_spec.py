@@ -1,0 +1,712 @@
+"""The pipeline spec: a YAML file plus the SQL/Python files it names becomes a validated
+Pipeline with code SHAs, or a SpecError naming the file, the dataset and the field."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from headwater.core.errors import SpecError
+from headwater.core.mappings import Mapping
+from headwater.core.spec import (
+    Pipeline,
+    PipelineDocument,
+    mapping_of,
+    parse_pipeline,
+    read_document,
+)
+
+SPEC_FILE = "pipeline.yaml"
+
+PIPELINE_YAML = """\
+pipeline: flights
+sources:
+  flights: {}
+  airports: {ordered: false}
+datasets:
+  monthly:
+    python: transforms.py:monthly
+    inputs:
+      delays_by_day: {mapping: rollup, to: month}
+      airports: all
+  weekly:
+    sql: |
+      SELECT origin, day, avg(delay) AS delay
+      FROM delays_by_day
+      GROUP BY origin, day
+    inputs:
+      delays_by_day: {mapping: window, size: 7}
+  delays_by_day:
+    sql: sql/delays_by_day.sql
+    inputs:
+      flights: identity
+"""
+
+DELAYS_SQL = """\
+SELECT origin, day, avg(dep_delay) AS delay
+FROM flights
+WHERE dep_delay > 15
+GROUP BY origin, day
+"""
+
+DELAYS_SQL_REFORMATTED = """\
+-- average departure delay of late flights, per airport and day
+select   origin,
+         day,
+         AVG(dep_delay) as delay   /* minutes */
+from flights
+where dep_delay > 15   -- late means more than a quarter of an hour
+group by origin, day
+"""
+
+DELAYS_SQL_OTHER_LITERAL = DELAYS_SQL.replace("> 15", "> 30")
+
+TRANSFORMS_PY = '''\
+"""Monthly rollups of daily delays."""
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+THRESHOLD = 15
+
+
+def _late(table: pa.Table) -> pa.Table:
+    return table.filter(pc.greater(table["delay"], THRESHOLD))
+
+
+def monthly(delays_by_day: pa.Table, airports: pa.Table) -> pa.Table:
+    """Late days per month."""
+    return _late(delays_by_day)
+'''
+
+TRANSFORMS_PY_REFORMATTED = '''\
+"""A different module docstring."""
+import pyarrow as pa
+import pyarrow.compute as pc
+
+THRESHOLD = 15  # minutes
+
+
+def _late(table: pa.Table) -> pa.Table:
+    # keep the late days only
+    return table.filter(
+        pc.greater(table["delay"], THRESHOLD)
+    )
+
+
+def monthly(delays_by_day: pa.Table, airports: pa.Table) -> pa.Table:
+    """A reworded docstring."""
+    return _late(
+        delays_by_day
+    )
+
+
+def unrelated_helper() -> int:
+    return 42
+'''
+
+
+def write(root: Path, yaml_text: str, files: dict[str, str] | None = None) -> Path:
+    """Write a spec and its files under `root`; return the spec's path."""
+    for name, text in (files or {}).items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    spec = root / SPEC_FILE
+    spec.write_text(yaml_text)
+    return spec
+
+
+def load(root: Path, yaml_text: str, files: dict[str, str] | None = None) -> Pipeline:
+    return parse_pipeline(read_document(write(root, yaml_text, files)))
+
+
+def good_files(**overrides: str) -> dict[str, str]:
+    files = {"sql/delays_by_day.sql": DELAYS_SQL, "transforms.py": TRANSFORMS_PY}
+    files.update(overrides)
+    return files
+
+
+def shas(pipeline: Pipeline) -> dict[str, str]:
+    return {name: ds.code_sha for name, ds in pipeline.datasets.items()}
+
+
+def spec_error(root: Path, yaml_text: str, files: dict[str, str] | None = None) -> SpecError:
+    with pytest.raises(SpecError) as info:
+        load(root, yaml_text, files)
+    return info.value
+
+
+def assert_names(err: SpecError, *, dataset: str | None, field: str | None) -> None:
+    """The error names the file, the dataset and the field, as attributes and in its message."""
+    assert err.file == SPEC_FILE
+    assert err.dataset == dataset
+    assert err.field == field
+    message = str(err)
+    assert message.startswith(SPEC_FILE)
+    if dataset is not None:
+        assert repr(dataset) in message
+    if field is not None:
+        assert field in message
+    assert err.reason and err.reason in message
+    assert err.retryable is False
+
+
+def one_dataset(body: str, *, sources: str = "flights: {}\n  airports: {}") -> str:
+    """A pipeline whose only derived dataset `d` has `body` (YAML lines at 4 spaces)."""
+    return (
+        "pipeline: p\nsources:\n  "
+        + sources
+        + "\ndatasets:\n  d:\n"
+        + textwrap.indent(textwrap.dedent(body), "    ")
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# a valid pipeline
+
+
+def test_valid_pipeline_parses_with_datasets_in_dependency_order(tmp_path: Path) -> None:
+    pipeline = load(tmp_path, PIPELINE_YAML, good_files())
+    assert pipeline.name == "flights"
+    names = list(pipeline.datasets)
+    assert set(names) == {"flights", "airports", "delays_by_day", "weekly", "monthly"}
+    for ds in pipeline.datasets.values():
+        for input_name in ds.inputs:
+            assert names.index(input_name) < names.index(ds.name), (input_name, ds.name)
+    assert sorted(pipeline.downstream("delays_by_day")) == ["monthly", "weekly"]
+    assert pipeline.downstream("monthly") == []
+
+
+def test_valid_pipeline_records_kinds_code_and_inputs(tmp_path: Path) -> None:
+    ds = load(tmp_path, PIPELINE_YAML, good_files()).datasets
+    assert ds["flights"].kind == "source"
+    assert ds["delays_by_day"].kind == "sql"
+    assert ds["delays_by_day"].code == DELAYS_SQL
+    assert ds["delays_by_day"].code_file == "sql/delays_by_day.sql"
+    assert ds["weekly"].kind == "sql"
+    assert ds["weekly"].code_file is None
+    assert "FROM delays_by_day" in ds["weekly"].code
+    assert ds["monthly"].kind == "python"
+    assert ds["monthly"].function == "monthly"
+    assert ds["monthly"].code == TRANSFORMS_PY
+    assert ds["monthly"].code_blob() == {
+        "kind": "python",
+        "code": TRANSFORMS_PY,
+        "function": "monthly",
+    }
+    assert ds["delays_by_day"].inputs == {"flights": Mapping(kind="identity")}
+    assert ds["weekly"].inputs == {"delays_by_day": Mapping(kind="window", size=7)}
+    assert ds["monthly"].inputs == {
+        "delays_by_day": Mapping(kind="rollup", to="month"),
+        "airports": Mapping(kind="all"),
+    }
+    code_shas = shas(load(tmp_path, PIPELINE_YAML, good_files()))
+    for sha in code_shas.values():
+        assert len(sha) == 64
+        assert set(sha) <= set("0123456789abcdef")
+    derived = [code_shas[n] for n in ("delays_by_day", "weekly", "monthly")]
+    assert len(set(derived)) == 3
+
+
+def test_definition_carries_the_mapping_to_the_scheduler(tmp_path: Path) -> None:
+    """What the scheduler is told maps keys exactly as the spec says."""
+    pipeline = load(tmp_path, PIPELINE_YAML, good_files())
+    keys = ["2013-01-30", "2013-01-31", "2013-02-01", "2014-12-31", "not-a-day"]
+    for ds in pipeline.datasets.values():
+        definition = ds.definition()
+        assert definition.name == ds.name
+        assert definition.code_sha == ds.code_sha
+        assert definition.kind == ds.kind
+        assert [i.dataset for i in definition.inputs] == sorted(ds.inputs)
+        for inp in definition.inputs:
+            spec_mapping = ds.inputs[inp.dataset]
+            carried = mapping_of(inp)
+            assert carried.kind == spec_mapping.kind
+            for key in keys:
+                assert carried.output_key(key) == spec_mapping.output_key(key)
+                assert carried.inputs_for(key, keys) == spec_mapping.inputs_for(key, keys)
+
+
+def test_sql_formatting_and_comments_do_not_change_code_shas(tmp_path: Path) -> None:
+    before = shas(load(tmp_path / "a", PIPELINE_YAML, good_files()))
+    after = shas(
+        load(
+            tmp_path / "b",
+            PIPELINE_YAML,
+            good_files(**{"sql/delays_by_day.sql": DELAYS_SQL_REFORMATTED}),
+        )
+    )
+    assert after == before
+
+
+def test_python_formatting_comments_and_docstrings_do_not_change_code_shas(
+    tmp_path: Path,
+) -> None:
+    before = shas(load(tmp_path / "a", PIPELINE_YAML, good_files()))
+    after = shas(
+        load(tmp_path / "b", PIPELINE_YAML, good_files(**{"transforms.py": TRANSFORMS_PY_REFORMATTED}))
+    )
+    assert after == before
+
+
+def test_a_literal_change_changes_only_that_datasets_code_sha(tmp_path: Path) -> None:
+    before = shas(load(tmp_path / "a", PIPELINE_YAML, good_files()))
+    after = shas(
+        load(
+            tmp_path / "b",
+            PIPELINE_YAML,
+            good_files(**{"sql/delays_by_day.sql": DELAYS_SQL_OTHER_LITERAL}),
+        )
+    )
+    assert after["delays_by_day"] != before["delays_by_day"]
+    # A code SHA is the dataset's own code; what reads it reacts to its data, not its code.
+    assert {k: v for k, v in after.items() if k != "delays_by_day"} == {
+        k: v for k, v in before.items() if k != "delays_by_day"
+    }
+
+
+def test_a_helper_constant_change_changes_the_python_code_sha(tmp_path: Path) -> None:
+    before = shas(load(tmp_path / "a", PIPELINE_YAML, good_files()))
+    changed = TRANSFORMS_PY.replace("THRESHOLD = 15", "THRESHOLD = 30")
+    after = shas(load(tmp_path / "b", PIPELINE_YAML, good_files(**{"transforms.py": changed})))
+    assert after["monthly"] != before["monthly"]
+    assert after["delays_by_day"] == before["delays_by_day"]
+
+
+def test_mapping_version_and_ordered_change_the_code_sha(tmp_path: Path) -> None:
+    base = shas(load(tmp_path / "a", PIPELINE_YAML, good_files()))["weekly"]
+    variants = {
+        "size": PIPELINE_YAML.replace("size: 7", "size: 3"),
+        "version": PIPELINE_YAML.replace("  weekly:\n", "  weekly:\n    version: 2\n"),
+        "ordered": PIPELINE_YAML.replace("  weekly:\n", "  weekly:\n    ordered: true\n"),
+    }
+    seen = {base}
+    for label, yaml_text in variants.items():
+        sha = shas(load(tmp_path / label, yaml_text, good_files()))["weekly"]
+        assert sha not in seen, label
+        seen.add(sha)
+
+
+def test_input_order_in_yaml_does_not_change_the_code_sha(tmp_path: Path) -> None:
+    swapped = PIPELINE_YAML.replace(
+        "      delays_by_day: {mapping: rollup, to: month}\n      airports: all\n",
+        "      airports: all\n      delays_by_day: {mapping: rollup, to: month}\n",
+    )
+    assert swapped != PIPELINE_YAML
+    assert shas(load(tmp_path / "a", PIPELINE_YAML, good_files())) == shas(
+        load(tmp_path / "b", swapped, good_files())
+    )
+
+
+def test_inline_sql_with_a_cte_is_accepted(tmp_path: Path) -> None:
+    yaml_text = one_dataset(
+        """\
+        sql: |
+          WITH late AS (SELECT * FROM flights WHERE dep_delay > 15)
+          SELECT late.origin, count(*) AS n FROM late JOIN airports USING (origin)
+          GROUP BY late.origin
+        inputs: {flights: identity, airports: all}
+        """
+    )
+    ds = load(tmp_path, yaml_text).datasets["d"]
+    assert ds.kind == "sql"
+    assert set(ds.inputs) == {"flights", "airports"}
+
+
+def test_inline_multiline_sql_ending_in_a_comment_naming_a_sql_file_is_inline(
+    tmp_path: Path,
+) -> None:
+    # read_document and parse_pipeline must agree on what is inline SQL and what a file name.
+    yaml_text = one_dataset(
+        """\
+        sql: |
+          SELECT * FROM flights
+          -- moved here from old_delays.sql
+        inputs: {flights: identity}
+        """
+    )
+    assert load(tmp_path, yaml_text).datasets["d"].kind == "sql"
+
+
+def test_numeric_dataset_names_are_names_not_a_crash(tmp_path: Path) -> None:
+    # `2024` is a valid dataset name; unquoted in YAML it is an int: take it as "2024" or
+    # refuse it with a SpecError, never a pydantic ValidationError.
+    yaml_text = 'pipeline: p\nsources:\n  2024: {}\ndatasets:\n  d:\n    sql: SELECT * FROM "2024"\n    inputs: {2024: identity}\n'
+    try:
+        pipeline = load(tmp_path, yaml_text)
+    except SpecError as err:
+        assert err.dataset == "2024"
+    else:
+        assert set(pipeline.datasets) == {"2024", "d"}
+
+
+# --------------------------------------------------------------------------------------------
+# rejections: each names the file, the dataset and the field
+
+
+def test_cycle_is_rejected_with_its_path(tmp_path: Path) -> None:
+    yaml_text = """\
+pipeline: p
+datasets:
+  a:
+    sql: SELECT * FROM b
+    inputs: {b: identity}
+  b:
+    sql: SELECT * FROM a
+    inputs: {a: identity}
+"""
+    err = spec_error(tmp_path, yaml_text)
+    assert err.field == "inputs"
+    assert err.dataset in ("a", "b")
+    assert "cycle" in err.reason
+    assert "a -> b -> a" in err.reason or "b -> a -> b" in err.reason
+    assert_names(err, dataset=err.dataset, field="inputs")
+
+
+def test_self_cycle_is_rejected(tmp_path: Path) -> None:
+    yaml_text = "pipeline: p\ndatasets:\n  a:\n    sql: SELECT * FROM a\n    inputs: {a: identity}\n"
+    err = spec_error(tmp_path, yaml_text)
+    assert_names(err, dataset="a", field="inputs")
+    assert "a -> a" in err.reason
+
+
+def test_unknown_input_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path, one_dataset("sql: SELECT * FROM nope\ninputs: {flights: identity, nope: identity}")
+    )
+    assert_names(err, dataset="d", field="inputs.nope")
+    assert "'nope'" in err.reason
+
+
+def test_sql_that_does_not_parse_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path, one_dataset("sql: SELECT * FROM flights WHERE (\ninputs: {flights: identity}")
+    )
+    assert_names(err, dataset="d", field="sql")
+    assert "does not parse" in err.reason
+
+
+def test_sql_file_that_does_not_parse_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path,
+        one_dataset("sql: bad.sql\ninputs: {flights: identity}"),
+        {"bad.sql": "SELEC origin FROM flights GROUP"},
+    )
+    assert_names(err, dataset="d", field="sql")
+    assert "does not parse" in err.reason
+
+
+def test_sql_reading_a_table_not_among_its_inputs_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path,
+        one_dataset(
+            "sql: SELECT * FROM flights JOIN airports USING (origin)\ninputs: {flights: identity}"
+        ),
+    )
+    assert_names(err, dataset="d", field="sql")
+    assert "'airports'" in err.reason
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_parquet('/data/other/x.parquet')",
+        "SELECT * FROM read_csv_auto('secrets.csv')",
+        "SELECT * FROM flights JOIN read_json('extra.json') USING (origin)",
+    ],
+)
+def test_sql_reading_files_instead_of_its_inputs_is_rejected(tmp_path: Path, sql: str) -> None:
+    # A table function reads something that is not one of the dataset's inputs: the spec
+    # must say so at plan time, not the executor at run time.
+    err = spec_error(tmp_path, one_dataset(f'sql: "{sql}"\ninputs: {{flights: identity}}'))
+    assert_names(err, dataset="d", field="sql")
+
+
+def test_sql_reading_a_table_not_among_inputs_in_a_second_statement_is_rejected(
+    tmp_path: Path,
+) -> None:
+    err = spec_error(
+        tmp_path,
+        one_dataset("sql: SELECT 1 FROM flights; SELECT * FROM airports\ninputs: {flights: identity}"),
+    )
+    assert_names(err, dataset="d", field="sql")
+    assert "'airports'" in err.reason
+
+
+PY_REF = "python: t.py:fn\ninputs: {flights: identity}"
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ("def fn(flights):\n    return flights\nraise RuntimeError('boom at import')\n", "boom"),
+        ("import headwater_no_such_module\ndef fn(flights):\n    return flights\n", "headwater_no_such_module"),
+        ("def fn(flights):\n    return flights\nX = 1 / 0\n", "ZeroDivisionError"),
+    ],
+)
+def test_python_that_raises_at_import_is_rejected(tmp_path: Path, source: str, named: str) -> None:
+    err = spec_error(tmp_path, one_dataset(PY_REF), {"t.py": source})
+    assert_names(err, dataset="d", field="python")
+    assert "does not import" in err.reason
+    assert named in err.reason
+
+
+def test_python_that_exits_at_import_is_a_spec_error_not_an_exit(tmp_path: Path) -> None:
+    # A user's module must not be able to stop the service that validates it.
+    source = "import sys\ndef fn(flights):\n    return flights\nsys.exit(3)\n"
+    err = spec_error(tmp_path, one_dataset(PY_REF), {"t.py": source})
+    assert_names(err, dataset="d", field="python")
+
+
+def test_python_with_a_syntax_error_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, one_dataset(PY_REF), {"t.py": "def fn(flights:\n    return 1\n"})
+    assert_names(err, dataset="d", field="python")
+    assert "parse" in err.reason
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def other(flights):\n    return flights\n",
+        "fn = 3\n",
+        "class Holder:\n    def fn(self, flights):\n        return flights\n",
+    ],
+)
+def test_missing_function_is_rejected(tmp_path: Path, source: str) -> None:
+    err = spec_error(tmp_path, one_dataset(PY_REF), {"t.py": source})
+    assert_names(err, dataset="d", field="python")
+    assert "'fn'" in err.reason
+
+
+@pytest.mark.parametrize("ref", ["t.py", "t.py:fn:extra", "42"])
+def test_python_reference_must_be_file_colon_function(tmp_path: Path, ref: str) -> None:
+    err = spec_error(
+        tmp_path,
+        one_dataset(f"python: '{ref}'\ninputs: {{flights: identity}}"),
+        {"t.py": "def fn(flights):\n    return flights\n"},
+    )
+    assert_names(err, dataset="d", field="python")
+
+
+def test_empty_python_file_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, one_dataset(PY_REF), {"t.py": ""})
+    assert_names(err, dataset="d", field="python")
+    assert "'t.py'" in err.reason
+
+
+def test_both_sql_and_python_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path,
+        one_dataset("sql: SELECT * FROM flights\n" + PY_REF),
+        {"t.py": "def fn(flights):\n    return flights\n"},
+    )
+    assert_names(err, dataset="d", field=None)
+    assert "sql" in err.reason
+    assert "python" in err.reason
+
+
+def test_neither_sql_nor_python_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, one_dataset("inputs: {flights: identity}"))
+    assert_names(err, dataset="d", field=None)
+    assert "sql" in err.reason
+    assert "python" in err.reason
+
+
+def test_unknown_dataset_field_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path, one_dataset("sql: SELECT * FROM flights\ninputs: {flights: identity}\ndescripton: x")
+    )
+    assert_names(err, dataset="d", field="descripton")
+    assert "unknown field" in err.reason
+
+
+def test_unknown_source_field_is_rejected(tmp_path: Path) -> None:
+    yaml_text = "pipeline: p\nsources:\n  flights: {format: csv}\n"
+    err = spec_error(tmp_path, yaml_text)
+    assert_names(err, dataset="flights", field="format")
+
+
+def test_unknown_top_level_field_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, "pipeline: p\nsources: {flights: {}}\nschedule: daily\n")
+    assert_names(err, dataset=None, field="schedule")
+
+
+def test_missing_pipeline_name_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, "sources: {flights: {}}\n")
+    assert_names(err, dataset=None, field="pipeline")
+
+
+def test_dataset_without_inputs_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, one_dataset("sql: SELECT 1"))
+    assert_names(err, dataset="d", field="inputs")
+
+
+def test_non_boolean_ordered_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, "pipeline: p\nsources:\n  flights: {ordered: 'maybe'}\n")
+    assert_names(err, dataset="flights", field="ordered")
+
+
+def test_name_declared_as_source_and_dataset_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path, one_dataset("sql: SELECT * FROM flights\ninputs: {flights: identity}", sources="d: {}\n  flights: {}")
+    )
+    assert_names(err, dataset="d", field=None)
+    assert "source" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("mapping", "field", "named"),
+    [
+        ("{mapping: window}", "inputs.flights", "size"),
+        ("{mapping: window, size: 0}", "inputs.flights", "size"),
+        ("{mapping: rollup}", "inputs.flights", "to"),
+        ("{mapping: rollup, to: month, pattern: '^(x)'}", "inputs.flights", "exactly one"),
+        ("{mapping: rollup, pattern: '(['}", "inputs.flights", "does not compile"),
+        ("{mapping: rollup, pattern: '^x'}", "inputs.flights", "capture group"),
+        ("{mapping: rollup, to: week}", "inputs.flights.to", "month"),
+        ("{mapping: window, sise: 7}", "inputs.flights.sise", "not permitted"),
+        ("{mapping: window, size: many}", "inputs.flights.size", "integer"),
+        ("[identity]", "inputs.flights", "mapping"),
+    ],
+)
+def test_bad_mapping_is_rejected(tmp_path: Path, mapping: str, field: str, named: str) -> None:
+    err = spec_error(
+        tmp_path, one_dataset(f"sql: SELECT * FROM flights\ninputs: {{flights: {mapping}}}")
+    )
+    assert_names(err, dataset="d", field=field)
+    assert named in err.reason
+
+
+def test_unknown_mapping_name_names_the_mapping_field(tmp_path: Path) -> None:
+    # The user wrote `mapping:` (or the short form); the error must not call it `kind`.
+    for mapping in ("windw", "{mapping: windw, size: 3}"):
+        err = spec_error(
+            tmp_path, one_dataset(f"sql: SELECT * FROM flights\ninputs: {{flights: {mapping}}}")
+        )
+        assert err.dataset == "d"
+        assert err.field == "inputs.flights.mapping"
+        assert "identity" in err.reason
+
+
+def test_mapping_written_with_kind_is_a_spec_error(tmp_path: Path) -> None:
+    err = spec_error(
+        tmp_path,
+        one_dataset("sql: SELECT * FROM flights\ninputs: {flights: {kind: window, size: 3}}"),
+    )
+    assert err.dataset == "d"
+    assert err.field is not None
+    assert err.field.startswith("inputs.flights")
+
+
+@pytest.mark.parametrize(
+    "mapping",
+    [
+        "{mapping: identity, size: 7}",
+        "{mapping: all, pattern: '^(x)'}",
+        "{mapping: window, size: 3, to: month}",
+    ],
+)
+def test_parameters_that_do_not_belong_to_the_mapping_are_rejected(
+    tmp_path: Path, mapping: str
+) -> None:
+    # `{mapping: identity, size: 7}` is almost certainly a mistaken window: refusing it beats
+    # silently running an identity (with a code SHA that the ignored size still changes).
+    err = spec_error(
+        tmp_path, one_dataset(f"sql: SELECT * FROM flights\ninputs: {{flights: {mapping}}}")
+    )
+    assert err.dataset == "d"
+    assert err.field is not None
+    assert err.field.startswith("inputs.flights")
+
+
+@pytest.mark.parametrize("name", ["bad.name", "a b", "x" * 65, "caf\u00e9"])
+def test_invalid_derived_dataset_name_is_rejected(tmp_path: Path, name: str) -> None:
+    yaml_text = (
+        f"pipeline: p\nsources: {{flights: {{}}}}\ndatasets:\n  '{name}':\n"
+        "    sql: SELECT * FROM flights\n    inputs: {flights: identity}\n"
+    )
+    err = spec_error(tmp_path, yaml_text)
+    assert_names(err, dataset=name, field=None)
+    assert "dataset name" in err.reason
+
+
+def test_invalid_source_name_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, "pipeline: p\nsources:\n  'fl*ghts': {}\n")
+    assert_names(err, dataset="fl*ghts", field=None)
+
+
+@pytest.mark.parametrize("yaml_text", ["- a\n- b\n", "just text\n", "42\n", ""])
+def test_yaml_that_is_not_a_mapping_is_rejected(tmp_path: Path, yaml_text: str) -> None:
+    err = spec_error(tmp_path, yaml_text)
+    assert_names(err, dataset=None, field=None)
+    assert "mapping" in err.reason
+
+
+def test_invalid_yaml_is_rejected(tmp_path: Path) -> None:
+    err = spec_error(tmp_path, "pipeline: p\nsources: [flights\n")
+    assert_names(err, dataset=None, field=None)
+    assert "not valid YAML" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("field", "yaml_datasets"), [("sources", "sources: [flights]"), ("datasets", "datasets: [d]")]
+)
+def test_sources_and_datasets_must_be_mappings(
+    tmp_path: Path, field: str, yaml_datasets: str
+) -> None:
+    doc = PipelineDocument(file=SPEC_FILE, yaml_text=f"pipeline: p\n{yaml_datasets}\n")
+    with pytest.raises(SpecError) as info:
+        parse_pipeline(doc)
+    assert_names(info.value, dataset=None, field=field)
+
+
+def test_read_document_rejects_datasets_that_are_not_a_mapping(tmp_path: Path) -> None:
+    # read_document runs first (CLI, apply): it must refuse with a SpecError too, not crash.
+    spec = write(tmp_path, "pipeline: p\nsources: {flights: {}}\ndatasets: [d]\n")
+    with pytest.raises(SpecError) as info:
+        read_document(spec)
+    assert info.value.file == SPEC_FILE
+    assert info.value.field == "datasets"
+
+
+def test_read_document_rejects_a_missing_sql_file(tmp_path: Path) -> None:
+    spec = write(tmp_path, one_dataset("sql: sql/missing.sql\ninputs: {flights: identity}"))
+    with pytest.raises(SpecError) as info:
+        read_document(spec)
+    assert_names(info.value, dataset="d", field="sql")
+    assert "'sql/missing.sql'" in info.value.reason
+
+
+def test_read_document_rejects_a_missing_python_file(tmp_path: Path) -> None:
+    spec = write(tmp_path, one_dataset(PY_REF))
+    with pytest.raises(SpecError) as info:
+        read_document(spec)
+    assert_names(info.value, dataset="d", field="python")
+    assert "'t.py'" in info.value.reason
+
+
+def test_read_document_rejects_a_missing_spec_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(SpecError) as info:
+        read_document(path)
+    assert info.value.file == str(path)
+    assert "cannot read" in info.value.reason
+
+
+def test_read_document_reads_the_files_the_spec_names(tmp_path: Path) -> None:
+    doc = read_document(write(tmp_path, PIPELINE_YAML, good_files()))
+    assert doc.file == SPEC_FILE
+    assert doc.files == {"sql/delays_by_day.sql": DELAYS_SQL, "transforms.py": TRANSFORMS_PY}
+
+
+def test_sql_file_missing_from_the_document_is_rejected() -> None:
+    doc = PipelineDocument(
+        file=SPEC_FILE, yaml_text=one_dataset("sql: gone.sql\ninputs: {flights: identity}")
+    )
+    with pytest.raises(SpecError) as info:
+        parse_pipeline(doc)
+    assert_names(info.value, dataset="d", field="sql")
+    assert "'gone.sql'" in info.value.reason
