@@ -82,7 +82,7 @@ INVALID_KEYS = [
     ("a\x00b", repr("\x00")),
     ("a\x1bb", repr("\x1b")),
     ("a\x7fb", repr("\x7f")),
-    ("d\u0430y=1", repr("\u0430")),  # Cyrillic 'а', a look-alike of 'a'
+    ("d\u0430y=1", repr("\u0430")),  # Cyrillic small a (U+0430), a look-alike of 'a'
     ("\uff12\uff10\uff11\uff13-01-01", repr("\uff12")),  # fullwidth digits
     ("\u0662\u0660\u0661\u0663", repr("\u0662")),  # Arabic-Indic digits (\d would take them)
     ("caf\u00e9", repr("\u00e9")),
@@ -143,7 +143,7 @@ def test_valid_dataset_names_are_accepted(name: str) -> None:
         "a b",
         "a/b",
         "a:b",
-        "fl\u0456ghts",  # Cyrillic 'і'
+        "fl\u0456ghts",  # Cyrillic small i (U+0456)
         "\uff41",  # fullwidth 'a'
     ],
 )
