@@ -49,6 +49,8 @@ def parse_model(model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES)
         cause = first.get("ctx", {}).get("error")
         if isinstance(cause, ContractError):
             message = cause.reason
+            if not first["loc"]:  # a model-level validator names its own field
+                field = cause.field
         elif first["type"] == "extra_forbidden":
             message = "is not a field of this event"
         elif first["type"] == "missing":

@@ -22,7 +22,7 @@ def validate_object_name(name: str, field: str = "key") -> str:
     try:
         return validate_partition_key(name, field)
     except ContractError as exc:
-        raise ContractError(field, exc.reason.replace("partition", "file name")) from exc
+        raise ContractError(field, exc.reason) from exc
 
 
 class UpstreamEvent(UntrustedEvent):
@@ -34,6 +34,14 @@ class UpstreamEvent(UntrustedEvent):
     key: str = Field(description="object key in the landing bucket: DATASET/PARTITION/NAME")
     format: Format
     event_id: str = Field(min_length=1, max_length=200)
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _version(cls, value: object) -> object:
+        # Strict literals match by equality, so true and 1.0 would pass as 1.
+        if type(value) is not int:
+            raise ContractError("schema_version", f"{value!r} is not a known schema version (1)")
+        return value
 
     @field_validator("dataset")
     @classmethod

@@ -11,8 +11,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from headwater.contracts.keys import PARTITION_KEY_PATTERN
+
 UNPARTITIONED_KEY = "all"
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
+_KEY = re.compile(PARTITION_KEY_PATTERN)
 
 
 class Mapping(BaseModel):
@@ -27,6 +30,10 @@ class Mapping(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Mapping":
+        if self.size is not None and self.kind != "window":
+            raise ValueError(f"size applies to window, not {self.kind}")
+        if (self.to is not None or self.pattern is not None) and self.kind != "rollup":
+            raise ValueError(f"to/pattern apply to rollup, not {self.kind}")
         if self.kind == "window" and (self.size is None or self.size < 1):
             raise ValueError("window needs size >= 1")
         if self.kind == "rollup":
@@ -58,7 +65,9 @@ class Mapping(BaseModel):
             return UNPARTITIONED_KEY
         if self.pattern is not None:
             match = re.search(self.pattern, input_key)
-            return match.group(1) if match else None
+            key = match.group(1) if match else None
+            # An output key must be a valid partition key like any other (never "" or "..").
+            return key if key and _KEY.fullmatch(key) and ".." not in key else None
         day = _DAY.match(input_key)
         if not day:
             return None

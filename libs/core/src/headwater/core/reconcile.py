@@ -72,27 +72,26 @@ def affected_outputs(
 
 def decide(definition: DatasetDefinition, key: str, facts: Facts) -> Decision:
     """The desired fingerprint of one output partition, or why it cannot have one yet."""
-    refs: list[InputRef] = []
+    reads: list[tuple[str, str, PartitionFact]] = []
     for inp in definition.inputs:
         mapping: Mapping = mapping_of(inp)
         partitions = facts.get(inp.dataset, {})
         keys = mapping.inputs_for(key, partitions.keys())
         if not keys:
             return NotReady(False, f"{inp.dataset} has no partition for {key}")
-        for k in keys:
-            fact = partitions[k]
-            if fact.state in ("errored", "blocked"):
-                return NotReady(True, f"{inp.dataset}/{k} is {fact.state}")
-            if fact.state != "ready" or fact.data_sha is None or fact.object_key is None:
-                return NotReady(False, f"{inp.dataset}/{k} is {fact.state}")
-            refs.append(
-                InputRef(
-                    dataset=inp.dataset,
-                    partition_key=k,
-                    data_sha=fact.data_sha,
-                    object_key=fact.object_key,
-                )
-            )
+        reads += [(inp.dataset, k, partitions[k]) for k in keys]
+    # An errored input blocks whatever the order of inputs; otherwise wait for the first.
+    for dataset, k, fact in reads:
+        if fact.state in ("errored", "blocked"):
+            return NotReady(True, f"{dataset}/{k} is {fact.state}")
+    for dataset, k, fact in reads:
+        if fact.state != "ready" or fact.data_sha is None or fact.object_key is None:
+            return NotReady(False, f"{dataset}/{k} is {fact.state}")
+    refs = [
+        InputRef(dataset=d, partition_key=k, data_sha=f.data_sha, object_key=f.object_key)
+        for d, k, f in reads
+        if f.data_sha is not None and f.object_key is not None
+    ]
     refs.sort(key=lambda r: (r.dataset, r.partition_key))
     fingerprint = hashing.fingerprint(
         definition.code_sha, [(r.dataset, r.partition_key, r.data_sha) for r in refs]

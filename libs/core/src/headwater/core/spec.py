@@ -110,18 +110,25 @@ def read_document(path: Path) -> PipelineDocument:
     except OSError as exc:
         raise SpecError(str(path), f"cannot read: {exc.strerror}") from exc
     raw = _yaml(path.name, text)
+    datasets = raw.get("datasets") or {}
+    if not isinstance(datasets, dict):
+        raise SpecError(
+            path.name, "must be a mapping of dataset name to definition", field="datasets"
+        )
     files: dict[str, str] = {}
-    for name, body in (raw.get("datasets") or {}).items():
+    for name, body in datasets.items():
         if not isinstance(body, dict):
             continue
         for field in ("sql", "python"):
             value = body.get(field)
             if not isinstance(value, str):
                 continue
-            ref = value.split(":")[0] if field == "python" else value
-            if field == "sql" and not ref.strip().lower().endswith(".sql"):
-                continue
-            ref = ref.strip()
+            if field == "sql":
+                if not _is_sql_file(value):
+                    continue
+                ref = value.strip()
+            else:
+                ref = value.split(":")[0].strip()
             try:
                 files[ref] = (path.parent / ref).read_text()
             except OSError as exc:
@@ -166,7 +173,7 @@ def parse_pipeline(doc: PipelineDocument) -> Pipeline:
         raise SpecError(f, "must be a mapping of dataset name to definition", field="datasets")
     datasets: dict[str, DatasetSpec] = {}
     for ds_name, body in sources.items():
-        _check_name(f, ds_name)
+        ds_name = _check_name(f, ds_name)
         body = body or {}
         if not isinstance(body, dict):
             raise SpecError(f, "must be a mapping", dataset=ds_name)
@@ -186,7 +193,7 @@ def parse_pipeline(doc: PipelineDocument) -> Pipeline:
             ),
         )
     for ds_name, body in derived.items():
-        _check_name(f, ds_name)
+        ds_name = _check_name(f, ds_name)
         if ds_name in datasets:
             raise SpecError(f, "is declared both as a source and a dataset", dataset=ds_name)
         if not isinstance(body, dict):
@@ -205,9 +212,12 @@ def parse_pipeline(doc: PipelineDocument) -> Pipeline:
     return Pipeline(name=name, datasets={n: datasets[n] for n in order})
 
 
-def _check_name(file: str, name: object) -> None:
+def _check_name(file: str, name: object) -> str:
+    """The dataset name as text (YAML reads `2024:` as a number), if it is a valid name."""
+    if isinstance(name, bool):
+        raise SpecError(file, f"{name!r} is a YAML boolean: quote the name", dataset=str(name))
     try:
-        validate_dataset_name(str(name), "name")
+        return validate_dataset_name(str(name), "name")
     except ContractError as exc:
         raise SpecError(file, exc.reason, dataset=str(name)) from exc
 
@@ -282,11 +292,17 @@ def _derived(doc: PipelineDocument, name: str, body: dict[str, Any]) -> DatasetS
     )
 
 
+def _is_sql_file(value: str) -> bool:
+    """`sql:` names a file when it is one line ending in .sql; otherwise it is the SQL."""
+    ref = value.strip()
+    return ref.lower().endswith(".sql") and "\n" not in ref
+
+
 def _sql_text(doc: PipelineDocument, name: str, value: object) -> tuple[str, str | None]:
     if not isinstance(value, str) or not value.strip():
         raise SpecError(doc.file, "must be SQL text or a .sql file", dataset=name, field="sql")
     ref = value.strip()
-    if ref.lower().endswith(".sql") and "\n" not in ref:
+    if _is_sql_file(value):
         if ref not in doc.files:
             raise SpecError(doc.file, f"{ref!r} was not found", dataset=name, field="sql")
         return doc.files[ref], ref
@@ -308,12 +324,19 @@ def _inputs(file: str, name: str, raw: object) -> dict[str, Mapping]:
                 file, "must be a mapping name or {mapping: ...}", dataset=name, field=field
             )
         params = dict(spec)
+        if "kind" in params:
+            raise SpecError(
+                file,
+                "unknown field: the mapping is named by `mapping:`",
+                dataset=name,
+                field=f"{field}.kind",
+            )
         kind = params.pop("mapping", "identity")
         try:
             out[str(input_name)] = Mapping(kind=kind, **params)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
+            loc = ".".join("mapping" if p == "kind" else str(p) for p in err["loc"])
             reason = str(err["msg"]).removeprefix("Value error, ")
             raise SpecError(
                 file, reason, dataset=name, field=f"{field}.{loc}" if loc else field
@@ -328,7 +351,14 @@ def _check_sql_tables(file: str, name: str, sql: str, inputs: dict[str, Mapping]
         raise SpecError(file, f"SQL does not parse: {exc}", dataset=name, field="sql") from exc
     ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
-        if table.name and table.name not in inputs and table.name not in ctes:
+        if not isinstance(table.this, exp.Identifier):
+            raise SpecError(
+                file,
+                f"reads {table.sql(dialect='duckdb')!r}: a transform reads only its inputs",
+                dataset=name,
+                field="sql",
+            )
+        if table.name not in inputs and table.name not in ctes:
             raise SpecError(
                 file,
                 f"reads table {table.name!r}, which is not one of its inputs {sorted(inputs)}",
@@ -338,10 +368,10 @@ def _check_sql_tables(file: str, name: str, sql: str, inputs: dict[str, Mapping]
 
 
 def _check_python_imports(file: str, name: str, source: str, function: str) -> None:
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {"__name__": "headwater_transform"}  # as the executor runs it
     try:
-        exec(compile(source, f"<{name}>", "exec"), namespace)
-    except Exception as exc:
+        exec(compile(source, f"<{name}>", "exec"), namespace)  # noqa: S102 - the user's own code
+    except (Exception, SystemExit) as exc:
         raise SpecError(
             file,
             f"Python does not import: {type(exc).__name__}: {exc}",

@@ -45,3 +45,11 @@ class TransformError(HeadwaterError):
     def __init__(self, message: str, traceback: str = "") -> None:
         super().__init__(message)
         self.traceback = traceback
+
+
+class RetryLater(TransientError):
+    """Redeliver this message after `delay` seconds."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay

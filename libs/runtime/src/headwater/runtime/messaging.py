@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 
 from headwater.contracts import ContractError, DeadLetter, Event, Subjects, parse_model
-from headwater.runtime.errors import HeadwaterError, InputError
+from headwater.runtime.errors import HeadwaterError, InputError, RetryLater
 from headwater.runtime.settings import ServiceSettings
 from headwater.runtime.topology import MAX_DELIVER, consumers
 
@@ -147,6 +147,9 @@ async def consume(
 
 
 async def _retry_later(msg: NatsMessage, delivered: int, exc: BaseException) -> None:
-    delay = min(NAK_MAX_DELAY_S, NAK_BASE_DELAY_S * 2 ** (delivered - 1))
+    if isinstance(exc, RetryLater):
+        delay = exc.delay
+    else:
+        delay = min(NAK_MAX_DELAY_S, NAK_BASE_DELAY_S * 2 ** (delivered - 1))
     _log.warning("will retry %s in %.1fs: %s", msg.raw_message.subject, delay, exc)
     await msg.nack(delay=delay)

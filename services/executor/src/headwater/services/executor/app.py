@@ -22,14 +22,15 @@ def build_app(
     service = Service.create(
         NAME, settings, buckets=[settings.data_bucket, settings.code_bucket], store=store
     )
-    app = Executor(service.res, settings.subjects, settings.heartbeat_s)
+    app = Executor(service.res, settings.subjects, settings)
     broker, s = service.broker, settings.subjects
 
     # One task at a time per executor, so idle executors take the rest.
     @durable_subscriber(broker, s, NAME, batch_size=1)
     async def on_task(msg: NatsMessage) -> None:
         async def run(task: TaskRequested) -> None:
-            await app.run(task, heartbeat=msg.raw_message.in_progress)
+            delivery = msg.raw_message.metadata.num_delivered or 1
+            await app.run(task, heartbeat=msg.raw_message.in_progress, delivery=delivery)
 
         await consume(msg, TaskRequested, run, broker=broker, subjects=s, service=NAME)
 

@@ -14,10 +14,11 @@ from faststream.nats import NatsBroker
 
 from headwater.contracts import PartitionLanded, Subjects, TaskFailed, TaskRequested
 from headwater.core import formats, hashing
-from headwater.runtime.errors import TransformError
+from headwater.runtime.errors import RetryLater, TransformError
 from headwater.runtime.messaging import publish
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
+from headwater.services.executor.settings import ExecutorSettings
 from headwater.services.executor.transforms import run_transform
 
 _log = logging.getLogger(__name__)
@@ -27,14 +28,14 @@ _log = logging.getLogger(__name__)
 class Executor:
     res: Resources
     subjects: Subjects
-    heartbeat_s: float
+    settings: ExecutorSettings
     _code: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def broker(self) -> NatsBroker:
         return self.res.broker
 
-    async def run(self, task: TaskRequested, heartbeat: Any = None) -> None:
+    async def run(self, task: TaskRequested, heartbeat: Any = None, delivery: int = 1) -> None:
         settings = self.res.settings
         started = time.perf_counter()
         blob = await self._load_code(task.dataset.code_sha)
@@ -46,7 +47,18 @@ class Executor:
         try:
             table = await asyncio.to_thread(run_transform, blob, inputs)
         except TransformError as exc:
-            _log.warning("%s/%s failed: %s", task.dataset.name, task.partition_key, exc)
+            policy = self.settings
+            _log.warning(
+                "%s/%s failed (attempt %d of %d): %s",
+                task.dataset.name,
+                task.partition_key,
+                delivery,
+                policy.attempts,
+                exc,
+            )
+            if delivery < policy.attempts:
+                delay = min(policy.retry_cap_s, policy.retry_base_s * 2 ** (delivery - 1))
+                raise RetryLater(str(exc), delay) from exc
             failed = TaskFailed(
                 event_id=f"failed:{task.fingerprint}:{task.attempt}",
                 fingerprint=task.fingerprint,
@@ -113,5 +125,5 @@ class Executor:
 
     async def _heartbeat(self, beat: Any) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat_s)
+            await asyncio.sleep(self.settings.heartbeat_s)
             await beat()

@@ -1,9 +1,16 @@
 """executor settings."""
 
+from pydantic import Field
+
 from headwater.runtime.settings import ServiceSettings
+from headwater.runtime.topology import MAX_DELIVER
 
 
 class ExecutorSettings(ServiceSettings):
-    """How often a running task tells JetStream it is still alive."""
+    """Heartbeats while a task runs, and the retry policy for a transform that raises:
+    `attempts` runs in all, waiting `retry_base_s * 2**(n-1)` (at most `retry_cap_s`) between."""
 
     heartbeat_s: float = 10.0
+    attempts: int = Field(default=3, ge=1, le=MAX_DELIVER - 1)
+    retry_base_s: float = Field(default=1.0, ge=0)
+    retry_cap_s: float = Field(default=60.0, ge=0)
