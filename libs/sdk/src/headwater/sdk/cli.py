@@ -224,6 +224,13 @@ def why(
         return
     p = result["partition"]
     console.print(f"{dataset}/{partition}: {p['state']} data {str(p['data_sha'] or '-')[:12]}")
+    task = result.get("task")
+    if p["state"] in ("errored", "blocked", "waiting", "queued"):
+        console.print(f"  {p['state']}: {p['reason'] or '-'}")
+    if task and task.get("error"):
+        console.print(f"  error after {task['attempts']} request(s): {task['error']}")
+        if task.get("traceback"):
+            console.print(task["traceback"], markup=False, highlight=False)
     for m in result["materializations"]:
         mark = "*" if m["current"] else " "
         inputs = ", ".join(f"{i['dataset']}/{i['partition_key']}" for i in m["inputs"])
@@ -231,6 +238,22 @@ def why(
             f" {mark} {m['created_at']} fingerprint {m['fingerprint'][:12]} -> data "
             f"{m['data_sha'][:12]}: {m['reason'] or '-'}" + (f" (from {inputs})" if inputs else "")
         )
+
+
+@app.command()
+def retry(
+    dataset: str,
+    partition: Annotated[str | None, typer.Argument()] = None,
+    state_dir: StateDir = Path(".state"),
+    as_json: Json = False,
+) -> None:
+    """Run a dataset's errored partitions again (or one); what they block follows."""
+    result = _run(state_dir, lambda hw: hw.retry(dataset, partition))
+    if as_json:
+        _print_json(result)
+        return
+    keys = result["retried"]
+    console.print(f"retrying {len(keys)} partition(s) of {dataset}: {', '.join(keys) or '-'}")
 
 
 @app.command()

@@ -143,6 +143,14 @@ class HeadwaterClient:
         )
         return result
 
+    async def retry(self, dataset: str, partition: str | None = None) -> dict[str, Any]:
+        """Run errored partitions again (all of the dataset's, or one)."""
+        body: dict[str, Any] = {"dataset": dataset}
+        if partition is not None:
+            body["partition"] = partition
+        result: dict[str, Any] = await self.call("scheduler", "retry", body)
+        return result
+
     async def lineage(self, dataset: str, partition: str, depth: int = 20) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(
             "lineage-indexer",

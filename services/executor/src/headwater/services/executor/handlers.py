@@ -64,7 +64,7 @@ class Executor:
                 fingerprint=task.fingerprint,
                 dataset=task.dataset.name,
                 partition_key=task.partition_key,
-                attempt=task.attempt,
+                attempt=delivery,
                 error=str(exc),
                 traceback=exc.traceback,
                 retryable=exc.retryable,

@@ -1,6 +1,7 @@
 """Running a transform: SQL in DuckDB over Arrow (no file or network access), or a Python
 function over `pyarrow.Table`s. Each input dataset is one table (its partitions combined)."""
 
+import linecache
 import traceback
 from typing import Any
 
@@ -42,7 +43,10 @@ def _sql(sql: str, tables: dict[str, pa.Table]) -> pa.Table:
 
 def _python(source: str, function: str, tables: dict[str, pa.Table]) -> pa.Table:
     namespace: dict[str, Any] = {"__name__": "headwater_transform"}
-    exec(compile(source, "<transform>", "exec"), namespace)
+    filename = f"<transform {function}>"
+    # So that a traceback quotes the user's lines, as it would for an imported module.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
     result = namespace[function](**tables)
     if not isinstance(result, pa.Table):
         raise TransformError(f"{function} returned {type(result).__name__}, not a pyarrow.Table")

@@ -27,7 +27,7 @@ def build_app(
     service = Service.create(
         NAME, settings, schema=SCHEMA, migrations=MIGRATIONS, pool=pool, store=store
     )
-    app = Scheduler(service.res, settings.subjects, settings.max_attempts)
+    app = Scheduler(service.res, settings.subjects)
     broker, s = service.broker, settings.subjects
     ev = f"{s.ns}.ev."
 
@@ -47,6 +47,7 @@ def build_app(
     responder(broker, s.rpc(NAME, "status"), app.status)
     responder(broker, s.rpc(NAME, "why"), app.why)
     responder(broker, s.rpc(NAME, "impact"), app.impact)
+    responder(broker, s.rpc(NAME, "retry"), app.retry)
     service.on_start.append(app.reconcile_all)
     service.timers.append((settings.reconcile_interval_s, app.reconcile_all))
     return service

@@ -31,7 +31,6 @@ Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: al
 class Scheduler:
     res: Resources
     subjects: Subjects
-    max_attempts: int
 
     # --- events -----------------------------------------------------------------------
     async def on_code_changed(self, event: CodeChanged) -> None:
@@ -72,18 +71,10 @@ class Scheduler:
         await self._transact(event.event_id, apply)
 
     async def on_task_failed(self, event: TaskFailed) -> None:
+        # The executor has already retried with backoff: this failure is final for the task.
         async def apply(conn: asyncpg.Connection) -> Work:
-            attempts = await store.retry_task(conn, event.fingerprint, event.error, event.traceback)
-            current = await store.partition(conn, event.dataset, event.partition_key)
-            d = (await store.definitions(conn)).get(event.dataset)
-            # `attempts` is the attempt that would run next: retry while it is within the limit.
-            if event.retryable and attempts <= self.max_attempts and d is not None:
-                facts = await store.facts(conn, [i.dataset for i in d.inputs])
-                decision = reconcile.decide(d, event.partition_key, facts)
-                if isinstance(decision, Desired) and decision.fingerprint == event.fingerprint:
-                    await self._request(conn, d, event.partition_key, decision, attempts)
-                    return {}
             await store.finish_task(conn, event.fingerprint, "failed", event.error, event.traceback)
+            current = await store.partition(conn, event.dataset, event.partition_key)
             if current is None or current["desired_fingerprint"] != event.fingerprint:
                 return {}
             await store.set_partition(
@@ -92,6 +83,37 @@ class Scheduler:
             return await self._downstream(conn, event.dataset, {event.partition_key})
 
         await self._transact(event.event_id, apply)
+
+    async def retry(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Run the errored partitions of a dataset (or one of them) again; what they block
+        follows once they succeed. Nothing that succeeded runs again."""
+        dataset, key = body.get("dataset"), body.get("partition")
+        if not isinstance(dataset, str):
+            raise InputError("dataset", "retry needs {dataset[, partition]}")
+        if key is not None and not isinstance(key, str):
+            raise InputError("partition", "must be a string")
+        retried: list[str] = []
+
+        async def apply(conn: asyncpg.Connection) -> Work:
+            defs = await store.definitions(conn)
+            d = defs.get(dataset)
+            if d is None:
+                raise InputError("dataset", f"{dataset!r} is not a dataset of any applied pipeline")
+            facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
+            for k, fact in sorted(facts[d.name].items()):
+                if fact.state != "errored" or (key is not None and k != key):
+                    continue
+                decision = reconcile.decide(d, k, facts)
+                if isinstance(decision, Desired):
+                    generation = await store.reopen_task(conn, decision.fingerprint)
+                    await self._request(conn, d, k, decision, generation)
+                    retried.append(k)
+            if key is not None and not retried:
+                raise InputError("partition", f"{dataset}/{key} is not errored")
+            return {}
+
+        await self._transact(None, apply)
+        return {"dataset": dataset, "retried": retried}
 
     async def reconcile_all(self) -> None:
         """Re-derive every derived partition from stored facts."""
@@ -116,8 +138,12 @@ class Scheduler:
         current = await store.partition(self.res.pool, dataset, key)
         if current is None:
             raise InputError("partition", f"{dataset}/{key} is not known to the scheduler")
+        task = None
+        if current["desired_fingerprint"]:
+            task = await store.task(self.res.pool, current["desired_fingerprint"])
         return {
             "partition": dict(current),
+            "task": dict(task) if task else None,
             "materializations": await store.materializations_of(self.res.pool, dataset, key),
         }
 
@@ -280,7 +306,7 @@ class Scheduler:
         decision: Desired,
         attempt: int,
     ) -> None:
-        if attempt == 1:
+        if attempt == 1:  # a retry re-opens its task row instead
             await store.add_task(
                 conn, decision.fingerprint, d.name, key, await self._reason(conn, d, key, decision)
             )
@@ -295,7 +321,8 @@ class Scheduler:
             attempt=attempt,
         )
         assert self.res.outbox is not None
-        msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:{attempt}"
+        # A retry is new work for JetStream: its own message id, outside the duplicate window.
+        msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:retry{attempt}"
         await self.res.outbox.add(
             conn, self.subjects.task_requested(d.name), self.subjects.tasks_stream, msg_id, task
         )

@@ -141,13 +141,13 @@ async def finish_task(
     )
 
 
-async def retry_task(conn: Conn, fingerprint: str, error: str, tb: str) -> int:
+async def reopen_task(conn: Conn, fingerprint: str) -> int:
+    """Request a failed task again; returns its generation (1 for the first request)."""
     value = await conn.fetchval(
-        f"UPDATE {SCHEMA}.tasks SET attempts = attempts + 1, error = $2, traceback = $3"
-        " WHERE fingerprint = $1 RETURNING attempts",
+        f"UPDATE {SCHEMA}.tasks SET state = 'requested', attempts = attempts + 1,"
+        " error = NULL, traceback = NULL, finished_at = NULL WHERE fingerprint = $1"
+        " RETURNING attempts",
         fingerprint,
-        error,
-        tb,
     )
     return int(value)
 
