@@ -67,7 +67,7 @@ def test_a_raising_transform_is_a_transform_error_with_its_traceback() -> None:
 
 def test_a_python_transform_must_return_a_table() -> None:
     source = "def rows(flights):\n    return flights.to_pylist()\n"
-    with pytest.raises(TransformError, match="not a pyarrow.Table"):
+    with pytest.raises(TransformError, match=r"not a pyarrow\.Table"):
         run_transform(
             {"kind": "python", "code": source, "function": "rows"}, {"flights": [FLIGHTS]}
         )
