@@ -73,5 +73,10 @@ class Subjects:
         return f"{self.ns.upper()}_TASKS"
 
     @property
+    def leases_bucket(self) -> str:
+        """JetStream key-value bucket of task leases (the executor's fencing tokens)."""
+        return f"{self.ns.upper()}_LEASES"
+
+    @property
     def dlq_stream(self) -> str:
         return f"{self.ns.upper()}_DLQ"

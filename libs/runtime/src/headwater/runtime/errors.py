@@ -53,3 +53,7 @@ class RetryLater(TransientError):
     def __init__(self, message: str, delay: float) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class Superseded(HeadwaterError):
+    """This delivery lost its lease to a newer one (it was paused past its ack deadline)."""

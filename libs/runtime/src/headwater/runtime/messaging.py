@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 
 from headwater.contracts import ContractError, DeadLetter, Event, Subjects, parse_model
-from headwater.runtime.errors import HeadwaterError, InputError, RetryLater
+from headwater.runtime.errors import HeadwaterError, InputError, RetryLater, Superseded
 from headwater.runtime.settings import ServiceSettings
 from headwater.runtime.topology import MAX_DELIVER, consumers
 
@@ -56,7 +56,11 @@ def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider)
 
 
 def durable_subscriber(
-    broker: NatsBroker, subjects: Subjects, consumer: str, *, batch_size: int = 10
+    broker: NatsBroker,
+    subjects: Subjects,
+    consumer: str,
+    *,
+    batch_size: int = 10,
 ) -> LogicSubscriber[Any]:
     """A pull subscriber bound to a durable consumer of the topology, acked by hand."""
     spec = consumers(subjects)[consumer]
@@ -121,6 +125,10 @@ async def consume(
     try:
         event = parse_model(model, raw.data)
         await process(event)
+    except Superseded as exc:
+        # A newer delivery of this message owns it now: leave settling to that one.
+        _log.warning("%s: %s; leaving it to the newer delivery", raw.subject, exc)
+        return
     except (ContractError, InputError) as exc:
         await dead_letter(broker, subjects, service, raw, exc.field, exc.reason)
         await msg.reject()

@@ -126,7 +126,11 @@ class Service:
 
     async def start(self) -> None:
         await self.broker.connect()
-        await topology.declare(self.broker.connection.jetstream(), self.settings.subjects)
+        await topology.declare(
+            self.broker.connection.jetstream(),
+            self.settings.subjects,
+            self.settings.task_ack_wait_s,
+        )
         if self.resources is not None:
             await self.resources.open()
         for hook in self.on_start:

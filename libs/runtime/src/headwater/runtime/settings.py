@@ -31,6 +31,8 @@ class ServiceSettings(BaseSettings):
     data_bucket: str = "headwater-data"
     code_bucket: str = "headwater-code"
     log_level: str = "INFO"
+    # How long an executor may hold a task without a heartbeat before it is redelivered.
+    task_ack_wait_s: float = 60.0
 
     @property
     def subjects(self) -> Subjects:

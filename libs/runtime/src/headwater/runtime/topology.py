@@ -12,11 +12,12 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from headwater.contracts import Subjects
 
@@ -75,7 +76,7 @@ def streams(s: Subjects) -> list[StreamConfig]:
     ]
 
 
-def consumers(s: Subjects) -> dict[str, ConsumerSpec]:
+def consumers(s: Subjects, task_ack_wait_s: float = 60.0) -> dict[str, ConsumerSpec]:
     """Every durable consumer, by a name the services refer to."""
     return {
         "change-detector-upstream": ConsumerSpec(
@@ -84,12 +85,15 @@ def consumers(s: Subjects) -> dict[str, ConsumerSpec]:
         "change-detector-s3": ConsumerSpec(s.upstream_stream, "change-detector-s3", s.s3_events),
         "scheduler": ConsumerSpec(s.events_stream, "scheduler", s.events_all),
         "lineage-indexer": ConsumerSpec(s.events_stream, "lineage-indexer", s.events_all),
-        "executor": ConsumerSpec(s.tasks_stream, "executor", s.tasks_all, ack_wait_s=60.0),
+        "executor": ConsumerSpec(
+            s.tasks_stream, "executor", s.tasks_all, ack_wait_s=task_ack_wait_s
+        ),
     }
 
 
-async def declare(js: JetStreamContext, s: Subjects) -> None:
-    """Create or update every stream and consumer (idempotent; every service calls it)."""
+async def declare(js: JetStreamContext, s: Subjects, task_ack_wait_s: float = 60.0) -> None:
+    """Create or update every stream, consumer and the lease bucket (idempotent; every
+    service calls it, with the same settings)."""
     for config in streams(s):
         assert config.name is not None
         try:
@@ -97,7 +101,19 @@ async def declare(js: JetStreamContext, s: Subjects) -> None:
             await js.update_stream(config)
         except NotFoundError:
             await js.add_stream(config)
-    for spec in consumers(s).values():
+    try:
+        await js.key_value(s.leases_bucket)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=s.leases_bucket,
+                history=1,
+                storage=StorageType.FILE,
+                ttl=7 * 24 * 3600.0,
+                description="task leases: who may commit the result of a fingerprint",
+            )
+        )
+    for spec in consumers(s, task_ack_wait_s).values():
         await js.add_consumer(
             spec.stream,
             ConsumerConfig(

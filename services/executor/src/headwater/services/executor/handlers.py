@@ -5,16 +5,19 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 from faststream.nats import NatsBroker
+from nats.js.errors import KeyWrongLastSequenceError
 
 from headwater.contracts import PartitionLanded, Subjects, TaskFailed, TaskRequested
 from headwater.core import formats, hashing
-from headwater.runtime.errors import RetryLater, TransformError
+from headwater.runtime.errors import RetryLater, Superseded, TransformError
 from headwater.runtime.messaging import publish
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
@@ -30,6 +33,7 @@ class Executor:
     subjects: Subjects
     settings: ExecutorSettings
     _code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
     def broker(self) -> NatsBroker:
@@ -38,6 +42,7 @@ class Executor:
     async def run(self, task: TaskRequested, heartbeat: Any = None, delivery: int = 1) -> None:
         settings = self.res.settings
         started = time.perf_counter()
+        lease = await self._take_lease(task.fingerprint, delivery)
         blob = await self._load_code(task.dataset.code_sha)
         inputs: dict[str, list[pa.Table]] = {i.dataset: [] for i in task.dataset.inputs}
         for ref in task.inputs:
@@ -59,6 +64,7 @@ class Executor:
             if delivery < policy.attempts:
                 delay = min(policy.retry_cap_s, policy.retry_base_s * 2 ** (delivery - 1))
                 raise RetryLater(str(exc), delay) from exc
+            await self._commit_lease(task.fingerprint, lease)
             failed = TaskFailed(
                 event_id=f"failed:{task.fingerprint}:{task.attempt}",
                 fingerprint=task.fingerprint,
@@ -87,6 +93,7 @@ class Executor:
         body = formats.to_parquet(table)
         if not await self.res.objects.exists(settings.data_bucket, object_key):
             await self.res.objects.put(settings.data_bucket, object_key, body)
+        await self._commit_lease(task.fingerprint, lease)
         landed = PartitionLanded(
             event_id=f"landed:{task.fingerprint}",
             dataset=task.dataset.name,
@@ -115,6 +122,23 @@ class Executor:
             data_sha[:12],
             table.num_rows,
         )
+
+    # Fencing: each delivery of a task takes the lease of its fingerprint (a key-value
+    # revision); only the holder of the latest lease may commit a result. An executor paused
+    # past its ack deadline finds its lease taken by the redelivery and commits nothing.
+    async def _take_lease(self, fingerprint: str, delivery: int) -> int:
+        kv = await self.res.broker.connection.jetstream().key_value(self.subjects.leases_bucket)
+        revision: int = await kv.put(fingerprint, f"{self.owner}:{delivery}".encode())
+        return revision
+
+    async def _commit_lease(self, fingerprint: str, lease: int) -> None:
+        kv = await self.res.broker.connection.jetstream().key_value(self.subjects.leases_bucket)
+        try:
+            await kv.update(fingerprint, f"{self.owner}:committed".encode(), last=lease)
+        except KeyWrongLastSequenceError:
+            raise Superseded(
+                f"task {fingerprint[:12]} was taken over by a newer delivery"
+            ) from None
 
     async def _load_code(self, code_sha: str) -> dict[str, Any]:
         if code_sha not in self._code:
