@@ -37,5 +37,6 @@ class PartitionLanded(Event):
     bytes: int
     inputs: tuple[InputRef, ...] = ()
     source_files: tuple[str, ...] = ()
+    source_version: int | None = None  # a source partition's content version (1, 2, ...)
     duration_ms: float = 0.0
     trace_id: str | None = None

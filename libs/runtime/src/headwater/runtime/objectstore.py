@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 from urllib.parse import urlparse
 
+import urllib3
 from minio import Minio
 from minio.error import S3Error
 
@@ -112,14 +113,25 @@ class LocalStore:
 class S3Store:
     """Any S3-compatible endpoint (MinIO in the compose stack, moto in tests)."""
 
-    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str) -> None:
+    def __init__(
+        self, endpoint: str, access_key: str, secret_key: str, region: str, timeout_s: float = 30.0
+    ) -> None:
         url = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+        # minio's default waits 5 minutes on a silent server; a bounded wait turns an outage
+        # into a TransientError, so the message is retried later instead of holding a worker.
+        http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s),
+            retries=urllib3.Retry(
+                total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
+            ),
+        )
         self.client = Minio(
             url.netloc,
             access_key=access_key,
             secret_key=secret_key,
             secure=url.scheme == "https",
             region=region,
+            http_client=http,
         )
         self.description = f"{url.scheme}://{url.netloc}"
 
@@ -128,7 +140,7 @@ class S3Store:
             return await asyncio.to_thread(fn)
         except S3Error:
             raise
-        except OSError as exc:  # connection refused, reset, timeouts
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timeouts
             raise TransientError(f"object storage {self.description}: {exc}") from exc
 
     async def ensure_bucket(self, bucket: str) -> None:
@@ -200,7 +212,11 @@ def open_store(settings: ServiceSettings) -> ObjectStore:
                 "HEADWATER_S3_ACCESS_KEY", "an S3 endpoint needs an access key and a secret key"
             )
         return S3Store(
-            settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_region
+            settings.s3_endpoint,
+            settings.s3_access_key,
+            settings.s3_secret_key,
+            settings.s3_region,
+            settings.s3_timeout_s,
         )
     if settings.store_dir is None:
         raise InputError("HEADWATER_STORE_DIR", "set it, or HEADWATER_S3_ENDPOINT")

@@ -13,7 +13,7 @@ from pathlib import Path
 import asyncpg
 from faststream.nats import NatsBroker
 
-from headwater.runtime import db, topology
+from headwater.runtime import db, failpoints, topology
 from headwater.runtime.messaging import make_broker
 from headwater.runtime.objectstore import ObjectStore, open_store
 from headwater.runtime.outbox import Outbox
@@ -102,6 +102,7 @@ class Service:
         store: ObjectStore | None = None,
     ) -> "Service":
         """A service with its broker and resources; handlers are registered by the caller."""
+        failpoints.arm(settings.failpoints, settings.failpoints_dir)
         tracer = setup_tracing(name)
         broker = make_broker(settings, name, tracer)
         res = Resources(

@@ -26,6 +26,7 @@ class ServiceSettings(BaseSettings):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
+    s3_timeout_s: float = 30.0
     store_dir: Path | None = None
     landing_bucket: str = "landing"
     data_bucket: str = "headwater-data"
@@ -33,6 +34,9 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # How long an executor may hold a task without a heartbeat before it is redelivered.
     task_ack_wait_s: float = 60.0
+    # Fault injection for tests (see headwater.runtime.failpoints); empty in production.
+    failpoints: str = ""
+    failpoints_dir: Path | None = None
 
     @property
     def subjects(self) -> Subjects:

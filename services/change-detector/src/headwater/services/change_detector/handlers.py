@@ -83,25 +83,26 @@ class ChangeDetector:
         body = formats.to_parquet(table)
         if not await objects.exists(settings.data_bucket, object_key):
             await objects.put(settings.data_bucket, object_key, body)
-        event = PartitionLanded(
-            event_id=f"landed:{dataset}:{partition_key}:{data_sha}",
-            dataset=dataset,
-            partition_key=partition_key,
-            data_sha=data_sha,
-            fingerprint=hashing.source_fingerprint(data_sha),
-            object_key=object_key,
-            rows=table.num_rows,
-            bytes=len(body),
-            source_files=tuple(keys),
-            trace_id=current_trace_id(),
-        )
         assert self.res.outbox is not None
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock_partition(conn, dataset, partition_key)
             if await store.last_data_sha(conn, dataset, partition_key) == data_sha:
                 return
-            await store.record(
+            version = await store.record(
                 conn, dataset, partition_key, data_sha, object_key, keys, table.num_rows, len(body)
+            )
+            event = PartitionLanded(
+                event_id=f"landed:{dataset}:{partition_key}:v{version}",
+                dataset=dataset,
+                partition_key=partition_key,
+                data_sha=data_sha,
+                fingerprint=hashing.source_fingerprint(data_sha),
+                object_key=object_key,
+                rows=table.num_rows,
+                bytes=len(body),
+                source_files=tuple(keys),
+                source_version=version,
+                trace_id=current_trace_id(),
             )
             await self.res.outbox.add(
                 conn,

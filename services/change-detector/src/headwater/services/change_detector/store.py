@@ -30,13 +30,16 @@ async def record(
     files: list[str],
     rows: int,
     size: int,
-) -> None:
-    await conn.execute(
+) -> int:
+    """Store the partition's new content; returns its version (1 for the first)."""
+    value = await conn.fetchval(
         f"INSERT INTO {SCHEMA}.source_partitions"
         " (dataset, partition_key, data_sha, object_key, files, rows, bytes)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)"
         " ON CONFLICT (dataset, partition_key) DO UPDATE SET data_sha = $3, object_key = $4,"
-        " files = $5, rows = $6, bytes = $7, updated_at = now()",
+        " files = $5, rows = $6, bytes = $7, updated_at = now(),"
+        f" version = {SCHEMA}.source_partitions.version + 1"
+        " RETURNING version",
         dataset,
         partition_key,
         data_sha,
@@ -45,3 +48,4 @@ async def record(
         rows,
         size,
     )
+    return int(value)

@@ -13,10 +13,12 @@ from typing import Any
 
 import pyarrow as pa
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from headwater.contracts import PartitionLanded, Subjects, TaskFailed, TaskRequested
 from headwater.core import formats, hashing
+from headwater.runtime import failpoints
 from headwater.runtime.errors import RetryLater, Superseded, TransformError
 from headwater.runtime.messaging import publish
 from headwater.runtime.service import Resources
@@ -25,6 +27,7 @@ from headwater.services.executor.settings import ExecutorSettings
 from headwater.services.executor.transforms import run_transform
 
 _log = logging.getLogger(__name__)
+PUBLISHED = b"published"
 
 
 @dataclass
@@ -42,6 +45,12 @@ class Executor:
     async def run(self, task: TaskRequested, heartbeat: Any = None, delivery: int = 1) -> None:
         settings = self.res.settings
         started = time.perf_counter()
+        failpoints.hit("executor.after_fetch")
+        if await self._published(task.fingerprint):
+            # A redelivery of work whose result is already in the events stream (the executor
+            # died before acking): computing it again would break minimality.
+            _log.info("%s/%s already published", task.dataset.name, task.partition_key)
+            return
         lease = await self._take_lease(task.fingerprint, delivery)
         blob = await self._load_code(task.dataset.code_sha)
         inputs: dict[str, list[pa.Table]] = {i.dataset: [] for i in task.dataset.inputs}
@@ -93,6 +102,7 @@ class Executor:
         body = formats.to_parquet(table)
         if not await self.res.objects.exists(settings.data_bucket, object_key):
             await self.res.objects.put(settings.data_bucket, object_key, body)
+        failpoints.hit("executor.after_write")
         await self._commit_lease(task.fingerprint, lease)
         landed = PartitionLanded(
             event_id=f"landed:{task.fingerprint}",
@@ -115,6 +125,8 @@ class Executor:
             msg_id=landed.event_id,
             stream=self.subjects.events_stream,
         )
+        await self._mark_published(task.fingerprint)
+        failpoints.hit("executor.after_commit")
         _log.info(
             "%s/%s -> %s (%d rows)",
             task.dataset.name,
@@ -126,13 +138,28 @@ class Executor:
     # Fencing: each delivery of a task takes the lease of its fingerprint (a key-value
     # revision); only the holder of the latest lease may commit a result. An executor paused
     # past its ack deadline finds its lease taken by the redelivery and commits nothing.
+    # A lease's value goes "OWNER:DELIVERY" (running) -> "OWNER:committed" (fence passed) ->
+    # "published" (the result is in the events stream).
+    async def _leases(self) -> KeyValue:
+        return await self.res.broker.connection.jetstream().key_value(self.subjects.leases_bucket)
+
+    async def _published(self, fingerprint: str) -> bool:
+        try:
+            entry = await (await self._leases()).get(fingerprint)
+        except KeyNotFoundError:
+            return False
+        return entry.value == PUBLISHED
+
+    async def _mark_published(self, fingerprint: str) -> None:
+        await (await self._leases()).put(fingerprint, PUBLISHED)
+
     async def _take_lease(self, fingerprint: str, delivery: int) -> int:
-        kv = await self.res.broker.connection.jetstream().key_value(self.subjects.leases_bucket)
+        kv = await self._leases()
         revision: int = await kv.put(fingerprint, f"{self.owner}:{delivery}".encode())
         return revision
 
     async def _commit_lease(self, fingerprint: str, lease: int) -> None:
-        kv = await self.res.broker.connection.jetstream().key_value(self.subjects.leases_bucket)
+        kv = await self._leases()
         try:
             await kv.update(fingerprint, f"{self.owner}:committed".encode(), last=lease)
         except KeyWrongLastSequenceError:

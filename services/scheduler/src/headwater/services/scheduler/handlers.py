@@ -45,6 +45,11 @@ class Scheduler:
     async def on_partition_landed(self, event: PartitionLanded) -> None:
         async def apply(conn: asyncpg.Connection) -> Work:
             if event.code_sha is None:  # a source partition: its fingerprint is its data SHA
+                current = await store.partition(conn, event.dataset, event.partition_key)
+                known = current["source_version"] if current is not None else None
+                version = event.source_version
+                if version is not None and known is not None and version <= known:
+                    return {}  # older content, replayed or reordered: already superseded
                 await store.add_materialization(conn, event, "landed")
                 await store.set_partition(
                     conn,
@@ -58,6 +63,7 @@ class Scheduler:
                     rows=event.rows,
                     bytes=event.bytes,
                     reason=None,
+                    source_version=event.source_version,
                 )
                 return await self._downstream(conn, event.dataset, {event.partition_key})
             task = await store.task(conn, event.fingerprint)
