@@ -1,0 +1,32 @@
+"""SIGKILL an executor (a) after it fetched a task, (b) after it wrote the object, (c) after
+it committed (published) but before it acknowledged; it is restarted, and the pipeline
+converges with one materialization per fingerprint and nothing computed twice."""
+
+import pytest
+
+from tests.faults.harness import FaultStack, days
+
+pytestmark = pytest.mark.timeout(240)
+POINTS = ["executor.after_fetch", "executor.after_write", "executor.after_commit"]
+
+
+@pytest.mark.parametrize(
+    "fault_stack",
+    [{"HEADWATER_FAILPOINTS": f"{p}=kill", "HEADWATER_TASK_ACK_WAIT_S": "3"} for p in POINTS],
+    indirect=True,
+    ids=POINTS,
+)
+async def test_an_executor_killed_mid_task_loses_and_duplicates_nothing(
+    fault_stack: FaultStack,
+) -> None:
+    executor = fault_stack.embedded.processes["executor"]
+    async with fault_stack.client() as hw, fault_stack.supervised():
+        for day in days(4):
+            await fault_stack.land(hw, day)
+        await fault_stack.converged(hw)
+    assert executor.poll() == -9  # the failpoint fired: the first executor was SIGKILLed
+    log = (fault_stack.embedded.state_dir / "logs" / "executor.log").read_text()
+    point = fault_stack.service_env["HEADWATER_FAILPOINTS"].split("=")[0]
+    assert f"failpoint {point}: kill" in log
+    if point == "executor.after_commit":
+        assert "already published" in log  # the redelivery did not compute it again
