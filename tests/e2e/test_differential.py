@@ -1,5 +1,5 @@
 """Randomized differential test (hypothesis): random sequences of spec edits (real changes, cosmetic ones
-and reverts), landings and re-landings go through the running services; after every step the
+and reverts), landings, re-landings and retractions go through the running services; after every step the
 stored content must equal the oracle's from-scratch run (convergence) and the fingerprints
 dispatched must be exactly the oracle's cache misses (minimality)."""
 
@@ -62,10 +62,11 @@ VARIANTS = {
 DAYS = ["2024-01-30", "2024-01-31", "2024-02-01", "2024-02-02", "2024-02-03"]
 
 land = st.tuples(st.just("land"), st.sampled_from(DAYS), st.integers(0, 2))
+delete = st.tuples(st.just("delete"), st.sampled_from(DAYS), st.just(0))
 edit = st.sampled_from(
     [("edit", f, i) for f, variants in VARIANTS.items() for i in range(len(variants))]
 )
-steps = st.lists(st.one_of(land, land, edit), min_size=3, max_size=8)
+steps = st.lists(st.one_of(land, land, edit, delete), min_size=3, max_size=8)
 
 
 # Each example starts the five services, so no shrinking phase: a failure reports its steps as
@@ -133,6 +134,12 @@ class History:
                 path = self.root / f"{day}.csv"
                 path.write_bytes(data)
                 await self.hw.publish("sales", day, path, name="sales.csv")
+            elif step[0] == "delete":
+                _, day, _ = step
+                if day not in self.sources:
+                    continue  # nothing to retract
+                del self.sources[day]
+                await self.hw.delete("sales", day)
             else:
                 _, name, variant = step
                 self.files[name] = VARIANTS[name][variant]

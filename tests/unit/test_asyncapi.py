@@ -21,6 +21,7 @@ def test_every_event_channel_is_documented() -> None:
         "hw.s3.events",
         "hw.ev.code.changed.{dataset}",
         "hw.ev.partition.landed.{dataset}",
+        "hw.ev.partition.retracted.{dataset}",
         "hw.ev.task.failed.{dataset}",
         "hw.task.requested.{dataset}",
         "hw.dlq.{service}",

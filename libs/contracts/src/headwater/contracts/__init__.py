@@ -11,7 +11,7 @@ from headwater.contracts.keys import (
     validate_dataset_name,
     validate_partition_key,
 )
-from headwater.contracts.partitions import InputRef, PartitionLanded
+from headwater.contracts.partitions import InputRef, PartitionLanded, PartitionRetracted
 from headwater.contracts.subjects import Subjects
 from headwater.contracts.tasks import TaskFailed, TaskRequested
 from headwater.contracts.upstream import (
@@ -34,6 +34,7 @@ __all__ = [
     "InputDefinition",
     "InputRef",
     "PartitionLanded",
+    "PartitionRetracted",
     "S3EventRecords",
     "Subjects",
     "TaskFailed",

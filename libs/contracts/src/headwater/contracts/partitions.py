@@ -40,3 +40,14 @@ class PartitionLanded(Event):
     source_version: int | None = None  # a source partition's content version (1, 2, ...)
     duration_ms: float = 0.0
     trace_id: str | None = None
+
+
+class PartitionRetracted(Event):
+    """A source partition's files were all deleted: it no longer exists, and what read it is
+    recomputed without it (or retracted in turn)."""
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    dataset: str
+    partition_key: str
+    source_version: int

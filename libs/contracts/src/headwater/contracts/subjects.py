@@ -29,6 +29,9 @@ class Subjects:
     def partition_landed(self, dataset: str) -> str:
         return f"{self.ns}.ev.partition.landed.{dataset}"
 
+    def partition_retracted(self, dataset: str) -> str:
+        return f"{self.ns}.ev.partition.retracted.{dataset}"
+
     def code_changed(self, dataset: str) -> str:
         return f"{self.ns}.ev.code.changed.{dataset}"
 

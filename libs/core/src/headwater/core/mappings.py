@@ -98,5 +98,6 @@ class Mapping(BaseModel):
             out = self.output_key(input_key)
             return {out} if out is not None else set()
         assert self.size is not None
-        later = sorted(k for k in input_keys if k >= input_key)
+        # `input_key` counts even when it is gone (retracted): the windows it was in change.
+        later = sorted(k for k in {*input_keys, input_key} if k >= input_key)
         return set(later[: self.size])

@@ -12,6 +12,7 @@ from headwater.contracts import (
     CodeChanged,
     DeadLetter,
     PartitionLanded,
+    PartitionRetracted,
     S3EventRecords,
     Subjects,
     TaskFailed,
@@ -52,10 +53,16 @@ def document() -> str:
             "change-detector (source) or executor (derived): a partition has a new data SHA.",
         ),
         (
+            s.partition_retracted("{dataset}"),
+            PartitionRetracted,
+            "partition-retracted",
+            "change-detector: a source partition's files were deleted; it no longer exists.",
+        ),
+        (
             s.task_failed("{dataset}"),
             TaskFailed,
             "task-failed",
-            "executor: a transform raised; the scheduler retries or marks the partition errored.",
+            "executor: a transform failed after its retries; the partition is errored.",
         ),
         (
             s.task_requested("{dataset}"),

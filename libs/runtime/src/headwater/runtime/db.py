@@ -27,7 +27,11 @@ async def apply_migrations(pool: asyncpg.Pool, schema: str, migrations_dir: Path
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", schema)
         try:
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            # CREATE SCHEMA needs CREATE on the database even when the schema exists: ask
+            # first, so a role that owns only its schema can run its migrations.
+            exists = await conn.fetchval("SELECT 1 FROM pg_namespace WHERE nspname = $1", schema)
+            if not exists:
+                await conn.execute(f'CREATE SCHEMA "{schema}"')
             await conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
                 " version int PRIMARY KEY, name text NOT NULL,"

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import JStream, NatsBroker, NatsMessage, NatsUserPassword, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.subscriber.usecases import LogicSubscriber
 from faststream.nats.subscriber.usecases import stream_pull_subscriber as _pull
@@ -38,10 +38,9 @@ NAK_MAX_DELAY_S = 30.0
 
 def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider) -> NatsBroker:
     """A FastStream NATS broker with OpenTelemetry propagation through message headers."""
-    options: dict[str, object] = {}
+    security = None
     if settings.nats_user:
-        options["user"] = settings.nats_user
-        options["password"] = settings.nats_password
+        security = NatsUserPassword(settings.nats_user, settings.nats_password or "")
     return NatsBroker(
         settings.nats_url,
         name=f"headwater-{service}",
@@ -51,7 +50,7 @@ def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider)
         logger=logging.getLogger(f"headwater.{service}.broker"),
         # FastStream logs every message at INFO; ours are the decisions, so keep its quiet.
         log_level=logging.DEBUG,
-        **options,  # type: ignore[arg-type]
+        security=security,
     )
 
 

@@ -43,10 +43,17 @@ class Resources:
         self.schema = schema
         self.migrations = migrations
         self.buckets = buckets
-        self.objects = store or open_store(settings)
+        # Only services that keep objects need object storage configured.
+        self._objects = store or (open_store(settings) if buckets else None)
         self.outbox = Outbox(schema) if schema else None
         self._pool = pool
         self._own_pool = pool is None
+
+    @property
+    def objects(self) -> ObjectStore:
+        if self._objects is None:
+            raise RuntimeError("this service declared no buckets, so it has no object store")
+        return self._objects
 
     @property
     def pool(self) -> asyncpg.Pool:

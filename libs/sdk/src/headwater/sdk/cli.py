@@ -159,15 +159,21 @@ def plan(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False
 def publish(
     dataset: str,
     partition: str,
-    file: Path,
+    file: Annotated[Path | None, typer.Argument()] = None,
     state_dir: StateDir = Path(".state"),
-    delete: Annotated[bool, typer.Option("--delete", help="remove the partition's files")] = False,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="retract the partition: remove its files")
+    ] = False,
 ) -> None:
-    """Land FILE (Parquet, CSV or JSON lines) as source partition DATASET/PARTITION."""
+    """Land FILE (Parquet, CSV or JSON lines) as source partition DATASET/PARTITION,
+    or with --delete retract the partition."""
     if delete:
         keys = _run(state_dir, lambda hw: hw.delete(dataset, partition))
         console.print(f"removed {len(keys)} file(s) of {dataset}/{partition}")
         return
+    if file is None:
+        err.print("[red]error[/red] file: name the file to publish (or --delete)")
+        raise typer.Exit(2)
     if not file.is_file():
         err.print(f"[red]error[/red] file: {file} does not exist")
         raise typer.Exit(2)

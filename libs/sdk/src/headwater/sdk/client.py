@@ -125,11 +125,27 @@ class HeadwaterClient:
         return event
 
     async def delete(self, dataset: str, partition: str) -> list[str]:
-        """Remove a source partition's files from the landing bucket."""
+        """Retract a source partition: remove its files from the landing bucket, then tell
+        the change-detector (an event naming a removed file) so what read it follows."""
+        validate_dataset_name(dataset)
+        validate_partition_key(partition)
         store = open_store(self.settings)
         keys = await store.list(self.settings.landing_bucket, f"{dataset}/{partition}/")
         for key in keys:
             await store.delete(self.settings.landing_bucket, key)
+        if keys:
+            event = UpstreamEvent(
+                dataset=dataset,
+                partition=partition,
+                key=keys[0],
+                format=format_of(keys[0]),
+                event_id=str(uuid.uuid4()),
+            )
+            await self.nc.jetstream().publish(
+                self.subjects.upstream(dataset),
+                event.model_dump_json(exclude={"schema_version"}).encode(),
+                headers={"Nats-Msg-Id": event.event_id},
+            )
         return keys
 
     # --- reads -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 from headwater.contracts import (
     ContractError,
     PartitionLanded,
+    PartitionRetracted,
     S3EventRecords,
     Subjects,
     UpstreamEvent,
@@ -37,6 +38,8 @@ class ChangeDetector:
             raise InputError(
                 "format", f"{event.format!r} does not match the file {event.key!r} names"
             )
+        # The event says where to look; the prefix's files are the truth (a missing key was
+        # deleted: the partition is re-hashed without it, or retracted if nothing is left).
         await self.refresh(event.dataset, event.partition, require=event.key)
 
     async def on_s3(self, records: S3EventRecords) -> None:
@@ -55,10 +58,8 @@ class ChangeDetector:
         objects = self.res.objects
         prefix = f"{dataset}/{partition_key}/"
         keys = await objects.list(settings.landing_bucket, prefix)
-        if require is not None and require not in keys:
-            raise InputError("key", f"{require!r} is not in the landing bucket")
         if not keys:
-            _log.info("%s is empty; retraction is not supported yet", prefix)
+            await self._retract(dataset, partition_key, require)
             return
         tables = []
         for key in keys:
@@ -113,6 +114,31 @@ class ChangeDetector:
             )
         await self.res.flush()
         _log.info("%s landed: %s (%d rows)", prefix, data_sha[:12], table.num_rows)
+
+    async def _retract(self, dataset: str, partition_key: str, require: str | None) -> None:
+        assert self.res.outbox is not None
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.lock_partition(conn, dataset, partition_key)
+            version = await store.retract(conn, dataset, partition_key)
+            if version is None:  # nothing to retract: already retracted, or never landed
+                if require is not None and not await store.known(conn, dataset, partition_key):
+                    raise InputError("key", f"{require!r} is not in the landing bucket")
+                return
+            event = PartitionRetracted(
+                event_id=f"retracted:{dataset}:{partition_key}:v{version}",
+                dataset=dataset,
+                partition_key=partition_key,
+                source_version=version,
+            )
+            await self.res.outbox.add(
+                conn,
+                self.subjects.partition_retracted(dataset),
+                self.subjects.events_stream,
+                event.event_id,
+                event,
+            )
+        await self.res.flush()
+        _log.info("%s/%s/ retracted (its files were deleted)", dataset, partition_key)
 
     async def _check_source(self, dataset: str) -> None:
         fetched_at, sources = self._sources

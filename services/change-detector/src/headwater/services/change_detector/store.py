@@ -49,3 +49,25 @@ async def record(
         size,
     )
     return int(value)
+
+
+async def retract(conn: asyncpg.Connection, dataset: str, partition_key: str) -> int | None:
+    """Forget a partition's content; returns its new version, or None if it had none."""
+    value = await conn.fetchval(
+        f"UPDATE {SCHEMA}.source_partitions SET data_sha = NULL, object_key = NULL,"
+        " files = '[]', rows = 0, bytes = 0, version = version + 1, updated_at = now()"
+        " WHERE dataset = $1 AND partition_key = $2 AND data_sha IS NOT NULL RETURNING version",
+        dataset,
+        partition_key,
+    )
+    return None if value is None else int(value)
+
+
+async def known(conn: asyncpg.Connection, dataset: str, partition_key: str) -> bool:
+    """Whether the partition ever landed."""
+    value = await conn.fetchval(
+        f"SELECT 1 FROM {SCHEMA}.source_partitions WHERE dataset = $1 AND partition_key = $2",
+        dataset,
+        partition_key,
+    )
+    return value is not None

@@ -5,7 +5,7 @@ from pathlib import Path
 import asyncpg
 from faststream.nats import NatsMessage
 
-from headwater.contracts import CodeChanged, Event, PartitionLanded, TaskFailed
+from headwater.contracts import CodeChanged, Event, PartitionLanded, PartitionRetracted, TaskFailed
 from headwater.runtime.messaging import consume, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
@@ -19,6 +19,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _MODELS: dict[str, type[Event]] = {
     "code.changed.": CodeChanged,
     "partition.landed.": PartitionLanded,
+    "partition.retracted.": PartitionRetracted,
     "task.failed.": TaskFailed,
 }
 

@@ -4,7 +4,7 @@ output partition of every materialization; answers lineage queries from those fa
 from dataclasses import dataclass
 from typing import Any
 
-from headwater.contracts import CodeChanged, Event, PartitionLanded, TaskFailed
+from headwater.contracts import CodeChanged, Event, PartitionLanded, PartitionRetracted, TaskFailed
 from headwater.runtime.errors import InputError
 from headwater.runtime.service import Resources
 from headwater.services.lineage_indexer import store
@@ -20,6 +20,8 @@ class LineageIndexer:
                 kind, dataset, key = "partition_landed", event.dataset, event.partition_key
             elif isinstance(event, CodeChanged):
                 kind, dataset, key = "code_changed", event.dataset.name, None
+            elif isinstance(event, PartitionRetracted):
+                kind, dataset, key = "partition_retracted", event.dataset, event.partition_key
             elif isinstance(event, TaskFailed):
                 kind, dataset, key = "task_failed", event.dataset, event.partition_key
             else:

@@ -5,7 +5,7 @@ from pathlib import Path
 import asyncpg
 from faststream.nats import NatsMessage
 
-from headwater.contracts import CodeChanged, PartitionLanded, TaskFailed
+from headwater.contracts import CodeChanged, PartitionLanded, PartitionRetracted, TaskFailed
 from headwater.runtime.messaging import consume, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
@@ -39,6 +39,8 @@ def build_app(
             await consume(msg, CodeChanged, app.on_code_changed, **kw)  # type: ignore[arg-type]
         elif subject.startswith(ev + "partition.landed."):
             await consume(msg, PartitionLanded, app.on_partition_landed, **kw)  # type: ignore[arg-type]
+        elif subject.startswith(ev + "partition.retracted."):
+            await consume(msg, PartitionRetracted, app.on_partition_retracted, **kw)  # type: ignore[arg-type]
         elif subject.startswith(ev + "task.failed."):
             await consume(msg, TaskFailed, app.on_task_failed, **kw)  # type: ignore[arg-type]
         else:

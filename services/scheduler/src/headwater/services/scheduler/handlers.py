@@ -13,6 +13,7 @@ from headwater.contracts import (
     CodeChanged,
     DatasetDefinition,
     PartitionLanded,
+    PartitionRetracted,
     Subjects,
     TaskFailed,
     TaskRequested,
@@ -73,6 +74,20 @@ class Scheduler:
             if current is None or current["desired_fingerprint"] != event.fingerprint:
                 return {}  # a result for an older desire: kept for reuse, not current
             return await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
+
+        await self._transact(event.event_id, apply)
+
+    async def on_partition_retracted(self, event: PartitionRetracted) -> None:
+        async def apply(conn: asyncpg.Connection) -> Work:
+            current = await store.partition(conn, event.dataset, event.partition_key)
+            if current is None:
+                return {}
+            known = current["source_version"]
+            if known is not None and event.source_version <= known:
+                return {}  # a newer landing already superseded this retraction
+            work = await self._downstream(conn, event.dataset, {event.partition_key})
+            await store.delete_partition(conn, event.dataset, event.partition_key)
+            return work
 
         await self._transact(event.event_id, apply)
 
@@ -242,10 +257,12 @@ class Scheduler:
         """Bring one partition's state in line with its desired fingerprint; True if it changed."""
         current = await store.partition(conn, d.name, key)
         before = (current["state"], current["data_sha"]) if current else None
-        if not candidate:
-            decision: reconcile.Decision = reconcile.NotReady(False, "its inputs are gone")
-        else:
-            decision = reconcile.decide(d, key, facts)
+        if not candidate:  # what it read was retracted: so is it (its readers follow)
+            if current is not None:
+                await store.delete_partition(conn, d.name, key)
+                facts[d.name].pop(key, None)
+            return current is not None
+        decision = reconcile.decide(d, key, facts)
         if isinstance(decision, reconcile.NotReady):
             state = "blocked" if decision.blocked else "waiting"
             if before is None or before[0] != state:

@@ -183,3 +183,10 @@ async def materializations_of(
         d["inputs"] = json.loads(d["inputs"])
         out.append(d)
     return out
+
+
+async def delete_partition(conn: Conn, dataset: str, key: str) -> None:
+    """The partition no longer exists (its materializations stay, for reuse)."""
+    await conn.execute(
+        f"DELETE FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2", dataset, key
+    )

@@ -1,0 +1,300 @@
+"""The compose dev stack matches the code: each Headwater service runs an importable module and
+gets only settings its settings class reads, and every secret comes from .env (no servers)."""
+
+import importlib
+import importlib.util
+import inspect
+import re
+import shlex
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import AliasChoices
+
+from headwater.contracts import Subjects
+from headwater.runtime import topology
+from headwater.runtime.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+NATS_CONF = ROOT / "deploy" / "nats" / "nats.conf"
+DOCKERFILE = "deploy/Dockerfile"
+PACKAGE = "headwater.services."
+
+# ${VAR}, ${VAR:?message}, ${VAR:-default}, ... ; `$$` is compose's escaped dollar.
+VAR_REF = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)([^}]*)\}")
+BARE_REF = re.compile(r"(?<!\$)\$([A-Za-z_][A-Za-z0-9_]*)")
+REQUIRED_REF = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*:\?[^}]+\}")
+SECRET_KEY = re.compile(r"PASSWORD|SECRET|TOKEN|CREDENTIAL", re.IGNORECASE)
+URL_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:([^@\s]+)@", re.IGNORECASE)
+
+
+@cache
+def compose() -> dict[str, Any]:
+    doc = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(doc, dict)
+    return doc
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return dict(compose()["services"])
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    """A service's `environment`, in either of compose's two forms."""
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        pairs = (item.split("=", 1) if "=" in item else (item, "") for item in env)
+        return {key: value for key, value in pairs}
+    return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    cmd = service.get("command") or []
+    return shlex.split(cmd) if isinstance(cmd, str) else [str(part) for part in cmd]
+
+
+def headwater_services() -> dict[str, dict[str, Any]]:
+    """The compose services built from the Headwater image."""
+    built = {}
+    for name, service in services().items():
+        build = service.get("build")
+        if isinstance(build, dict) and build.get("dockerfile") == DOCKERFILE:
+            built[name] = service
+    return built
+
+
+def module_of(service: dict[str, Any]) -> str:
+    cmd = command(service)
+    expected = f"expected `python -m {PACKAGE}<module>`, got {cmd}"
+    assert len(cmd) == 3, expected
+    assert cmd[0] in ("python", "python3"), expected
+    assert cmd[1] == "-m", expected
+    assert cmd[2].startswith(PACKAGE), expected
+    return cmd[2]
+
+
+def repo_service_modules() -> set[str]:
+    """Every service the repository ships (services/*/src/headwater/services/<module>)."""
+    return {
+        PACKAGE + path.parent.name
+        for path in ROOT.glob("services/*/src/headwater/services/*/__main__.py")
+    }
+
+
+def settings_class(module: str) -> type[ServiceSettings]:
+    """The one ServiceSettings subclass defined in `<module>.settings`."""
+    settings = importlib.import_module(f"{module}.settings")
+    found = [
+        cls
+        for _, cls in inspect.getmembers(settings, inspect.isclass)
+        if issubclass(cls, ServiceSettings) and cls.__module__ == settings.__name__
+    ]
+    assert len(found) == 1, f"{settings.__name__} defines {found}, expected one settings class"
+    return found[0]
+
+
+def env_names(cls: type[ServiceSettings]) -> set[str]:
+    """The environment variables pydantic-settings reads for `cls` (upper-cased)."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    names = set()
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, str):
+            names.add(alias.upper())
+        elif isinstance(alias, AliasChoices):
+            names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
+        else:
+            names.add(f"{prefix}{name}".upper())
+    return names
+
+
+def has_schema(module: str) -> bool:
+    """A service owns a Postgres schema when its package ships migrations (NNN_name.sql)."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None, module
+    assert spec.submodule_search_locations, f"{module} is not a package"
+    return any(
+        any((Path(p) / "migrations").glob("[0-9][0-9][0-9]_*.sql"))
+        for p in spec.submodule_search_locations
+    )
+
+
+def env_example() -> dict[str, str]:
+    pairs = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value
+    return pairs
+
+
+def strings(value: Any) -> list[str]:
+    """Every string inside a parsed YAML document, keys included."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*strings(k), *strings(v))]
+    if isinstance(value, list):
+        return [s for item in value for s in strings(item)]
+    return [value] if isinstance(value, str) else []
+
+
+def nats_users() -> dict[str, str]:
+    """NATS user -> the environment variable nats.conf reads its password from."""
+    pairs = re.findall(
+        r'user:\s*"?([\w-]+)"?\s+password:\s*\$([A-Za-z_][A-Za-z0-9_]*)', NATS_CONF.read_text()
+    )
+    return dict(pairs)
+
+
+HEADWATER = sorted(headwater_services())
+
+
+def test_every_headwater_service_is_in_the_stack() -> None:
+    modules = {module_of(service) for service in headwater_services().values()}
+    assert modules == repo_service_modules()
+    assert len(modules) == 5
+
+
+@pytest.mark.parametrize("name", HEADWATER)
+def test_service_runs_an_importable_module(name: str) -> None:
+    module = module_of(services()[name])
+    assert importlib.util.find_spec(module) is not None, module
+    assert importlib.util.find_spec(f"{module}.__main__") is not None, f"{module} has no __main__"
+
+
+@pytest.mark.parametrize("name", HEADWATER)
+def test_service_gets_only_settings_it_reads(name: str) -> None:
+    module = module_of(services()[name])
+    read = env_names(settings_class(module))
+    given = {
+        key.upper() for key in environment(services()[name]) if key.upper().startswith("HEADWATER_")
+    }
+    assert given <= read, f"{name} is given settings it does not read: {sorted(given - read)}"
+
+
+@pytest.mark.parametrize("name", HEADWATER)
+def test_service_gets_the_settings_it_needs(name: str) -> None:
+    module = module_of(services()[name])
+    env = environment(services()[name])
+    # NATS requires a user (deploy/nats/nats.conf has an authorization block).
+    for key in ("HEADWATER_NATS_URL", "HEADWATER_NATS_USER", "HEADWATER_NATS_PASSWORD"):
+        assert env.get(key), f"{name} needs {key}"
+    if has_schema(module):
+        assert env.get("HEADWATER_PG_DSN"), f"{name} owns a schema and needs HEADWATER_PG_DSN"
+    else:
+        assert "HEADWATER_PG_DSN" not in env, f"{name} owns no schema: give it no Postgres login"
+    # The service can be built from exactly this environment (a service that keeps objects
+    # fails to build without an object store; one that keeps none must not be given one).
+    settings_cls = settings_class(module)
+    values = {k.removeprefix("HEADWATER_").lower(): "x" for k in env if k.startswith("HEADWATER_")}
+    values = {k: v for k, v in values.items() if k in settings_cls.model_fields}
+    values["s3_endpoint"] = "http://minio:9000" if "s3_endpoint" in values else None
+    app = importlib.import_module(f"{module}.app")
+    service = app.build_app(settings_cls.model_validate(values))
+    keeps_objects = bool(service.res.buckets)
+    s3 = {"HEADWATER_S3_ENDPOINT", "HEADWATER_S3_ACCESS_KEY", "HEADWATER_S3_SECRET_KEY"}
+    assert (s3 <= env.keys()) == keeps_objects, f"{name}: S3 settings iff it keeps objects"
+
+
+@pytest.mark.parametrize("name", HEADWATER)
+def test_service_logs_into_nats_as_its_own_user(name: str) -> None:
+    env = environment(services()[name])
+    users = nats_users()
+    user = env["HEADWATER_NATS_USER"]
+    assert user in users, f"{name}: NATS user {user!r} is not in {NATS_CONF.name}"
+    password = VAR_REF.fullmatch(env["HEADWATER_NATS_PASSWORD"])
+    expected = f"{name}: HEADWATER_NATS_PASSWORD must be ${{{users[user]}:?...}} (nats.conf)"
+    assert password is not None, expected
+    assert password.group(1) == users[user], expected
+    assert users[user] in environment(services()["nats"]), f"nats is not given {users[user]}"
+    others = {
+        environment(s)["HEADWATER_NATS_USER"] for n, s in headwater_services().items() if n != name
+    }
+    assert user not in others, f"{name} shares the NATS user {user!r}"
+
+
+def test_every_nats_password_is_passed_to_the_server() -> None:
+    env = environment(services()["nats"])
+    missing = set(nats_users().values()) - env.keys()
+    assert not missing, f"nats.conf reads {sorted(missing)}, which the nats service is not given"
+
+
+def test_every_variable_is_required_and_in_env_example() -> None:
+    # Compose interpolates values, not comments: look at the parsed document's strings.
+    text = "\n".join(strings(compose()))
+    refs = VAR_REF.findall(text)
+    assert refs, "expected secrets to come from ${VAR:?...} references"
+    optional = sorted({name for name, rest in refs if not rest.startswith(":?")})
+    assert not optional, f"use ${{VAR:?set in .env}} so compose fails without them: {optional}"
+    bare = sorted(set(BARE_REF.findall(VAR_REF.sub("", text))))
+    assert not bare, f"use ${{VAR:?...}}, not $VAR: {bare}"
+    documented = env_example()
+    used = {name for name, _ in refs}
+    assert used <= documented.keys(), (
+        f"missing from .env.example: {sorted(used - documented.keys())}"
+    )
+    assert documented.keys() <= used, (
+        f"unused in docker-compose.yml: {sorted(documented.keys() - used)}"
+    )
+
+
+def test_no_literal_passwords_in_compose() -> None:
+    for name, service in services().items():
+        for key, value in environment(service).items():
+            if SECRET_KEY.search(key):
+                assert REQUIRED_REF.fullmatch(value), (
+                    f"{name}: {key} must be a ${{VAR:?...}} reference, not a literal"
+                )
+    for value in strings(compose()):
+        for password in URL_PASSWORD.findall(value):
+            assert REQUIRED_REF.fullmatch(password), f"literal password in URL {value!r}"
+
+
+def test_nats_fsyncs_every_write() -> None:
+    text = NATS_CONF.read_text()
+    jetstream = re.search(r"^jetstream\s*\{(.*?)^\}", text, re.MULTILINE | re.DOTALL)
+    assert jetstream is not None, "nats.conf has no jetstream block"
+    assert re.search(r"^\s*sync_interval:\s*always\s*$", jetstream.group(1), re.MULTILINE)
+
+
+def test_mounted_files_and_build_contexts_exist() -> None:
+    declared = set(compose().get("volumes") or {})
+    for name, service in services().items():
+        for volume in service.get("volumes") or []:
+            if isinstance(volume, dict):
+                kind, source = volume.get("type"), str(volume.get("source", ""))
+            else:
+                source = str(volume).split(":", 1)[0]
+                kind = "bind" if source.startswith((".", "/", "~")) else "volume"
+            if kind == "bind":
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which does not exist"
+            elif kind == "volume":
+                assert source in declared, f"{name} uses volume {source!r}, not declared"
+        build = service.get("build")
+        if isinstance(build, dict):
+            context = ROOT / str(build.get("context", "."))
+            assert context.is_dir(), f"{name}: build context {context} does not exist"
+            assert (context / str(build.get("dockerfile", "Dockerfile"))).is_file()
+
+
+def test_nats_lets_each_durable_consumer_ack() -> None:
+    # Acks are allowed per consumer ($JS.ACK.<stream>.<durable>.>): a renamed consumer in
+    # headwater.runtime.topology must be renamed in nats.conf too.
+    text = NATS_CONF.read_text()
+    for spec in topology.consumers(Subjects()).values():
+        subject = f"$JS.ACK.{spec.stream}.{spec.durable}.>"
+        assert f'"{subject}"' in text, f"nats.conf lets nobody ack {spec.durable}: add {subject}"
+
+
+def test_depends_on_existing_services() -> None:
+    names = services().keys()
+    for name, service in services().items():
+        depends = service.get("depends_on") or []
+        targets = set(depends) if isinstance(depends, list | dict) else {depends}
+        assert targets <= names, f"{name} depends on unknown {sorted(targets - names)}"
+        assert name not in targets, f"{name} depends on itself"
