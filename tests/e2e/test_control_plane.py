@@ -172,6 +172,17 @@ async def test_new_and_changed_partitions_run_only_what_reads_them(
         # Landing it again unchanged runs nothing.
         await shop.land(hw, "2024-01-10", salt=1)
         assert await shop.settle(hw) == []
+        # Retracting a day: what read it only is retracted too; windows and the month that
+        # included it are recomputed without it.
+        await hw.delete("sales", "2024-01-15")
+        del shop.sources["2024-01-15"]
+        assert keys(await shop.settle(hw)) == {
+            ("weekly", "2024-01-16"),
+            ("weekly", "2024-01-17"),
+            ("monthly", "2024-01"),
+        }
+        held = {(p["dataset"], p["partition_key"]) for p in (await hw.status())["partitions"]}
+        assert not {k for k in held if k[1] == "2024-01-15"}
 
 
 async def test_code_change_backfills_exactly_and_a_revert_reuses(
