@@ -102,7 +102,9 @@ async def test_an_identical_reupload_runs_nothing(stack: RunningStack, tmp_path:
         # The same rows again, as Parquet under another name: same data SHA, no news.
         parquet = tmp_path / "again.parquet"
         parquet.write_bytes(formats.to_parquet(pacsv.read_csv(csv)))
-        await hw.delete("flights", DAY)
+        # The upstream replaces its file: removes the CSV (no event) and lands the Parquet.
+        store = open_store(stack.settings)
+        await store.delete(stack.settings.landing_bucket, f"flights/{DAY}/{csv.name}")
         await hw.publish("flights", DAY, parquet)
         status = await hw.wait(timeout=120)
     settings = stack.settings

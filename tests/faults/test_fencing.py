@@ -164,14 +164,14 @@ async def test_a_paused_executor_is_fenced_off_by_the_redelivery(
             await wait_for_log(a_log, "taken over by a newer delivery", timeout=60)
             await stack.converged(hw)
 
-        # The lease went A:1 -> B:2 -> B committed -> published; A never wrote again.
+        # The lease went A:1 -> B:2 -> B committed -> published; A never wrote again. (The
+        # watcher may miss a value replaced within a moment, as the bucket keeps one: only
+        # "committed", a few milliseconds before "published", can be.)
         values = [v for k, v in leases.values if k == fp]
-        assert len(values) == 4, values
         b_owner = values[1].rsplit(":", 1)[0]
-        assert values[0] == first
-        assert owner_pid(values[1]) == procs[b_name].pid
-        assert values[1] == f"{b_owner}:2"  # the second delivery: no extra redelivery
-        assert values[2:] == [f"{b_owner}:committed", "published"]
+        assert owner_pid(values[1]) == procs[b_name].pid, values
+        assert values[:2] == [first, f"{b_owner}:2"], values  # no extra redelivery
+        assert values[2:] in (["published"], [f"{b_owner}:committed", "published"]), values
         assert (await (await js.key_value(f"{ns.upper()}_LEASES")).get(fp)).value == b"published"
 
         # A published nothing; B published the result once.

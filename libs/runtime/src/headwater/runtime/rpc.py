@@ -1,5 +1,6 @@
 """Request-reply queries over core NATS: every reply is `{"ok": true, "result": ...}` or
-`{"ok": false, "error": {"field", "reason"}}`, so a caller never waits on a swallowed error."""
+`{"ok": false, "error": {"field", "reason", "retryable"}}`, so a caller never waits on a
+swallowed error, and knows whether asking again can help (a database outage) or not (bad input)."""
 
 import json
 import logging
@@ -35,12 +36,21 @@ def responder(broker: NatsBroker, subject: str, handler: Handler) -> None:
         except json.JSONDecodeError as exc:
             return _error("payload", f"is not JSON: {exc.msg}")
         except Exception as exc:
+            # The server's own trouble (e.g. its database is down), not the caller's input.
             _log.exception("rpc %s failed", subject)
-            return _error("server", f"{type(exc).__name__}: {exc}")
+            return _error("server", f"{type(exc).__name__}: {exc}", retryable=True)
 
 
-def _error(field: str, reason: str) -> bytes:
-    return json.dumps({"ok": False, "error": {"field": field, "reason": reason}}).encode()
+def _error(field: str, reason: str, *, retryable: bool = False) -> bytes:
+    error = {"field": field, "reason": reason, "retryable": retryable}
+    return json.dumps({"ok": False, "error": error}).encode()
+
+
+def raise_error(subject: str, error: dict[str, Any]) -> None:
+    """Turn an error reply into the exception it stands for."""
+    if error.get("retryable"):
+        raise TransientError(f"{subject}: {error.get('reason', 'server error')}")
+    raise InputError(error.get("field", "server"), error.get("reason", "unknown error"))
 
 
 async def call(broker: NatsBroker, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Any:
@@ -51,6 +61,5 @@ async def call(broker: NatsBroker, subject: str, body: dict[str, Any], timeout: 
         raise TransientError(f"no reply on {subject} within {timeout}s") from exc
     data = json.loads(reply.body)
     if not data.get("ok"):
-        err = data.get("error", {})
-        raise InputError(err.get("field", "server"), err.get("reason", "unknown error"))
+        raise_error(subject, data.get("error", {}))
     return data["result"]

@@ -22,8 +22,8 @@ from headwater.contracts import (
     validate_partition_key,
 )
 from headwater.core.spec import read_document
-from headwater.runtime import topology
-from headwater.runtime.errors import InputError, TransientError
+from headwater.runtime import rpc, topology
+from headwater.runtime.errors import TransientError
 from headwater.runtime.objectstore import open_store
 from headwater.runtime.settings import ServiceSettings
 
@@ -71,7 +71,7 @@ class HeadwaterClient:
             raise TransientError(f"{service} did not answer on {subject}: is it running?") from exc
         data = json.loads(reply.data)
         if not data["ok"]:
-            raise InputError(data["error"]["field"], data["error"]["reason"])
+            rpc.raise_error(subject, data["error"])
         return data["result"]
 
     # --- spec ------------------------------------------------------------------------
