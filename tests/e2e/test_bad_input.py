@@ -9,6 +9,7 @@ an internal `partition landed` with a data SHA that is not hex (both of its cons
 dead-letter it) and a `task requested` without its dataset."""
 
 import asyncio
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -116,11 +117,12 @@ async def test_malformed_payloads(stack: RunningStack, tmp_path: Path) -> None:
         ),
         ("event-id-number", {**event(day, "x"), "event_id": 7}, "event_id", "string"),
         ("schema-2", event(day, "schema-2", schema_version=2), "schema_version", "1"),
-        ("oversize", oversize, "payload", f"at most {MAX_EVENT_BYTES}"),
     ]
     subject = f"{stack.settings.namespace}.upstream.sales"
-    await publish_raw(stack, subject, [not_utf8, *(json.dumps(e).encode() for _, e, _, _ in cases)])
-    letters = await serve_valid_event_and_collect(stack, tmp_path, len(cases) + 1)
+    oversize_bytes = json.dumps(oversize).encode()
+    sent = [not_utf8, oversize_bytes, *(json.dumps(e).encode() for _, e, _, _ in cases)]
+    await publish_raw(stack, subject, sent)
+    letters = await serve_valid_event_and_collect(stack, tmp_path, len(cases) + 2)
 
     assert all(d["service"] == "change-detector" and d["subject"] == subject for d in letters)
     raw = [d for d in letters if d["payload"] == repr(not_utf8)]
@@ -129,10 +131,18 @@ async def test_malformed_payloads(stack: RunningStack, tmp_path: Path) -> None:
     found["event-id-number"] = next(
         d for d in letters if d["payload"].startswith("{") and '"event_id": 7' in d["payload"]
     )
-    for event_id, sent, field, words in cases:
+    # An oversize payload is kept by its head, its size and its hash (a letter must fit).
+    big = [d for d in letters if d["truncated"]]
+    assert [(d["field"], f"at most {MAX_EVENT_BYTES}" in d["reason"]) for d in big] == [
+        ("payload", True)
+    ]
+    assert big[0]["payload_bytes"] == len(oversize_bytes)
+    assert big[0]["payload_sha256"] == hashlib.sha256(oversize_bytes).hexdigest()
+    assert oversize_bytes.decode().startswith(big[0]["payload"])
+    for event_id, sent_event, field, words in cases:
         letter = found[event_id]
         assert (letter["field"], words in letter["reason"]) == (field, True), letter["reason"]
-        assert json.loads(letter["payload"]) == sent  # kept as sent, for inspection
+        assert json.loads(letter["payload"]) == sent_event  # kept as sent, for inspection
 
 
 @pytest.mark.parametrize("stack", ["local"], indirect=True)

@@ -5,8 +5,9 @@
 waits, and the services are other processes). `blackhole(True)` makes it swallow traffic: new
 connections are accepted and read but never forwarded nor answered; established ones stall
 the same way in both directions. `blackhole(False)` restores forwarding for new connections
-and closes every connection that lost bytes to the blackhole (its stream is broken; a client
-must reconnect, as after a real partition whose flows have timed out).
+and closes every connection the blackhole stalled (those accepted into it, and those that lost
+bytes to it: their streams are broken, so a client must reconnect, as after a real partition
+whose flows have timed out).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class ProxyStats:
     accepted: int = 0  # connections accepted
     forwarded_bytes: int = 0
     swallowed_bytes: int = 0  # bytes read and dropped while blackholed
-    stalled: int = 0  # connections that lost bytes to the blackhole
+    stalled: int = 0  # connections accepted into the blackhole or that lost bytes to it
     accepted_while_blackholed: int = 0
     dropped: int = 0  # stalled connections closed when the blackhole lifted
 
@@ -148,6 +149,8 @@ class TcpProxy:
             blackholed = self._blackholed
             if blackholed:
                 self.stats.accepted_while_blackholed += 1
+                self.stats.stalled += 1
+                conn.swallowed = True
         try:
             if blackholed:
                 # Answer nothing, ever: read and drop until the client gives up or the
@@ -186,7 +189,7 @@ class TcpProxy:
                 await writer.drain()
 
     async def _drop_stalled(self) -> None:
-        for conn in [c for c in self._conns if c.swallowed or c.upstream is None]:
+        for conn in [c for c in self._conns if c.swallowed]:
             with self._lock:
                 self.stats.dropped += 1
             await self._close(conn)

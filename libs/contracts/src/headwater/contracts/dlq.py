@@ -13,6 +13,9 @@ class DeadLetter(Event):
     subject: str
     field: str
     reason: str
-    payload_b64: str
+    payload_b64: str  # the first 64 KiB of the rejected payload
+    payload_bytes: int = 0  # its whole size
+    payload_sha256: str = ""
+    truncated: bool = False
     headers: dict[str, str] = {}
     delivered: int = 1

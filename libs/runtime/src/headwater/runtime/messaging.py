@@ -6,6 +6,7 @@ a delayed nak on retryable errors, and a dead letter once `max_deliver` is reach
 """
 
 import base64
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ _log = logging.getLogger(__name__)
 _pull.TimeoutError = TimeoutError  # type: ignore[attr-defined,assignment]
 
 E = TypeVar("E", bound=BaseModel)
+DLQ_PAYLOAD_BYTES = 64 * 1024
 NAK_BASE_DELAY_S = 0.5
 NAK_MAX_DELAY_S = 30.0
 
@@ -89,12 +91,18 @@ async def dead_letter(
 ) -> None:
     """Keep a rejected message, with the field at fault and why, in the dead-letter stream."""
     meta = raw.metadata
+    # A letter must fit in a message however large the input was: keep its head, its size
+    # and its hash (the whole input stays in its own stream until the stream's limits).
+    kept = raw.data[:DLQ_PAYLOAD_BYTES]
     letter = DeadLetter(
         service=service,
         subject=raw.subject,
         field=field,
         reason=reason,
-        payload_b64=base64.b64encode(raw.data).decode(),
+        payload_b64=base64.b64encode(kept).decode(),
+        payload_bytes=len(raw.data),
+        payload_sha256=hashlib.sha256(raw.data).hexdigest(),
+        truncated=len(kept) < len(raw.data),
         headers={k: v for k, v in (raw.headers or {}).items() if isinstance(v, str)},
         delivered=meta.num_delivered if meta.num_delivered is not None else 1,
     )
@@ -103,7 +111,8 @@ async def dead_letter(
         broker,
         subjects.dlq(service),
         letter,
-        msg_id=f"dlq:{meta.stream}:{stream_seq}",
+        # Several services may reject the same message (every reader of the events stream).
+        msg_id=f"dlq:{service}:{meta.stream}:{stream_seq}",
         stream=subjects.dlq_stream,
     )
     _log.warning("dead-lettered %s (%s: %s)", raw.subject, field, reason)

@@ -120,6 +120,7 @@ class S3Store:
         # minio's default waits 5 minutes on a silent server; a bounded wait turns an outage
         # into a TransientError, so the message is retried later instead of holding a worker.
         http = urllib3.PoolManager(
+            maxsize=16,  # services call S3 from several threads at once
             timeout=urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s),
             retries=urllib3.Retry(
                 total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
