@@ -20,7 +20,7 @@ import pytest
 
 from headwater.runtime.objectstore import open_store
 from tests.e2e.conftest import RunningStack
-from tests.faults.harness import sales_csv
+from tests.workloads import sales_csv
 
 pytestmark = pytest.mark.timeout(180)
 

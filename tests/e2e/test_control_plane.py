@@ -2,15 +2,11 @@
 smart backfill, comment-only changes, reverts and early cutoff, each checked against the
 oracle (what ran must be exactly its cache misses; what is stored must equal its content)."""
 
-import io
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import asyncpg
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pytest
 
 from headwater.core import formats
@@ -18,6 +14,7 @@ from headwater.core.spec import Pipeline, parse_pipeline, read_document
 from headwater.sdk.client import HeadwaterClient
 from tests.e2e.conftest import RunningStack
 from tests.oracle import Oracle
+from tests.workloads import sales_csv
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.parametrize("stack", ["local"], indirect=True)]
 
@@ -53,17 +50,6 @@ FILES = {
 }
 
 
-def sales(day: str, salt: int = 0) -> bytes:
-    rng = random.Random(f"{day}:{salt}")
-    rows = [
-        {"region": rng.choice(["north", "south", "east"]), "amount": rng.randint(1, 100)}
-        for _ in range(rng.randint(2, 8))
-    ]
-    sink = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_pylist(rows), sink)
-    return sink.getvalue()
-
-
 @dataclass
 class Shop:
     """The test's pipeline folder, its landed sources, and the oracle beside the system."""
@@ -90,7 +76,7 @@ class Shop:
         return await hw.plan(self.write(**files))
 
     async def land(self, hw: HeadwaterClient, day: str, salt: int = 0) -> None:
-        data = sales(day, salt)
+        data = sales_csv(day, salt)
         self.sources[day] = data
         path = self.root / f"sales-{day}.csv"
         path.write_bytes(data)

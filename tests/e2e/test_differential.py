@@ -18,9 +18,9 @@ from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack
 from tests.e2e.conftest import stack_settings
-from tests.e2e.test_control_plane import sales
 from tests.fixtures.servers import with_database
 from tests.oracle import Oracle
+from tests.workloads import sales_csv
 
 SPEC = """\
 pipeline: diff
@@ -129,7 +129,7 @@ class History:
         for step in steps:
             if step[0] == "land":
                 _, day, salt = step
-                data = sales(day, salt)
+                data = sales_csv(day, salt)
                 self.sources[day] = data
                 path = self.root / f"{day}.csv"
                 path.write_bytes(data)

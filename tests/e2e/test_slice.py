@@ -88,6 +88,13 @@ async def test_a_landed_partition_flows_to_its_derived_partition(
     assert [(e["input_dataset"], e["input_key"]) for e in lineage["upstream"]] == [("flights", DAY)]
     why = json.loads(stack.cli("why", "delays_by_origin", DAY, "--json").stdout)
     assert [m["reason"] for m in why["materializations"]] == ["new partition"]
+    # ... and for people.
+    assert (
+        f"flights/{DAY} -> delays_by_origin/{DAY}"
+        in stack.cli("lineage", "delays_by_origin", DAY).stdout
+    )
+    assert "new partition" in stack.cli("why", "delays_by_origin", DAY).stdout
+    assert "delays_by_origin" in stack.cli("status").stdout
 
 
 async def test_an_identical_reupload_runs_nothing(stack: RunningStack, tmp_path: Path) -> None:

@@ -5,15 +5,11 @@ every fingerprint the oracle needed was computed, and no acknowledged landing is
 
 import asyncio
 import contextlib
-import io
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from headwater.core import formats
 from headwater.core.spec import parse_pipeline, read_document
@@ -21,6 +17,7 @@ from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackSettings
 from tests.oracle import Oracle
+from tests.workloads import sales_csv
 
 SPEC = """\
 pipeline: faults
@@ -34,18 +31,6 @@ datasets:
     sql: SELECT region, sum(total) AS total FROM daily GROUP BY region
     inputs: {daily: {mapping: window, size: 2}}
 """
-
-
-def sales_csv(day: str, salt: int = 0) -> bytes:
-    """A small, deterministic CSV of sales for one day."""
-    rng = random.Random(f"{day}:{salt}")
-    rows = [
-        {"region": rng.choice(["north", "south", "east"]), "amount": rng.randint(1, 100)}
-        for _ in range(rng.randint(2, 8))
-    ]
-    sink = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_pylist(rows), sink)
-    return sink.getvalue()
 
 
 def days(n: int) -> list[str]:

@@ -27,7 +27,8 @@ from nats.aio.msg import Msg
 from headwater.core import formats, hashing
 from headwater.sdk.client import HeadwaterClient
 from tests.e2e.conftest import stack_settings
-from tests.faults.harness import FaultStack, sales_csv
+from tests.faults.harness import FaultStack
+from tests.workloads import sales_csv
 
 pytestmark = pytest.mark.timeout(240)
 

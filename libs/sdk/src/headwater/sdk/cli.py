@@ -189,16 +189,17 @@ def status(state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
         _print_json(result)
         return
     table = Table()
-    for col in ("dataset", "partition", "state", "rows", "data SHA", "object", "reason"):
-        table.add_column(col)
+    # Objects are stored as DATA_SHA.parquet: `--json` has the full key.
+    for col in ("dataset", "partition", "state", "rows", "data SHA"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("reason", overflow="fold")
     for p in result["partitions"]:
         table.add_row(
             p["dataset"],
             p["partition_key"],
             p["state"],
-            str(p["rows"] or ""),
+            str(p["rows"] if p["rows"] is not None else ""),
             (p["data_sha"] or "")[:12],
-            p["object_key"] or "",
             p["error"] or p["reason"] or "",
         )
     console.print(table)
@@ -271,18 +272,14 @@ def lineage(
     if as_json:
         _print_json(result)
         return
-    console.print("[bold]upstream[/bold]")
-    for e in result["upstream"]:
-        console.print(
-            f"  {'  ' * (e['depth'] - 1)}{e['input_dataset']}/{e['input_key']} -> "
-            f"{e['output_dataset']}/{e['output_key']}"
-        )
-    console.print("[bold]downstream[/bold]")
-    for e in result["downstream"]:
-        console.print(
-            f"  {'  ' * (e['depth'] - 1)}{e['input_dataset']}/{e['input_key']} -> "
-            f"{e['output_dataset']}/{e['output_key']}"
-        )
+    for direction in ("upstream", "downstream"):
+        console.print(f"[bold]{direction}[/bold]")
+        for e in result[direction]:
+            indent = "  " * e["depth"]
+            console.print(
+                f"{indent}{e['input_dataset']}/{e['input_key']} -> "
+                f"{e['output_dataset']}/{e['output_key']}  ({e['fingerprint'][:12]})"
+            )
 
 
 @app.command()

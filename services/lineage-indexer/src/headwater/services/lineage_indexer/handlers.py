@@ -54,8 +54,8 @@ class LineageIndexer:
         return {
             "dataset": dataset,
             "partition": key,
-            "upstream": await store.upstream(self.res.pool, dataset, key, depth),
-            "downstream": await store.downstream(self.res.pool, dataset, key, depth),
+            "upstream": await store.walk(self.res.pool, dataset, key, depth, "up"),
+            "downstream": await store.walk(self.res.pool, dataset, key, depth, "down"),
         }
 
     async def history(self, body: dict[str, Any]) -> list[dict[str, Any]]:

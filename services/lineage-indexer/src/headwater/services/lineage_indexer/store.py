@@ -1,6 +1,6 @@
 """lineage-indexer's queries over its own schema."""
 
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -53,44 +53,25 @@ async def add_edge(
     )
 
 
-async def upstream(pool: asyncpg.Pool, dataset: str, key: str, depth: int) -> list[dict[str, Any]]:
-    """Edges into dataset/key, transitively (latest materialization's inputs at each step)."""
-    rows = await pool.fetch(
-        f"""
-        WITH RECURSIVE walk AS (
-            SELECT e.*, 1 AS depth FROM {SCHEMA}.edges e
-            WHERE e.output_dataset = $1 AND e.output_key = $2
-          UNION
-            SELECT e.*, w.depth + 1 FROM {SCHEMA}.edges e
-            JOIN walk w ON e.output_dataset = w.input_dataset AND e.output_key = w.input_key
-            WHERE w.depth < $3
-        )
-        SELECT DISTINCT input_dataset, input_key, input_data_sha, output_dataset, output_key,
-               output_data_sha, fingerprint, depth FROM walk ORDER BY depth, input_dataset, input_key
-        """,
-        dataset,
-        key,
-        depth,
-    )
-    return [dict(r) for r in rows]
-
-
-async def downstream(
-    pool: asyncpg.Pool, dataset: str, key: str, depth: int
+async def walk(
+    pool: asyncpg.Pool, dataset: str, key: str, depth: int, direction: Literal["up", "down"]
 ) -> list[dict[str, Any]]:
-    """Edges out of dataset/key, transitively."""
+    """Every edge ever recorded into ("up") or out of ("down") dataset/key, transitively, to
+    `depth` steps; each edge names the fingerprint that made it."""
+    near, far = ("output", "input") if direction == "up" else ("input", "output")
     rows = await pool.fetch(
         f"""
         WITH RECURSIVE walk AS (
             SELECT e.*, 1 AS depth FROM {SCHEMA}.edges e
-            WHERE e.input_dataset = $1 AND e.input_key = $2
+            WHERE e.{near}_dataset = $1 AND e.{near}_key = $2
           UNION
             SELECT e.*, w.depth + 1 FROM {SCHEMA}.edges e
-            JOIN walk w ON e.input_dataset = w.output_dataset AND e.input_key = w.output_key
+            JOIN walk w ON e.{near}_dataset = w.{far}_dataset AND e.{near}_key = w.{far}_key
             WHERE w.depth < $3
         )
         SELECT DISTINCT input_dataset, input_key, input_data_sha, output_dataset, output_key,
-               output_data_sha, fingerprint, depth FROM walk ORDER BY depth, output_dataset, output_key
+               output_data_sha, fingerprint, depth FROM walk
+        ORDER BY depth, {far}_dataset, {far}_key
         """,
         dataset,
         key,
