@@ -42,7 +42,7 @@ class HeadwaterClient:
             options = {"user": self.settings.nats_user, "password": self.settings.nats_password}
         try:
             self._nc = await nats.connect(
-                self.settings.nats_url, connect_timeout=5, max_reconnect_attempts=60, **options
+                self.settings.nats_url, connect_timeout=5, max_reconnect_attempts=3, **options
             )
         except Exception as exc:
             raise TransientError(f"cannot reach NATS at {self.settings.nats_url}: {exc}") from exc

@@ -66,6 +66,8 @@ class EmbeddedStack:
         """Start servers and services; write and return the endpoints."""
         self.state_dir = self.state_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # The last run's endpoints are stale (new ports) until this run has written its own.
+        self.endpoints_path.unlink(missing_ok=True)
         s = self.settings
         nats_url = s.nats_url
         if nats_url is None:
