@@ -73,7 +73,8 @@ class Scheduler:
             current = await store.partition(conn, event.dataset, event.partition_key)
             if current is None or current["desired_fingerprint"] != event.fingerprint:
                 return {}  # a result for an older desire: kept for reuse, not current
-            return await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
+            await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
+            return await self._downstream(conn, event.dataset, {event.partition_key})
 
         await self._transact(event.event_id, apply)
 
@@ -302,7 +303,7 @@ class Scheduler:
         facts[d.name][key] = fact
         return before != (after["state"], after["data_sha"])
 
-    async def _adopt(self, conn: asyncpg.Connection, dataset: str, key: str, fp: str) -> Work:
+    async def _adopt(self, conn: asyncpg.Connection, dataset: str, key: str, fp: str) -> None:
         """Make the materialization `fp` current for the partition."""
         m = await store.materialization(conn, fp)
         assert m is not None
@@ -319,7 +320,6 @@ class Scheduler:
             bytes=m["bytes"],
             reason=None,
         )
-        return await self._downstream(conn, dataset, {key})
 
     async def _request(
         self,
