@@ -212,8 +212,14 @@ def wait(
     timeout: Annotated[float, typer.Option(help="seconds")] = 600,
     as_json: Json = False,
 ) -> None:
-    """Return when nothing is pending or running."""
-    result = _run(state_dir, lambda hw: hw.wait(timeout))
+    """Return when nothing is pending or running (showing what is still to do)."""
+    with err.status("waiting ...") as spinner:
+
+        def progress(busy: dict[str, int]) -> None:
+            todo = ", ".join(f"{name} {n}" for name, n in busy.items() if n)
+            spinner.update(f"waiting: {todo or 'settling'}")
+
+        result = _run(state_dir, lambda hw: hw.wait(timeout, on_progress=progress))
     counts: dict[str, int] = {}
     for p in result["partitions"]:
         counts[p["state"]] = counts.get(p["state"], 0) + 1

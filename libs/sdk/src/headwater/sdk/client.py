@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -220,13 +221,21 @@ class HeadwaterClient:
             await asyncio.sleep(0.25)
         raise TransientError(f"not ready after {timeout}s: {', '.join(missing)}")
 
-    async def wait(self, timeout: float = 600, poll: float = 0.2) -> dict[str, Any]:
-        """Return when nothing is pending or running (seen twice in a row), else raise."""
+    async def wait(
+        self,
+        timeout: float = 600,
+        poll: float = 0.2,
+        on_progress: Callable[[dict[str, int]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Return when nothing is pending or running (seen twice in a row), else raise.
+        `on_progress` is told what is still to do after every look."""
         deadline = time.monotonic() + timeout
         quiet = 0
         busy: dict[str, int] = {}
         while time.monotonic() < deadline:
             busy = await self.busy()
+            if on_progress is not None:
+                on_progress(busy)
             quiet = quiet + 1 if not any(busy.values()) else 0
             if quiet >= 2:
                 return await self.status()
