@@ -5,6 +5,7 @@ materialization, one `partition landed`, and the pipeline converges."""
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -155,7 +156,7 @@ async def test_a_paused_executor_is_fenced_off_by_the_redelivery(
             try:
                 # No heartbeat from A: after the ack wait JetStream redelivers to B, which
                 # takes a newer lease, computes, commits and publishes.
-                await leases.first(lambda v: v == "published", timeout=60)
+                await leases.first(lambda v: v.startswith("published:"), timeout=60)
             finally:
                 os.kill(a_pid, signal.SIGCONT)
 
@@ -167,12 +168,15 @@ async def test_a_paused_executor_is_fenced_off_by_the_redelivery(
         # The lease went A:1 -> B:2 -> B committed -> published; A never wrote again. (The
         # watcher may miss a value replaced within a moment, as the bucket keeps one: only
         # "committed", a few milliseconds before "published", can be.)
-        values = [v for k, v in leases.values if k == fp]
+        # A published lease keeps the published result after "published:".
+        values = [v.split(":{", 1)[0] for k, v in leases.values if k == fp]
         b_owner = values[1].rsplit(":", 1)[0]
         assert owner_pid(values[1]) == procs[b_name].pid, values
         assert values[:2] == [first, f"{b_owner}:2"], values  # no extra redelivery
         assert values[2:] in (["published"], [f"{b_owner}:committed", "published"]), values
-        assert (await (await js.key_value(f"{ns.upper()}_LEASES")).get(fp)).value == b"published"
+        final = (await (await js.key_value(f"{ns.upper()}_LEASES")).get(fp)).value or b""
+        assert final.startswith(b"published:")
+        assert json.loads(final.removeprefix(b"published:"))["fingerprint"] == fp
 
         # A published nothing; B published the result once.
         a_text, b_text = a_log.read_text(), (logs / f"{b_name}.log").read_text()

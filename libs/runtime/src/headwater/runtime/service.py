@@ -138,6 +138,7 @@ class Service:
             self.broker.connection.jetstream(),
             self.settings.subjects,
             self.settings.task_ack_wait_s,
+            self.settings.event_ack_wait_s,
         )
         if self.resources is not None:
             await self.resources.open()

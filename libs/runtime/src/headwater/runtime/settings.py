@@ -34,6 +34,8 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # How long an executor may hold a task without a heartbeat before it is redelivered.
     task_ack_wait_s: float = 60.0
+    # ... and a service an event, before it goes to another replica (or the restarted one).
+    event_ack_wait_s: float = 30.0
     # Fault injection for tests (see headwater.runtime.failpoints); empty in production.
     failpoints: str = ""
     failpoints_dir: Path | None = None

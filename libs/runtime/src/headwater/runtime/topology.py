@@ -76,22 +76,31 @@ def streams(s: Subjects) -> list[StreamConfig]:
     ]
 
 
-def consumers(s: Subjects, task_ack_wait_s: float = 60.0) -> dict[str, ConsumerSpec]:
+def consumers(
+    s: Subjects, task_ack_wait_s: float = 60.0, event_ack_wait_s: float = 30.0
+) -> dict[str, ConsumerSpec]:
     """Every durable consumer, by a name the services refer to."""
+    w = event_ack_wait_s
     return {
         "change-detector-upstream": ConsumerSpec(
-            s.upstream_stream, "change-detector-upstream", s.upstream_all
+            s.upstream_stream, "change-detector-upstream", s.upstream_all, ack_wait_s=w
         ),
-        "change-detector-s3": ConsumerSpec(s.upstream_stream, "change-detector-s3", s.s3_events),
-        "scheduler": ConsumerSpec(s.events_stream, "scheduler", s.events_all),
-        "lineage-indexer": ConsumerSpec(s.events_stream, "lineage-indexer", s.events_all),
+        "change-detector-s3": ConsumerSpec(
+            s.upstream_stream, "change-detector-s3", s.s3_events, ack_wait_s=w
+        ),
+        "scheduler": ConsumerSpec(s.events_stream, "scheduler", s.events_all, ack_wait_s=w),
+        "lineage-indexer": ConsumerSpec(
+            s.events_stream, "lineage-indexer", s.events_all, ack_wait_s=w
+        ),
         "executor": ConsumerSpec(
             s.tasks_stream, "executor", s.tasks_all, ack_wait_s=task_ack_wait_s
         ),
     }
 
 
-async def declare(js: JetStreamContext, s: Subjects, task_ack_wait_s: float = 60.0) -> None:
+async def declare(
+    js: JetStreamContext, s: Subjects, task_ack_wait_s: float = 60.0, event_ack_wait_s: float = 30.0
+) -> None:
     """Create or update every stream, consumer and the lease bucket (idempotent; every
     service calls it, with the same settings)."""
     for config in streams(s):
@@ -113,7 +122,7 @@ async def declare(js: JetStreamContext, s: Subjects, task_ack_wait_s: float = 60
                 description="task leases: who may commit the result of a fingerprint",
             )
         )
-    for spec in consumers(s, task_ack_wait_s).values():
+    for spec in consumers(s, task_ack_wait_s, event_ack_wait_s).values():
         await js.add_consumer(
             spec.stream,
             ConsumerConfig(

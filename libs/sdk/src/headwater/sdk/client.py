@@ -233,7 +233,10 @@ class HeadwaterClient:
         quiet = 0
         busy: dict[str, int] = {}
         while time.monotonic() < deadline:
-            busy = await self.busy()
+            try:
+                busy = await self.busy()
+            except TransientError:  # a service is restarting: not idle, look again
+                busy = {"unavailable": 1}
             if on_progress is not None:
                 on_progress(busy)
             quiet = quiet + 1 if not any(busy.values()) else 0

@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from headwater.services.executor.settings import ExecutorSettings
 from headwater.services.executor.transforms import run_transform
 
 _log = logging.getLogger(__name__)
-PUBLISHED = b"published"
+PUBLISHED = b"published:"
 
 
 @dataclass
@@ -46,10 +47,22 @@ class Executor:
         settings = self.res.settings
         started = time.perf_counter()
         failpoints.hit("executor.after_fetch")
-        if await self._published(task.fingerprint):
-            # A redelivery of work whose result is already in the events stream (the executor
-            # died before acking): computing it again would break minimality.
+        done = await self._published(task.fingerprint)
+        if done is not None:
+            # Work whose result was already published (the executor died before acking, or
+            # the scheduler re-sent a task it heard nothing of): computing it again would
+            # break minimality; publishing the stored result again is harmless (the readers'
+            # inboxes absorb it) and repairs a lost result.
             _log.info("%s/%s already published", task.dataset.name, task.partition_key)
+            # A new message id: the first one may still be in the duplicate window though its
+            # message is gone. The event id is unchanged, so readers see one event.
+            await publish(
+                self.broker,
+                self.subjects.partition_landed(done.dataset),
+                done,
+                msg_id=f"{done.event_id}:again:{uuid.uuid4().hex[:8]}",
+                stream=self.subjects.events_stream,
+            )
             return
         lease = await self._take_lease(task.fingerprint, delivery)
         blob = await self._load_code(task.dataset.code_sha)
@@ -125,7 +138,7 @@ class Executor:
             msg_id=landed.event_id,
             stream=self.subjects.events_stream,
         )
-        await self._mark_published(task.fingerprint)
+        await self._mark_published(landed)
         failpoints.hit("executor.after_commit")
         _log.info(
             "%s/%s -> %s (%d rows)",
@@ -143,15 +156,19 @@ class Executor:
     async def _leases(self) -> KeyValue:
         return await self.res.broker.connection.jetstream().key_value(self.subjects.leases_bucket)
 
-    async def _published(self, fingerprint: str) -> bool:
+    async def _published(self, fingerprint: str) -> PartitionLanded | None:
+        """The result published for `fingerprint`, if any."""
         try:
             entry = await (await self._leases()).get(fingerprint)
         except KeyNotFoundError:
-            return False
-        return entry.value == PUBLISHED
+            return None
+        if entry.value is None or not entry.value.startswith(PUBLISHED):
+            return None
+        return PartitionLanded.model_validate_json(entry.value[len(PUBLISHED) :])
 
-    async def _mark_published(self, fingerprint: str) -> None:
-        await (await self._leases()).put(fingerprint, PUBLISHED)
+    async def _mark_published(self, landed: PartitionLanded) -> None:
+        value = PUBLISHED + landed.model_dump_json().encode()
+        await (await self._leases()).put(landed.fingerprint, value)
 
     async def _take_lease(self, fingerprint: str, delivery: int) -> int:
         kv = await self._leases()

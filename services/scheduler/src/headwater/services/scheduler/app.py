@@ -27,7 +27,7 @@ def build_app(
     service = Service.create(
         NAME, settings, schema=SCHEMA, migrations=MIGRATIONS, pool=pool, store=store
     )
-    app = Scheduler(service.res, settings.subjects)
+    app = Scheduler(service.res, settings.subjects, settings.task_resend_s)
     broker, s = service.broker, settings.subjects
     ev = f"{s.ns}.ev."
 

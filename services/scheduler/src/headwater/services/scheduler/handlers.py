@@ -4,6 +4,7 @@ ready; a task's identity is its fingerprint, and a fingerprint materialized befo
 
 import json
 import logging
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: al
 class Scheduler:
     res: Resources
     subjects: Subjects
+    task_resend_s: float = 300.0
 
     # --- events -----------------------------------------------------------------------
     async def on_code_changed(self, event: CodeChanged) -> None:
@@ -142,9 +144,38 @@ class Scheduler:
 
         async def apply(conn: asyncpg.Connection) -> Work:
             defs = await store.definitions(conn)
+            await self._resend_unanswered(conn, defs)
             return {d.name: None for d in defs.values() if d.kind != "source"}
 
         await self._transact(None, apply)
+
+    async def _resend_unanswered(
+        self, conn: asyncpg.Connection, defs: dict[str, DatasetDefinition]
+    ) -> None:
+        """Send again a task nobody answered for `task_resend_s` (its message, or its result,
+        was lost). Only when the work queue is empty and nothing is in flight, so a backlog is
+        never mistaken for a loss; an executor that already published the result publishes it
+        again instead of computing it twice."""
+        tasks = await store.unanswered_tasks(conn, self.task_resend_s)
+        if not tasks:
+            return
+        js = self.res.broker.connection.jetstream()
+        info = await js.consumer_info(self.subjects.tasks_stream, "executor")
+        if info.num_pending or info.num_ack_pending:
+            return
+        for task in tasks:
+            d = defs.get(task["dataset"])
+            if d is None:
+                continue
+            facts = await store.facts(conn, [i.dataset for i in d.inputs])
+            decision = reconcile.decide(d, task["partition_key"], facts)
+            if not isinstance(decision, Desired) or decision.fingerprint != task["fingerprint"]:
+                continue  # no longer wanted; the reconcile below requests what is
+            _log.warning("re-sending task %s: unanswered", task["fingerprint"][:12])
+            await store.mark_sent(conn, task["fingerprint"])
+            await self._send(
+                conn, d, task["partition_key"], decision, task["attempts"], resend=True
+            )
 
     # --- queries ------------------------------------------------------------------------
     async def status(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -336,6 +367,18 @@ class Scheduler:
         await store.set_partition(
             conn, d.name, key, state="queued", desired_fingerprint=decision.fingerprint
         )
+        await self._send(conn, d, key, decision, attempt)
+
+    async def _send(
+        self,
+        conn: asyncpg.Connection,
+        d: DatasetDefinition,
+        key: str,
+        decision: Desired,
+        attempt: int,
+        *,
+        resend: bool = False,
+    ) -> None:
         task = TaskRequested(
             fingerprint=decision.fingerprint,
             dataset=d,
@@ -344,8 +387,11 @@ class Scheduler:
             attempt=attempt,
         )
         assert self.res.outbox is not None
-        # A retry is new work for JetStream: its own message id, outside the duplicate window.
+        # A retry or a re-send is a new message for JetStream: its own message id, so the
+        # duplicate window does not swallow it.
         msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:retry{attempt}"
+        if resend:
+            msg_id = f"{msg_id}:resend:{uuid.uuid4().hex[:8]}"
         await self.res.outbox.add(
             conn, self.subjects.task_requested(d.name), self.subjects.tasks_stream, msg_id, task
         )

@@ -145,7 +145,8 @@ async def reopen_task(conn: Conn, fingerprint: str) -> int:
     """Request a failed task again; returns its generation (1 for the first request)."""
     value = await conn.fetchval(
         f"UPDATE {SCHEMA}.tasks SET state = 'requested', attempts = attempts + 1,"
-        " error = NULL, traceback = NULL, finished_at = NULL WHERE fingerprint = $1"
+        " error = NULL, traceback = NULL, finished_at = NULL, sent_at = now()"
+        " WHERE fingerprint = $1"
         " RETURNING attempts",
         fingerprint,
     )
@@ -189,4 +190,20 @@ async def delete_partition(conn: Conn, dataset: str, key: str) -> None:
     """The partition no longer exists (its materializations stay, for reuse)."""
     await conn.execute(
         f"DELETE FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2", dataset, key
+    )
+
+
+async def unanswered_tasks(conn: Conn, older_than_s: float) -> list[asyncpg.Record]:
+    """Tasks requested and not answered for `older_than_s` seconds."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT t.fingerprint, t.dataset, t.partition_key, t.attempts FROM {SCHEMA}.tasks t"
+        " WHERE t.state = 'requested' AND t.sent_at < now() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    return rows
+
+
+async def mark_sent(conn: Conn, fingerprint: str) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.tasks SET sent_at = now() WHERE fingerprint = $1", fingerprint
     )
