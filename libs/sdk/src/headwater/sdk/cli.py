@@ -16,6 +16,7 @@ from rich.table import Table
 
 from headwater.contracts import ContractError
 from headwater.core.errors import SpecError
+from headwater.core.spec import parse_pipeline, read_document
 from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
@@ -141,9 +142,19 @@ def _serve(stack: EmbeddedStack) -> None:
         stack.stop()
 
 
+def _validate(file: Path) -> None:
+    """Reject a bad spec here, before talking to any service (spec-registry checks again)."""
+    try:
+        parse_pipeline(read_document(file))
+    except SpecError as exc:
+        err.print(f"[red]error[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def apply(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
     """Apply a pipeline spec: store it and run what its changes require."""
+    _validate(file)
     result = _run(state_dir, lambda hw: hw.apply(file))
     _print_json(result) if as_json else _print_changes(result, applied=True)
 
@@ -151,6 +162,7 @@ def apply(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = Fals
 @app.command()
 def plan(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
     """Show what applying a spec would change, without changing anything."""
+    _validate(file)
     result = _run(state_dir, lambda hw: hw.plan(file))
     _print_json(result) if as_json else _print_changes(result, applied=False)
 

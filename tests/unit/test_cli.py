@@ -1,0 +1,29 @@
+"""The CLI rejects a bad spec before it talks to any service, naming file, dataset and field."""
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from headwater.sdk.cli import app
+
+
+def test_plan_and_apply_reject_a_bad_spec_without_a_running_stack(tmp_path: Path) -> None:
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(
+        "pipeline: p\nsources:\n  s: {}\ndatasets:\n"
+        "  d:\n    sql: SELECT * FROM nowhere\n    inputs: {s: identity}\n"
+    )
+    for command in ("plan", "apply"):
+        result = CliRunner().invoke(app, [command, str(spec), "--state-dir", str(tmp_path)])
+        assert result.exit_code == 2
+        assert "pipeline.yaml: dataset 'd': sql: reads table 'nowhere'" in " ".join(
+            result.output.split()
+        )
+
+
+def test_publish_without_a_file_says_what_is_missing(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["publish", "flights", "2013-01-01", "--state-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "file: name the file to publish" in result.output
