@@ -89,7 +89,21 @@ class Scheduler:
             if known is not None and event.source_version <= known:
                 return {}  # a newer landing already superseded this retraction
             work = await self._downstream(conn, event.dataset, {event.partition_key})
-            await store.delete_partition(conn, event.dataset, event.partition_key)
+            # Kept as `retracted` with its version, so an older landing replayed later loses.
+            await store.set_partition(
+                conn,
+                event.dataset,
+                event.partition_key,
+                state="retracted",
+                data_sha=None,
+                object_key=None,
+                fingerprint=None,
+                desired_fingerprint=None,
+                rows=None,
+                bytes=None,
+                reason="its files were deleted",
+                source_version=event.source_version,
+            )
             return work
 
         await self._transact(event.event_id, apply)

@@ -47,7 +47,7 @@ async def definitions(conn: Conn) -> dict[str, DatasetDefinition]:
 async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, PartitionFact]]:
     rows = await conn.fetch(
         f"SELECT dataset, partition_key, data_sha, object_key, state FROM {SCHEMA}.partitions"
-        " WHERE dataset = ANY($1::text[])",
+        " WHERE dataset = ANY($1::text[]) AND state <> 'retracted'",
         datasets,
     )
     out: dict[str, dict[str, PartitionFact]] = {d: {} for d in datasets}
@@ -158,7 +158,7 @@ async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
         f"SELECT p.dataset, p.partition_key, p.state, p.data_sha, p.object_key, p.rows, p.bytes,"
         f" p.reason, p.fingerprint, t.error FROM {SCHEMA}.partitions p"
         f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
-        " ORDER BY p.dataset, p.partition_key"
+        " WHERE p.state <> 'retracted' ORDER BY p.dataset, p.partition_key"
     )
     tasks = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.tasks WHERE state = 'requested'")
     return {
