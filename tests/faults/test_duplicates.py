@@ -304,3 +304,29 @@ async def test_a_transform_that_always_fails_runs_attempts_times_then_rests(
         )
         assert failures == [(1,)]
         assert await hw.dead_letters() == []
+
+
+async def test_a_landing_replayed_after_its_retraction_does_not_resurrect_it(
+    fault_stack: FaultStack,
+) -> None:
+    stack = fault_stack
+    ns = stack.settings.namespace
+    async with stack.client() as hw, connected(stack) as nc:
+        await publish_file(stack, hw, DAY, 0, "land")
+        await hw.wait(timeout=120)
+        await hw.delete("sales", DAY)
+        del stack.landed[DAY]
+        status = await hw.wait(timeout=120)
+        assert [p for p in status["partitions"] if p["partition_key"] == DAY] == []
+        landed = (await landings(stack, "sales"))[0]
+        await nc.jetstream().publish(
+            f"{ns}.ev.partition.landed.sales",
+            json.dumps({**landed, "event_id": "replayed-after-retraction"}).encode(),
+            headers={"Nats-Msg-Id": "replay-after-retraction"},
+        )
+        status = await hw.wait(timeout=120)
+        assert [p for p in status["partitions"] if p["partition_key"] == DAY] == []
+        assert await rows(
+            stack, "SELECT 1 FROM scheduler.inbox WHERE event_id = 'replayed-after-retraction'"
+        ) == [(1,)]  # consumed, and ignored
+        await stack.converged(hw)
