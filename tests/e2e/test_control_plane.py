@@ -193,6 +193,18 @@ async def test_code_change_backfills_exactly_and_a_revert_reuses(
         await shop.apply(hw, **edited)
         assert keys(await shop.settle(hw)) == {("weekly", d) for d in DAYS}
 
+        # Upstream code whose output changes: its partitions, and downstream exactly the
+        # partitions whose input SHAs changed (here all of them: every daily total changes).
+        upstream = {
+            "daily.sql": "SELECT region, count(*) AS n, max(amount) AS total FROM sales GROUP BY region"
+        }
+        plan = await shop.plan(hw, **edited, **upstream)
+        assert set(plan["downstream"]) == {"weekly", "busy", "monthly"}
+        await shop.apply(hw, **edited, **upstream)
+        assert keys(await shop.settle(hw)) == (
+            {(d, k) for d in ("daily", "weekly", "busy") for k in DAYS} | {("monthly", "2024-01")}
+        )
+
         # Back to the original code: every partition is found, nothing runs.
         plan = await shop.plan(hw)
         weekly = next(c for c in plan["changes"] if c["dataset"] == "weekly")
@@ -206,8 +218,9 @@ async def test_code_change_backfills_exactly_and_a_revert_reuses(
         }
         assert after == before
         why = await hw.why("weekly", "2024-01-05")
-        assert [m["current"] for m in why["materializations"]] == [True, False]
+        assert [m["current"] for m in why["materializations"]] == [True, False, False]
         assert "code changed" in why["materializations"][1]["reason"]
+        assert "input daily/2024-01-05 changed" in why["materializations"][2]["reason"]
 
 
 async def test_comment_and_formatting_changes_run_nothing(

@@ -70,26 +70,37 @@ def affected_outputs(
     return out
 
 
-def decide(definition: DatasetDefinition, key: str, facts: Facts) -> Decision:
-    """The desired fingerprint of one output partition, or why it cannot have one yet."""
-    reads: list[tuple[str, str, PartitionFact]] = []
+def reads(
+    definition: DatasetDefinition, key: str, facts: Facts
+) -> list[tuple[str, str, PartitionFact]] | str:
+    """The input partitions output partition `key` reads, or why it reads none yet."""
+    found: list[tuple[str, str, PartitionFact]] = []
     for inp in definition.inputs:
         mapping: Mapping = mapping_of(inp)
         partitions = facts.get(inp.dataset, {})
         keys = mapping.inputs_for(key, partitions.keys())
         if not keys:
-            return NotReady(False, f"{inp.dataset} has no partition for {key}")
-        reads += [(inp.dataset, k, partitions[k]) for k in keys]
+            return f"{inp.dataset} has no partition for {key}"
+        found += [(inp.dataset, k, partitions[k]) for k in keys]
+    return found
+
+
+def decide(definition: DatasetDefinition, key: str, facts: Facts) -> Decision:
+    """The desired fingerprint of one output partition, or why it cannot have one yet."""
+    reads_or_why = reads(definition, key, facts)
+    if isinstance(reads_or_why, str):
+        return NotReady(False, reads_or_why)
+    reads_ = reads_or_why
     # An errored input blocks whatever the order of inputs; otherwise wait for the first.
-    for dataset, k, fact in reads:
+    for dataset, k, fact in reads_:
         if fact.state in ("errored", "blocked"):
             return NotReady(True, f"{dataset}/{k} is {fact.state}")
-    for dataset, k, fact in reads:
+    for dataset, k, fact in reads_:
         if fact.state != "ready" or fact.data_sha is None or fact.object_key is None:
             return NotReady(False, f"{dataset}/{k} is {fact.state}")
     refs = [
         InputRef(dataset=d, partition_key=k, data_sha=f.data_sha, object_key=f.object_key)
-        for d, k, f in reads
+        for d, k, f in reads_
         if f.data_sha is not None and f.object_key is not None
     ]
     refs.sort(key=lambda r: (r.dataset, r.partition_key))

@@ -215,52 +215,49 @@ class Scheduler:
         }
 
     async def impact(self, body: dict[str, Any]) -> dict[str, Any]:
-        """What applying new definitions would run, before anything runs: per changed dataset
-        the partitions to compute and those an earlier materialization covers (a revert); per
-        dataset downstream, the partitions that may follow (an upper bound: early cutoff can
-        stop them)."""
+        """What applying new definitions would run, before anything runs. It walks the
+        datasets in order over today's facts, as the reconciler would: a partition whose new
+        fingerprint was materialized before is reused (and its known data SHA flows on); one
+        that must be computed makes what reads it uncertain. Per changed dataset: `run` and
+        `reuse`; `downstream`: partitions of other datasets that may run (an upper bound:
+        early cutoff can stop them)."""
         try:
             changed = [DatasetDefinition.model_validate(d) for d in body.get("datasets", [])]
         except ValueError as exc:
             raise InputError("datasets", str(exc)) from exc
+        changed_names = {c.name for c in changed}
         async with self.res.pool.acquire() as conn:
             defs = await store.definitions(conn)
             defs.update({d.name: d for d in changed})
-            names = [d.name for d in defs.values()]
-            facts = await store.facts(conn, names)
-            current = {
-                (r["dataset"], r["partition_key"]): r["fingerprint"]
-                for r in await conn.fetch(
-                    f"SELECT dataset, partition_key, fingerprint FROM {store.SCHEMA}.partitions"
-                )
+            facts = await store.facts(conn, list(defs))
+            current = await store.current_fingerprints(conn)
+            result: dict[str, dict[str, list[str]]] = {
+                n: {"run": [], "reuse": []} for n in sorted(changed_names)
             }
-            result: dict[str, dict[str, list[str]]] = {}
-            touched: dict[str, set[str]] = {}
+            downstream: dict[str, list[str]] = {}
             for d in reconcile.topological(defs.values()):
                 if d.kind == "source":
                     continue
-                if d.name in {c.name for c in changed}:
-                    run, reuse = [], []
-                    for key in sorted(reconcile.output_keys(d, facts)):
-                        decision = reconcile.decide(d, key, facts)
-                        if not isinstance(decision, Desired):
-                            continue
+                for key in sorted(reconcile.output_keys(d, facts)):
+                    decision = reconcile.decide(d, key, facts)
+                    if isinstance(decision, Desired):
                         if current.get((d.name, key)) == decision.fingerprint:
                             continue
-                        if await store.materialization(conn, decision.fingerprint) is not None:
-                            reuse.append(key)
-                        else:
-                            run.append(key)
-                    result[d.name] = {"run": run, "reuse": reuse}
-                    touched[d.name] = set(run) | set(reuse)
-                    continue
-                keys: set[str] = set()
-                for inp in d.inputs:
-                    for key in touched.get(inp.dataset, set()):
-                        keys |= reconcile.affected_outputs(d, inp.dataset, key, facts)
-                if keys:
-                    touched[d.name] = keys
-        downstream = {n: sorted(k) for n, k in touched.items() if n not in result}
+                        m = await store.materialization(conn, decision.fingerprint)
+                        if m is not None:
+                            facts[d.name][key] = PartitionFact(
+                                m["data_sha"], m["object_key"], "ready"
+                            )
+                            if d.name in result:
+                                result[d.name]["reuse"].append(key)
+                            continue
+                    elif not _reads_pending(d, key, facts):
+                        continue  # waits on something this change does not touch
+                    facts[d.name][key] = PartitionFact(None, None, "pending")
+                    if d.name in result:
+                        result[d.name]["run"].append(key)
+                    else:
+                        downstream.setdefault(d.name, []).append(key)
         return {"datasets": result, "downstream": downstream}
 
     # --- the reconciler -------------------------------------------------------------------
@@ -450,3 +447,11 @@ class Scheduler:
                 affected |= reconcile.affected_outputs(reader, dataset, key, facts)
             work[reader.name] = affected
         return work
+
+
+def _reads_pending(
+    d: DatasetDefinition, key: str, facts: dict[str, dict[str, PartitionFact]]
+) -> bool:
+    """Whether output partition `key` reads a partition this plan will recompute."""
+    found = reconcile.reads(d, key, facts)
+    return not isinstance(found, str) and any(f.state == "pending" for _, _, f in found)

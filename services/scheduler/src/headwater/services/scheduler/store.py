@@ -207,3 +207,9 @@ async def mark_sent(conn: Conn, fingerprint: str) -> None:
     await conn.execute(
         f"UPDATE {SCHEMA}.tasks SET sent_at = now() WHERE fingerprint = $1", fingerprint
     )
+
+
+async def current_fingerprints(conn: Conn) -> dict[tuple[str, str], str | None]:
+    """(dataset, partition) -> the fingerprint of its current materialization."""
+    rows = await conn.fetch(f"SELECT dataset, partition_key, fingerprint FROM {SCHEMA}.partitions")
+    return {(r["dataset"], r["partition_key"]): r["fingerprint"] for r in rows}
