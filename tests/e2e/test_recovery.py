@@ -108,6 +108,8 @@ async def test_failures_retry_then_wait_and_a_fix_resumes_exactly_what_failed(
                 ("pairs", "2024-03-02"): "blocked",
                 ("pairs", "2024-03-03"): "blocked",
             }
+            errored = next(p for p in status["partitions"] if p["state"] == "errored")
+            assert errored["error"] == "ValueError: the boom region is not supported yet"
             why = await hw.why("daily", "2024-03-02")
             assert why["task"]["error"] == "ValueError: the boom region is not supported yet"
             assert 'raise ValueError("the boom region' in why["task"]["traceback"]

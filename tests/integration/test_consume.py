@@ -1,0 +1,106 @@
+"""How every service settles a message (headwater.runtime.messaging.consume), on a real
+nats-server: a failure is retried with backoff and acked once it passes; one that never
+passes is dead-lettered at the last delivery (max_deliver is finite) instead of looping."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from faststream.nats import NatsBroker, NatsMessage
+
+from headwater.contracts import PartitionLanded, Subjects
+from headwater.runtime import messaging, topology
+from headwater.runtime.settings import ServiceSettings
+from headwater.sdk.client import HeadwaterClient
+
+SHA = "a" * 64
+
+
+@pytest.fixture
+async def broker(nats_url: str, namespace: str) -> AsyncIterator[NatsBroker]:
+    b = NatsBroker(nats_url)
+    yield b
+    await b.stop()
+
+
+async def run_consumer(
+    broker: NatsBroker, subjects: Subjects, outcomes: list[str], fail_times: int
+) -> None:
+    """The lineage-indexer's durable consumer, with a handler failing `fail_times` times."""
+
+    async def process(event: PartitionLanded) -> None:
+        outcomes.append("called")
+        if len(outcomes) <= fail_times:
+            raise RuntimeError("the database is down")
+
+    @messaging.durable_subscriber(broker, subjects, "lineage-indexer")
+    async def handle(msg: NatsMessage) -> None:
+        await messaging.consume(
+            msg, PartitionLanded, process, broker=broker, subjects=subjects, service="test"
+        )
+
+    await broker.connect()
+    await topology.declare(broker.connection.jetstream(), subjects)
+    await broker.start()
+    event = PartitionLanded(
+        event_id="e1",
+        dataset="x",
+        partition_key="k",
+        data_sha=SHA,
+        fingerprint=SHA,
+        object_key=f"{SHA}.parquet",
+        rows=1,
+        bytes=1,
+    )
+    await messaging.publish(
+        broker, subjects.partition_landed("x"), event, msg_id="e1", stream=subjects.events_stream
+    )
+
+
+async def settled(nats_url: str, namespace: str, timeout: float = 30) -> dict[str, int]:
+    settings = ServiceSettings(nats_url=nats_url, namespace=namespace)
+    async with HeadwaterClient(settings) as hw:
+        js = hw.nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            info = await js.consumer_info(settings.subjects.events_stream, "lineage-indexer")
+            if not info.num_pending and not info.num_ack_pending and info.delivered.stream_seq:
+                return {"redelivered": int(info.num_redelivered or 0)}
+            assert time.monotonic() < deadline, info
+            await asyncio.sleep(0.05)
+
+
+async def letters(nats_url: str, namespace: str) -> list[dict[str, object]]:
+    async with HeadwaterClient(ServiceSettings(nats_url=nats_url, namespace=namespace)) as hw:
+        return await hw.dead_letters()
+
+
+@pytest.fixture(autouse=True)
+def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The backoff's shape is under test, not its production scale (0.5 s doubling to 30 s).
+    monkeypatch.setattr(messaging, "NAK_BASE_DELAY_S", 0.01)
+    monkeypatch.setattr(messaging, "NAK_MAX_DELAY_S", 0.05)
+
+
+async def test_a_failure_that_passes_is_retried_then_acked(
+    broker: NatsBroker, nats_url: str, namespace: str
+) -> None:
+    outcomes: list[str] = []
+    await run_consumer(broker, Subjects(namespace), outcomes, fail_times=2)
+    await settled(nats_url, namespace)
+    assert len(outcomes) == 3  # two failures, then success: acked, not redelivered again
+    assert await letters(nats_url, namespace) == []
+
+
+async def test_a_failure_that_never_passes_is_dead_lettered_at_max_deliver(
+    broker: NatsBroker, nats_url: str, namespace: str
+) -> None:
+    outcomes: list[str] = []
+    await run_consumer(broker, Subjects(namespace), outcomes, fail_times=10_000)
+    await settled(nats_url, namespace)
+    assert len(outcomes) == topology.MAX_DELIVER
+    [letter] = await letters(nats_url, namespace)
+    assert letter["field"] == "processing"
+    assert letter["reason"] == "RuntimeError: the database is down"
+    assert letter["delivered"] == topology.MAX_DELIVER
