@@ -5,7 +5,6 @@ effect, then flushes before acknowledging its input; a timer flushes what a cras
 JetStream's duplicate window (message id) absorbs a publish repeated after a crash.
 """
 
-import json
 import logging
 
 import asyncpg
@@ -75,8 +74,3 @@ class Outbox:
         """How many events are committed but not yet published."""
         value = await pool.fetchval(f"SELECT count(*) FROM {self.table} WHERE published_at IS NULL")
         return int(value)
-
-
-def dumps(value: object) -> str:
-    """JSON for jsonb parameters."""
-    return json.dumps(value, sort_keys=True, default=str)
