@@ -35,6 +35,7 @@ datasets:
 """
 VALID_DAY = "2024-05-31"
 MAX_EVENT_BYTES = 256 * 1024
+DLQ_KEPT_BYTES = 512 * 1024  # a dead letter keeps this much of its payload
 CYRILLIC_A = "\u0430"  # looks like the Latin 'a'
 
 
@@ -105,7 +106,7 @@ async def test_malformed_payloads(stack: RunningStack, tmp_path: Path) -> None:
     await applied(stack, tmp_path)
     day = "2024-05-01"
     not_utf8 = b'{"dataset": "sales", "partition": "2024-05-01\xff\xfe", "event_id": "x"}'
-    oversize = event(day, "oversize", padding="x" * (MAX_EVENT_BYTES + 1024))
+    oversize = event(day, "oversize", padding="x" * (DLQ_KEPT_BYTES + 1024))
     cases: list[tuple[str, dict[str, Any], str, str]] = [
         # (event id, the event, the field the error must name, words the reason must contain)
         ("unknown-field", event(day, "unknown-field", colour="red"), "colour", "not a field"),

@@ -179,6 +179,47 @@ async def test_postgres_stopped_immediately_mid_burst_loses_and_duplicates_nothi
     assert any("will retry" in log for log in logs.values())
 
 
+# Longer than every retry window the consumers ever had (max_deliver 10 with backoff capped at
+# 30 s gave up after ~121 s, dead-lettering valid landings): retries now have no end.
+LONG_OUTAGE_S = 150.0
+
+
+@pytest.mark.timeout(480)
+async def test_postgres_down_longer_than_any_retry_window_loses_no_acknowledged_event(
+    tmp_path: Path, namespace: str, nats_url: str
+) -> None:
+    pg = PostgresServer(tmp_path / "pg", log_path=tmp_path / "postgres.log")
+    pg.start()
+    try:
+        conn = await asyncpg.connect(pg.dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{namespace}"')
+        finally:
+            await conn.close()
+        dsn = with_database(pg.dsn, namespace)
+        stack = FaultStack(tmp_path, stack_settings(namespace, nats_url, dsn, None))
+        async with running(stack, tmp_path / "postgres.log"):
+            async with stack.client() as hw, stack.supervised():
+                await stack.land(hw, DAYS[0])
+                await hw.wait(timeout=120)
+                pg.stop()
+                down_at = time.monotonic()
+                # Every landing is acknowledged by JetStream while the database is down.
+                for day in DAYS[1:6]:
+                    await stack.land(hw, day)
+                await asyncio.sleep(LONG_OUTAGE_S - (time.monotonic() - down_at))
+                pg.start()
+                outage = time.monotonic() - down_at
+                await settled(stack, hw)
+            logs = service_logs(stack)
+    finally:
+        pg.stop()
+    assert outage >= LONG_OUTAGE_S
+    assert sorted(stack.landed) == DAYS[:6]
+    # The services' Postgres work failed for the whole outage and was retried, not dropped.
+    assert any("will retry" in log for log in logs.values())
+
+
 async def test_s3_blackholed_mid_burst_loses_and_duplicates_nothing(
     tmp_path: Path, namespace: str, nats_url: str, database: str, s3_endpoint: S3Endpoint
 ) -> None:

@@ -1,6 +1,6 @@
 """How every service settles a message (headwater.runtime.messaging.consume), on a real
-nats-server: a failure is retried with backoff and acked once it passes; one that never
-passes is dead-lettered at the last delivery (max_deliver is finite) instead of looping."""
+nats-server: a failure is retried with backoff and acked once it passes, however many
+deliveries that takes (a retryable failure is never dropped); only bad input is dead-lettered."""
 
 import asyncio
 import time
@@ -93,14 +93,39 @@ async def test_a_failure_that_passes_is_retried_then_acked(
     assert await letters(nats_url, namespace) == []
 
 
-async def test_a_failure_that_never_passes_is_dead_lettered_at_max_deliver(
+async def test_a_long_failure_is_retried_past_the_old_delivery_limit_never_dropped(
     broker: NatsBroker, nats_url: str, namespace: str
 ) -> None:
+    # Consumers once had max_deliver 10: the 10th failure was dead-lettered and the event
+    # lost for good (a database down for two minutes). Now it is retried until it passes.
     outcomes: list[str] = []
-    await run_consumer(broker, Subjects(namespace), outcomes, fail_times=10_000)
+    await run_consumer(broker, Subjects(namespace), outcomes, fail_times=25)
+    await settled(nats_url, namespace)  # acked: nothing pending, nothing awaiting an ack
+    assert len(outcomes) == 26  # 25 failures, then success
+    assert await letters(nats_url, namespace) == []
+
+
+async def test_bad_input_is_dead_lettered_on_its_first_delivery(
+    broker: NatsBroker, nats_url: str, namespace: str
+) -> None:
+    subjects = Subjects(namespace)
+    calls: list[str] = []
+
+    async def process(event: PartitionLanded) -> None:
+        calls.append(event.event_id)
+
+    @messaging.durable_subscriber(broker, subjects, "lineage-indexer")
+    async def handle(msg: NatsMessage) -> None:
+        await messaging.consume(
+            msg, PartitionLanded, process, broker=broker, subjects=subjects, service="test"
+        )
+
+    await broker.connect()
+    await topology.declare(broker.connection.jetstream(), subjects)
+    await broker.start()
+    await broker.publish(b'{"event_id": 1}', subjects.partition_landed("x"), stream=None)
     await settled(nats_url, namespace)
-    assert len(outcomes) == topology.MAX_DELIVER
+    assert calls == []
     [letter] = await letters(nats_url, namespace)
-    assert letter["field"] == "processing"
-    assert letter["reason"] == "RuntimeError: the database is down"
-    assert letter["delivered"] == topology.MAX_DELIVER
+    assert letter["delivered"] == 1
+    assert letter["service"] == "test"

@@ -1,8 +1,10 @@
 """The shared broker set-up and the one way every service consumes and publishes.
 
 `consume` gives each JetStream message exactly one outcome, and only after its effects are
-committed: ack on success; dead-letter then terminate on permanent errors (bad input);
-a delayed nak on retryable errors, and a dead letter once `max_deliver` is reached.
+committed: ack on success; dead-letter then terminate on permanent errors (bad input); a
+delayed nak with capped backoff on anything else, for as long as it takes. A retryable failure
+(a database, object store or bus that does not answer, or a bug being fixed) is never dropped:
+consumers have no `max_deliver`, and only bad input reaches the dead-letter stream.
 """
 
 import base64
@@ -23,7 +25,7 @@ from pydantic import BaseModel
 from headwater.contracts import ContractError, DeadLetter, Event, Subjects, parse_model
 from headwater.runtime.errors import HeadwaterError, InputError, RetryLater, Superseded
 from headwater.runtime.settings import ServiceSettings
-from headwater.runtime.topology import MAX_DELIVER, consumers
+from headwater.runtime.topology import consumers
 
 _log = logging.getLogger(__name__)
 
@@ -33,9 +35,12 @@ _log = logging.getLogger(__name__)
 _pull.TimeoutError = TimeoutError  # type: ignore[attr-defined,assignment]
 
 E = TypeVar("E", bound=BaseModel)
-DLQ_PAYLOAD_BYTES = 64 * 1024
+# A letter keeps this much of the rejected payload: every input the contract accepts (256 KiB)
+# fits whole, so it can be replayed; base64 and the letter's fields stay under NATS's 1 MiB.
+DLQ_PAYLOAD_BYTES = 512 * 1024
 NAK_BASE_DELAY_S = 0.5
 NAK_MAX_DELAY_S = 30.0
+STUCK_LOG_EVERY = 20  # a message failing for long logs its traceback again this often
 
 
 def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider) -> NatsBroker:
@@ -142,22 +147,17 @@ async def consume(
         await msg.reject()
         return
     except HeadwaterError as exc:
-        if exc.retryable and delivered < MAX_DELIVER:
-            await _retry_later(msg, delivered, exc)
+        if not exc.retryable:
+            await dead_letter(broker, subjects, service, raw, "processing", str(exc))
+            await msg.reject()
             return
-        await dead_letter(broker, subjects, service, raw, "processing", str(exc))
-        await msg.reject()
+        await _retry_later(msg, delivered, exc)
         return
     except Exception as exc:
-        # An unexpected bug or outage: never drop the message, retry it with backoff.
-        _log.exception("processing %s failed (delivery %d)", raw.subject, delivered)
-        if delivered < MAX_DELIVER:
-            await _retry_later(msg, delivered, exc)
-            return
-        await dead_letter(
-            broker, subjects, service, raw, "processing", f"{type(exc).__name__}: {exc}"
-        )
-        await msg.reject()
+        # An outage or a bug: never drop the message, retry it with backoff until it passes.
+        if delivered == 1 or delivered % STUCK_LOG_EVERY == 0:
+            _log.exception("processing %s failed (delivery %d)", raw.subject, delivered)
+        await _retry_later(msg, delivered, exc)
         return
     await msg.ack()
 

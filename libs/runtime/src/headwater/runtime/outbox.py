@@ -70,6 +70,17 @@ class Outbox:
                 )
                 sent += len(rows)
 
+    async def prune(self, pool: asyncpg.Pool, older_than_s: float, batch: int = 10_000) -> int:
+        """Delete published events older than `older_than_s` (past the duplicate window a
+        repeat of them would not be absorbed anyway); oldest first, at most `batch`."""
+        status: str = await pool.execute(
+            f"DELETE FROM {self.table} WHERE id IN (SELECT id FROM {self.table}"
+            " WHERE published_at < now() - make_interval(secs => $1) ORDER BY id LIMIT $2)",
+            older_than_s,
+            batch,
+        )
+        return int(status.split()[-1])
+
     async def pending(self, pool: asyncpg.Pool) -> int:
         """How many events are committed but not yet published."""
         value = await pool.fetchval(f"SELECT count(*) FROM {self.table} WHERE published_at IS NULL")

@@ -82,6 +82,13 @@ class Resources:
         if self.outbox is not None and self._pool is not None:
             await self.outbox.flush(self._pool, self.broker)
 
+    async def prune(self) -> None:
+        """Forget published outbox rows older than the retention (on a timer)."""
+        if self.outbox is not None and self._pool is not None:
+            pruned = await self.outbox.prune(self._pool, self.settings.outbox_retention_s)
+            if pruned:
+                _log.info("pruned %d published outbox rows", pruned)
+
 
 @dataclass
 class Service:
@@ -125,6 +132,7 @@ class Service:
         service.on_stop.append(lambda: asyncio.to_thread(tracer.shutdown))  # flush spans
         if schema is not None:
             service.timers.append((5.0, res.flush))
+            service.timers.append((60.0, res.prune))
         return service
 
     @property

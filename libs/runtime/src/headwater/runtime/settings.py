@@ -6,6 +6,7 @@ Only pydantic-settings reads the environment (prefix HEADWATER_); each service s
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from headwater.contracts import Subjects
@@ -36,6 +37,8 @@ class ServiceSettings(BaseSettings):
     task_ack_wait_s: float = 60.0
     # ... and a service an event, before it goes to another replica (or the restarted one).
     event_ack_wait_s: float = 30.0
+    # Published outbox rows are kept this long (at least JetStream's 120 s duplicate window).
+    outbox_retention_s: float = Field(default=3600.0, ge=120.0)
     # Fault injection for tests (see headwater.runtime.failpoints); empty in production.
     failpoints: str = ""
     failpoints_dir: Path | None = None

@@ -1,7 +1,14 @@
 """JetStream streams and durable consumers, declared in one place.
 
 Every stream is file-backed; the embedded nats-server runs with `sync_interval: always`, so
-an acknowledged publish is on disk. Consumers ack explicitly with a finite `max_deliver`.
+an acknowledged publish is on disk. Consumers ack explicitly and are redelivered for as long as
+it takes (no `max_deliver`): only bad input leaves a stream unprocessed, as a dead letter.
+
+Retention fits each stream's role (docs/reliability.md, "Retention"): a message of the input,
+events and work streams is kept until every consumer that reads it has acked it, never by age,
+so those streams hold only the backlog; when the server's store is full a publish fails (the
+publisher retries) rather than old messages being dropped. The dead-letter stream is bounded
+by age and count and drops its oldest. (No `max_bytes`: JetStream reserves it up front.)
 """
 
 from dataclasses import dataclass
@@ -22,7 +29,9 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from headwater.contracts import Subjects
 
 DUPLICATE_WINDOW_S = 120.0
-MAX_DELIVER = 10
+MAX_DELIVER = -1  # unlimited: a retryable failure is retried until it passes
+DLQ_MAX_AGE_S = 30 * 24 * 3600.0
+DLQ_MAX_MSGS = 100_000
 
 
 @dataclass(frozen=True)
@@ -41,36 +50,40 @@ def streams(s: Subjects) -> list[StreamConfig]:
     common: dict[str, Any] = {
         "storage": StorageType.FILE,
         "duplicate_window": DUPLICATE_WINDOW_S,
-        "discard": DiscardPolicy.OLD,
         "max_msg_size": 8 * 1024 * 1024,
     }
+    # Kept until every consumer acked; never dropped to make room.
+    held: dict[str, Any] = {**common, "discard": DiscardPolicy.NEW}
     return [
         StreamConfig(
             name=s.upstream_stream,
             subjects=[s.upstream_all, s.s3_events],
-            retention=RetentionPolicy.LIMITS,
+            retention=RetentionPolicy.INTEREST,
             description="what upstream systems publish (the public contract)",
-            **common,
+            **held,
         ),
         StreamConfig(
             name=s.events_stream,
             subjects=[s.events_all],
-            retention=RetentionPolicy.LIMITS,
+            retention=RetentionPolicy.INTEREST,
             description="facts between services: code changed, partition landed, task failed",
-            **common,
+            **held,
         ),
         StreamConfig(
             name=s.tasks_stream,
             subjects=[s.tasks_all],
             retention=RetentionPolicy.WORK_QUEUE,
             description="work for executors (competing consumers)",
-            **common,
+            **held,
         ),
         StreamConfig(
             name=s.dlq_stream,
             subjects=[s.dlq_all],
             retention=RetentionPolicy.LIMITS,
-            description="rejected input, kept for inspection",
+            description="rejected input, kept for inspection and replay (bounded; oldest dropped)",
+            discard=DiscardPolicy.OLD,
+            max_age=DLQ_MAX_AGE_S,
+            max_msgs=DLQ_MAX_MSGS,
             **common,
         ),
     ]

@@ -300,13 +300,22 @@ def lineage(
             )
 
 
-@app.command()
+dlq_app = typer.Typer(
+    invoke_without_command=True, add_completion=False, help="Dead letters: list and replay."
+)
+app.add_typer(dlq_app, name="dlq")
+
+
+@dlq_app.callback()
 def dlq(
+    ctx: typer.Context,
     state_dir: StateDir = Path(".state"),
     limit: Annotated[int, typer.Option(help="newest N")] = 50,
     as_json: Json = False,
 ) -> None:
     """Rejected input kept for inspection: which field, and why."""
+    if ctx.invoked_subcommand is not None:
+        return
     letters = _run(state_dir, lambda hw: hw.dead_letters(limit))
     if as_json:
         _print_json(letters)
@@ -317,6 +326,28 @@ def dlq(
     for d in letters:
         table.add_row(str(d["seq"]), d["service"], d["subject"], d["field"], d["reason"])
     console.print(table)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[
+        list[int] | None, typer.Argument(help="sequences (see `dlq`); all if none")
+    ] = None,
+    service: Annotated[str | None, typer.Option(help="only letters this service rejected")] = None,
+    state_dir: StateDir = Path(".state"),
+    as_json: Json = False,
+) -> None:
+    """Publish dead letters again where they came from, after a fix; replayed letters leave
+    the dead-letter stream."""
+    result = _run(state_dir, lambda hw: hw.replay_dead_letters(service=service, seqs=ids or None))
+    if as_json:
+        _print_json(result)
+        return
+    for r in result["replayed"]:
+        console.print(f"replayed {r['seq']} ({r['service']}) on {r['subject']}")
+    for r in result["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {r['seq']} ({r['service']}): {r['why']}")
+    console.print(f"{len(result['replayed'])} replayed, {len(result['skipped'])} skipped")
 
 
 def main() -> None:

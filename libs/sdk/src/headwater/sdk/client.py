@@ -24,7 +24,7 @@ from headwater.contracts import (
 )
 from headwater.core.spec import read_document
 from headwater.runtime import rpc, topology
-from headwater.runtime.errors import TransientError
+from headwater.runtime.errors import InputError, TransientError
 from headwater.runtime.objectstore import open_store
 from headwater.runtime.settings import ServiceSettings
 
@@ -247,6 +247,60 @@ class HeadwaterClient:
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters, oldest first, with their payloads decoded when text."""
+        letters = []
+        for seq, letter, payload in await self._letters(self.subjects.dlq_all, limit):
+            try:
+                letter["payload"] = payload.decode()
+            except UnicodeDecodeError:
+                letter["payload"] = repr(payload)
+            letter["seq"] = seq
+            letters.append(letter)
+        return letters
+
+    async def replay_dead_letters(
+        self, *, service: str | None = None, seqs: list[int] | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Publish dead letters again on the subjects they came from (after a fix), each under
+        a message id of its own; a replayed letter leaves the dead-letter stream. `seqs` picks
+        letters by sequence, `service` those one service rejected, neither every letter.
+        A truncated letter (its input was over the size limit) cannot be replayed."""
+        js = self.nc.jetstream()
+        stream = self.subjects.dlq_stream
+        if seqs:
+            picked = []
+            for seq in seqs:
+                try:
+                    raw = await js.get_msg(stream, seq)
+                except NotFoundError:
+                    raise InputError("id", f"no dead letter with sequence {seq}") from None
+                letter = json.loads(raw.data or b"{}")
+                picked.append((seq, letter, base64.b64decode(letter.pop("payload_b64"))))
+        else:
+            subject = self.subjects.dlq(service) if service else self.subjects.dlq_all
+            picked = await self._letters(subject, None)
+        replayed: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        for seq, letter, payload in picked:
+            if service is not None and letter.get("service") != service:
+                continue
+            summary = {"seq": seq, "service": letter["service"], "subject": letter["subject"]}
+            if letter.get("truncated"):
+                skipped.append({**summary, "why": "truncated: the input was over the size limit"})
+                continue
+            headers = {
+                k: v for k, v in (letter.get("headers") or {}).items() if not k.startswith("Nats-")
+            }
+            headers["Nats-Msg-Id"] = f"replay:{stream}:{seq}"
+            await js.publish(letter["subject"], payload, headers=headers)
+            await js.delete_msg(stream, seq)
+            replayed.append(summary)
+        return {"replayed": replayed, "skipped": skipped}
+
+    async def _letters(
+        self, subject: str, limit: int | None
+    ) -> list[tuple[int, dict[str, Any], bytes]]:
+        """(sequence, letter, payload) of the newest `limit` letters on `subject` (all when
+        None), oldest first."""
         js = self.nc.jetstream()
         try:
             info = await js.stream_info(self.subjects.dlq_stream)
@@ -255,27 +309,28 @@ class HeadwaterClient:
         last = info.state.last_seq
         if not info.state.messages:
             return []
-        start = max(info.state.first_seq, last - limit + 1)
+        start = info.state.first_seq
+        if limit is not None:
+            start = max(start, last - limit + 1)
         sub = await js.subscribe(
-            self.subjects.dlq_all,
+            subject,
             ordered_consumer=True,
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start
             ),
         )
-        letters: list[dict[str, Any]] = []
+        letters: list[tuple[int, dict[str, Any], bytes]] = []
         try:
             while True:
-                msg = await sub.next_msg(timeout=2)
+                try:
+                    msg = await sub.next_msg(timeout=2)
+                except nats.errors.TimeoutError:
+                    break  # nothing more on this subject
                 letter = json.loads(msg.data)
                 payload = base64.b64decode(letter.pop("payload_b64"))
-                try:
-                    letter["payload"] = payload.decode()
-                except UnicodeDecodeError:
-                    letter["payload"] = repr(payload)
-                letter["seq"] = msg.metadata.sequence.stream
-                letters.append(letter)
-                if msg.metadata.sequence.stream >= last:
+                seq = msg.metadata.sequence.stream
+                letters.append((seq, letter, payload))
+                if seq >= last or msg.metadata.num_pending == 0:
                     break
         finally:
             await sub.unsubscribe()

@@ -3,7 +3,6 @@
 from pydantic import Field
 
 from headwater.runtime.settings import ServiceSettings
-from headwater.runtime.topology import MAX_DELIVER
 
 
 class ExecutorSettings(ServiceSettings):
@@ -11,6 +10,6 @@ class ExecutorSettings(ServiceSettings):
     `attempts` runs in all, waiting `retry_base_s * 2**(n-1)` (at most `retry_cap_s`) between."""
 
     heartbeat_s: float = 10.0
-    attempts: int = Field(default=3, ge=1, le=MAX_DELIVER - 1)
+    attempts: int = Field(default=3, ge=1, le=100)
     retry_base_s: float = Field(default=1.0, ge=0)
     retry_cap_s: float = Field(default=60.0, ge=0)

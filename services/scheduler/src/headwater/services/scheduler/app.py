@@ -12,7 +12,7 @@ from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
 from headwater.services.scheduler.handlers import Scheduler
 from headwater.services.scheduler.settings import SchedulerSettings
-from headwater.services.scheduler.store import SCHEMA
+from headwater.services.scheduler.store import SCHEMA, prune_inbox
 
 NAME = "scheduler"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,4 +52,10 @@ def build_app(
     responder(broker, s.rpc(NAME, "retry"), app.retry)
     service.on_start.append(app.reconcile_all)
     service.timers.append((settings.reconcile_interval_s, app.reconcile_all))
+
+    async def prune() -> None:
+        async with service.res.pool.acquire() as conn:
+            await prune_inbox(conn, settings.inbox_retention_s)
+
+    service.timers.append((300.0, prune))
     return service

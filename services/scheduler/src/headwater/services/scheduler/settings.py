@@ -1,5 +1,7 @@
 """scheduler settings."""
 
+from pydantic import Field
+
 from headwater.runtime.settings import ServiceSettings
 
 
@@ -9,3 +11,6 @@ class SchedulerSettings(ServiceSettings):
 
     reconcile_interval_s: float = 10.0
     task_resend_s: float = 300.0
+    # Processed event ids are kept this long: a redelivery (a lost ack, a re-published result,
+    # a replayed dead letter) within it is recognised; past it, effects are idempotent anyway.
+    inbox_retention_s: float = Field(default=7 * 24 * 3600.0, ge=120.0)

@@ -26,6 +26,18 @@ async def first_time(conn: Conn, event_id: str) -> bool:
     return bool(status.endswith(" 1"))
 
 
+async def prune_inbox(conn: Conn, older_than_s: float, batch: int = 10_000) -> int:
+    """Forget processed event ids older than `older_than_s`, oldest first."""
+    status: str = await conn.execute(
+        f"DELETE FROM {SCHEMA}.inbox WHERE event_id IN (SELECT event_id FROM {SCHEMA}.inbox"
+        " WHERE processed_at < now() - make_interval(secs => $1)"
+        " ORDER BY processed_at LIMIT $2)",
+        older_than_s,
+        batch,
+    )
+    return int(status.split()[-1])
+
+
 async def put_dataset(conn: Conn, d: DatasetDefinition, removed: bool) -> None:
     await conn.execute(
         f"INSERT INTO {SCHEMA}.datasets (name, code_sha, definition, removed)"
