@@ -40,6 +40,9 @@ class PartitionLanded(Event):
     source_version: int | None = None  # a source partition's content version (1, 2, ...)
     duration_ms: float = 0.0
     trace_id: str | None = None
+    # The computation was run again because its stored object was missing or damaged; the
+    # object under `object_key` was written anew.
+    repaired: bool = False
 
 
 class PartitionRetracted(Event):

@@ -21,6 +21,9 @@ class TaskRequested(Event):
     partition_key: str
     inputs: tuple[InputRef, ...]
     attempt: int = 1
+    # Compute it again although it was computed before: its stored object is missing or
+    # damaged. The executor writes the object anew.
+    repair: bool = False
 
 
 class TaskFailed(Event):
@@ -35,3 +38,6 @@ class TaskFailed(Event):
     error: str
     traceback: str = ""
     retryable: bool = True
+    # The task could not run because this input's object was missing or did not match its
+    # data SHA (`error` says which): its producer is recomputed when it can be.
+    damaged_input: InputRef | None = None

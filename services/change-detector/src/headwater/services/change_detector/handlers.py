@@ -76,11 +76,17 @@ class ChangeDetector:
             raise InputError("file", str(exc)) from exc
         ordered = bool(self._sources[1].get(dataset, {}).get("definition", {}).get("ordered"))
         data_sha = hashing.data_sha(table, ordered=ordered)
-        async with self.res.pool.acquire() as conn:
-            if await store.last_data_sha(conn, dataset, partition_key) == data_sha:
-                _log.info("%s%s unchanged (%s)", prefix, "", data_sha[:12])
-                return
         object_key = f"{data_sha}.parquet"
+        async with self.res.pool.acquire() as conn:
+            unchanged = await store.last_data_sha(conn, dataset, partition_key) == data_sha
+        if unchanged:
+            _log.info("%s%s unchanged (%s)", prefix, "", data_sha[:12])
+            # Landing it again restores its object if that went missing (readers found it
+            # so and were errored; `headwater retry` then resumes them).
+            if not await objects.exists(settings.data_bucket, object_key):
+                await objects.put(settings.data_bucket, object_key, formats.to_parquet(table))
+                _log.warning("%s object %s was missing: restored", prefix, object_key)
+            return
         body = formats.to_parquet(table)
         if not await objects.exists(settings.data_bucket, object_key):
             await objects.put(settings.data_bucket, object_key, body)

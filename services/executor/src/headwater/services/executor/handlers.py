@@ -12,18 +12,18 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from headwater.contracts import PartitionLanded, Subjects, TaskFailed, TaskRequested
+from headwater.contracts import InputRef, PartitionLanded, Subjects, TaskFailed, TaskRequested
 from headwater.core import formats, hashing
 from headwater.runtime import failpoints
 from headwater.runtime.errors import RetryLater, Superseded, TransformError
 from headwater.runtime.messaging import publish
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
+from headwater.services.executor.inputs import InputDamaged, load_inputs, verified
 from headwater.services.executor.settings import ExecutorSettings
 from headwater.services.executor.transforms import run_transform
 
@@ -47,7 +47,8 @@ class Executor:
         settings = self.res.settings
         started = time.perf_counter()
         failpoints.hit("executor.after_fetch")
-        done = await self._published(task.fingerprint)
+        # A repair computes again what was published: its object was found unusable.
+        done = None if task.repair else await self._published(task.fingerprint)
         if done is not None:
             # Work whose result was already published (the executor died before acking, or
             # the scheduler re-sent a task it heard nothing of): computing it again would
@@ -66,10 +67,13 @@ class Executor:
             return
         lease = await self._take_lease(task.fingerprint, delivery)
         blob = await self._load_code(task.dataset.code_sha)
-        inputs: dict[str, list[pa.Table]] = {i.dataset: [] for i in task.dataset.inputs}
-        for ref in task.inputs:
-            data = await self.res.objects.get(settings.data_bucket, ref.object_key)
-            inputs[ref.dataset].append(formats.from_parquet(data))
+        try:
+            inputs = await load_inputs(self.res.objects, settings.data_bucket, task)
+        except InputDamaged as exc:
+            _log.warning("%s/%s cannot run: %s", task.dataset.name, task.partition_key, exc)
+            await self._commit_lease(task.fingerprint, lease)
+            await self._failed(task, delivery, str(exc), damaged_input=exc.ref)
+            return
         beat = asyncio.create_task(self._heartbeat(heartbeat)) if heartbeat else None
         try:
             table = await asyncio.to_thread(run_transform, blob, inputs)
@@ -87,23 +91,7 @@ class Executor:
                 delay = min(policy.retry_cap_s, policy.retry_base_s * 2 ** (delivery - 1))
                 raise RetryLater(str(exc), delay) from exc
             await self._commit_lease(task.fingerprint, lease)
-            failed = TaskFailed(
-                event_id=f"failed:{task.fingerprint}:{task.attempt}",
-                fingerprint=task.fingerprint,
-                dataset=task.dataset.name,
-                partition_key=task.partition_key,
-                attempt=delivery,
-                error=str(exc),
-                traceback=exc.traceback,
-                retryable=exc.retryable,
-            )
-            await publish(
-                self.broker,
-                self.subjects.task_failed(task.dataset.name),
-                failed,
-                msg_id=failed.event_id,
-                stream=self.subjects.events_stream,
-            )
+            await self._failed(task, delivery, str(exc), traceback=exc.traceback)
             return
         finally:
             if beat is not None:
@@ -113,12 +101,26 @@ class Executor:
         data_sha = hashing.data_sha(table, ordered=task.dataset.ordered)
         object_key = f"{data_sha}.parquet"
         body = formats.to_parquet(table)
-        if not await self.res.objects.exists(settings.data_bucket, object_key):
+        if task.repair:
+            # A result that does not keep its SHA through Parquet would be found damaged by
+            # every reader and repaired forever: fail it instead.
+            try:
+                await asyncio.to_thread(verified, body, _output_ref(task, data_sha, object_key))
+            except InputDamaged as exc:
+                await self._commit_lease(task.fingerprint, lease)
+                await self._failed(task, delivery, f"the repaired output is unusable: {exc}")
+                return
+        # A repair writes the object anew: the one stored there was found missing or damaged.
+        if task.repair or not await self.res.objects.exists(settings.data_bucket, object_key):
             await self.res.objects.put(settings.data_bucket, object_key, body)
         failpoints.hit("executor.after_write")
         await self._commit_lease(task.fingerprint, lease)
+        # A repair's result is a new event for the readers (the first was processed).
+        event_id = f"landed:{task.fingerprint}"
+        if task.repair:
+            event_id = f"{event_id}:repair{task.attempt}"
         landed = PartitionLanded(
-            event_id=f"landed:{task.fingerprint}",
+            event_id=event_id,
             dataset=task.dataset.name,
             partition_key=task.partition_key,
             data_sha=data_sha,
@@ -130,6 +132,7 @@ class Executor:
             inputs=task.inputs,
             duration_ms=(time.perf_counter() - started) * 1000,
             trace_id=current_trace_id(),
+            repaired=task.repair,
         )
         await publish(
             self.broker,
@@ -146,6 +149,34 @@ class Executor:
             task.partition_key,
             data_sha[:12],
             table.num_rows,
+        )
+
+    async def _failed(
+        self,
+        task: TaskRequested,
+        delivery: int,
+        error: str,
+        *,
+        traceback: str = "",
+        damaged_input: InputRef | None = None,
+    ) -> None:
+        """Report that `task` failed for good (its lease is committed)."""
+        failed = TaskFailed(
+            event_id=f"failed:{task.fingerprint}:{task.attempt}",
+            fingerprint=task.fingerprint,
+            dataset=task.dataset.name,
+            partition_key=task.partition_key,
+            attempt=delivery,
+            error=error,
+            traceback=traceback,
+            damaged_input=damaged_input,
+        )
+        await publish(
+            self.broker,
+            self.subjects.task_failed(task.dataset.name),
+            failed,
+            msg_id=failed.event_id,
+            stream=self.subjects.events_stream,
         )
 
     # Fencing: each delivery of a task takes the lease of its fingerprint (a key-value
@@ -195,3 +226,12 @@ class Executor:
         while True:
             await asyncio.sleep(self.settings.heartbeat_s)
             await beat()
+
+
+def _output_ref(task: TaskRequested, data_sha: str, object_key: str) -> InputRef:
+    return InputRef(
+        dataset=task.dataset.name,
+        partition_key=task.partition_key,
+        data_sha=data_sha,
+        object_key=object_key,
+    )

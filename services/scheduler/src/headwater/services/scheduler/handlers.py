@@ -13,6 +13,7 @@ import asyncpg
 from headwater.contracts import (
     CodeChanged,
     DatasetDefinition,
+    InputRef,
     PartitionLanded,
     PartitionRetracted,
     Subjects,
@@ -71,6 +72,8 @@ class Scheduler:
                 return await self._downstream(conn, event.dataset, {event.partition_key})
             task = await store.task(conn, event.fingerprint)
             await store.add_materialization(conn, event, task["reason"] if task else None)
+            if event.repaired:  # the object was written anew: what it backs is usable again
+                await store.mark_repaired(conn, event.object_key)
             await store.finish_task(conn, event.fingerprint, "succeeded")
             current = await store.partition(conn, event.dataset, event.partition_key)
             if current is None or current["desired_fingerprint"] != event.fingerprint:
@@ -111,6 +114,10 @@ class Scheduler:
     async def on_task_failed(self, event: TaskFailed) -> None:
         # The executor has already retried with backoff: this failure is final for the task.
         async def apply(conn: asyncpg.Connection) -> Work:
+            if event.damaged_input is not None:
+                work = await self._input_damaged(conn, event, event.damaged_input)
+                if work is not None:
+                    return work
             await store.finish_task(conn, event.fingerprint, "failed", event.error, event.traceback)
             current = await store.partition(conn, event.dataset, event.partition_key)
             if current is None or current["desired_fingerprint"] != event.fingerprint:
@@ -121,6 +128,50 @@ class Scheduler:
             return await self._downstream(conn, event.dataset, {event.partition_key})
 
         await self._transact(event.event_id, apply)
+
+    async def _input_damaged(
+        self, conn: asyncpg.Connection, event: TaskFailed, ref: InputRef
+    ) -> Work | None:
+        """A task could not read `ref`: its object is missing or does not match its data SHA.
+        No materialization stored there is reused again. If a computation produced it, the
+        partition is recomputed and the reader waits for it (its task is sent again once the
+        input is ready); returns the work. For a source partition there is nothing to
+        recompute: returns None, and the reader is errored like any failed task."""
+        await store.mark_damaged(conn, ref.object_key, event.error)
+        producer = await store.partition(conn, ref.dataset, ref.partition_key)
+        produced = None
+        if producer is not None and producer["data_sha"] == ref.data_sha:
+            produced = await store.materialization_any(conn, producer["fingerprint"])
+        if producer is not None and producer["data_sha"] != ref.data_sha:
+            # The input has changed since the task was requested: the reader's reconcile
+            # asks for what is wanted now.
+            await store.finish_task(conn, event.fingerprint, "interrupted", event.error)
+            return {event.dataset: {event.partition_key}}
+        if produced is None or produced["code_sha"] is None:
+            return None
+        _log.warning(
+            "%s/%s: object %s of %s/%s is unusable (%s); recomputing it",
+            event.dataset,
+            event.partition_key,
+            ref.object_key,
+            ref.dataset,
+            ref.partition_key,
+            event.error,
+        )
+        await store.finish_task(conn, event.fingerprint, "interrupted", event.error)
+        await store.set_partition(
+            conn,
+            event.dataset,
+            event.partition_key,
+            state="waiting",
+            reason=f"input {ref.dataset}/{ref.partition_key} is being recomputed: {event.error}",
+        )
+        # Not current any more: its reconcile finds the materialization unusable and the
+        # task succeeded before, and sends it again as a repair.
+        await store.set_partition(
+            conn, ref.dataset, ref.partition_key, state="queued", fingerprint=None
+        )
+        return {ref.dataset: {ref.partition_key}}
 
     async def retry(self, body: dict[str, Any]) -> dict[str, Any]:
         """Run the errored partitions of a dataset (or one of them) again; what they block
@@ -326,6 +377,12 @@ class Scheduler:
             task = await store.task(conn, decision.fingerprint)
             if task is None:
                 await self._request(conn, d, key, decision, 1)
+            elif task["state"] in ("succeeded", "interrupted"):
+                # Computed before but its object is unusable (a repair), or it could not read
+                # an input that has since been recomputed: send it again.
+                generation = await store.reopen_task(conn, decision.fingerprint)
+                repair = task["state"] == "succeeded"
+                await self._request(conn, d, key, decision, generation, repair=repair)
             elif task["state"] == "failed":
                 await store.set_partition(
                     conn,
@@ -370,6 +427,8 @@ class Scheduler:
         key: str,
         decision: Desired,
         attempt: int,
+        *,
+        repair: bool = False,
     ) -> None:
         if attempt == 1:  # a retry re-opens its task row instead
             await store.add_task(
@@ -378,7 +437,7 @@ class Scheduler:
         await store.set_partition(
             conn, d.name, key, state="queued", desired_fingerprint=decision.fingerprint
         )
-        await self._send(conn, d, key, decision, attempt)
+        await self._send(conn, d, key, decision, attempt, repair=repair)
 
     async def _send(
         self,
@@ -389,6 +448,7 @@ class Scheduler:
         attempt: int,
         *,
         resend: bool = False,
+        repair: bool = False,
     ) -> None:
         task = TaskRequested(
             fingerprint=decision.fingerprint,
@@ -396,6 +456,7 @@ class Scheduler:
             partition_key=key,
             inputs=decision.inputs,
             attempt=attempt,
+            repair=repair,
         )
         assert self.res.outbox is not None
         # A retry or a re-send is a new message for JetStream: its own message id, so the

@@ -93,10 +93,40 @@ async def set_partition(conn: Conn, dataset: str, key: str, **values: Any) -> No
 
 
 async def materialization(conn: Conn, fingerprint: str) -> asyncpg.Record | None:
+    """The materialization of `fingerprint`, if its object is usable (not found damaged)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.materializations WHERE fingerprint = $1 AND damaged IS NULL",
+        fingerprint,
+    )
+    return row
+
+
+async def materialization_any(conn: Conn, fingerprint: str | None) -> asyncpg.Record | None:
+    """The materialization of `fingerprint`, damaged or not."""
+    if fingerprint is None:
+        return None
     row: asyncpg.Record | None = await conn.fetchrow(
         f"SELECT * FROM {SCHEMA}.materializations WHERE fingerprint = $1", fingerprint
     )
     return row
+
+
+async def mark_damaged(conn: Conn, object_key: str, reason: str) -> None:
+    """Every materialization stored in `object_key` (content-addressed: several may share
+    it) is unusable until the object is written anew."""
+    await conn.execute(
+        f"UPDATE {SCHEMA}.materializations SET damaged = $2 WHERE object_key = $1",
+        object_key,
+        reason,
+    )
+
+
+async def mark_repaired(conn: Conn, object_key: str) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.materializations SET damaged = NULL"
+        " WHERE object_key = $1 AND damaged IS NOT NULL",
+        object_key,
+    )
 
 
 async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None) -> bool:
