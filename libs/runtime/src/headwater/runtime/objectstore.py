@@ -92,13 +92,17 @@ class LocalStore:
 
     async def list(self, bucket: str, prefix: str) -> list[str]:
         base = self.root / bucket
-        if not base.is_dir():
+        # Walk only the folder the prefix names (a landing lists DATASET/PARTITION/), never
+        # the whole bucket: the cost of one landing must not grow with what the bucket holds.
+        folder = prefix.rpartition("/")[0]
+        start = self._path(bucket, folder) if folder else base
+        if not start.is_dir():
             return []
 
         def walk() -> list[str]:
             return sorted(
                 str(p.relative_to(base))
-                for p in base.rglob("*")
+                for p in start.rglob("*")
                 if p.is_file()
                 and not p.name.startswith(".tmp-")
                 and str(p.relative_to(base)).startswith(prefix)
