@@ -129,3 +129,40 @@ async def test_bad_input_is_dead_lettered_on_its_first_delivery(
     [letter] = await letters(nats_url, namespace)
     assert letter["delivered"] == 1
     assert letter["service"] == "test"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, {"content-type": "application/json"}),
+        (b"not json at all", {"content-type": "application/json"}),
+        (b"\xff\xfe invalid utf-8", {"content-type": "text/plain"}),
+        (b'{"event_id": ' + b"9" * 5000 + b"}", {"content-type": "application/json"}),
+    ],
+    ids=["nested-100k", "json-content-type-not-json", "text-not-utf8", "5000-digit-int"],
+)
+async def test_a_body_the_bus_library_cannot_decode_is_dead_lettered_at_once(
+    broker: NatsBroker, nats_url: str, namespace: str, body: bytes, headers: dict[str, str]
+) -> None:
+    """Headwater parses the raw bytes itself, whatever the content type claims."""
+    subjects = Subjects(namespace)
+    calls: list[str] = []
+
+    async def process(event: PartitionLanded) -> None:
+        calls.append(event.event_id)
+
+    @messaging.durable_subscriber(broker, subjects, "lineage-indexer")
+    async def handle(msg: NatsMessage) -> None:
+        await messaging.consume(
+            msg, PartitionLanded, process, broker=broker, subjects=subjects, service="test"
+        )
+
+    await broker.connect()
+    await topology.declare(broker.connection.jetstream(), subjects)
+    await broker.start()
+    js = broker.connection.jetstream()
+    await js.publish(subjects.partition_landed("x"), body, headers=headers)
+    await settled(nats_url, namespace)
+    assert calls == []
+    [letter] = await letters(nats_url, namespace)
+    assert letter["delivered"] == 1

@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from headwater.contracts.errors import ContractError
 
 MAX_EVENT_BYTES = 256 * 1024
+MAX_JSON_DEPTH = 32  # events are flat; S3 records nest about 6 deep
+MAX_INT_DIGITS = 40  # beyond any count, size or version an event carries
 
 
 class Event(BaseModel):
@@ -34,9 +36,13 @@ def parse_model(model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES)
     except UnicodeDecodeError as exc:
         raise ContractError("payload", f"is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:
-        data: Any = json.loads(text)
+        data: Any = json.loads(text, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise ContractError("payload", f"is not JSON ({exc.msg} at char {exc.pos})") from exc
+    except RecursionError:
+        raise ContractError("payload", f"nests deeper than {MAX_JSON_DEPTH} levels") from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ContractError("payload", f"nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
         raise ContractError("payload", f"is a JSON {type(data).__name__}, not an object")
     try:
@@ -56,3 +62,29 @@ def parse_model(model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES)
         elif first["type"] == "missing":
             message = "is required"
         raise ContractError(field, message) from exc
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ContractError(
+            "payload", f"has an integer of {len(digits)} digits (at most {MAX_INT_DIGITS})"
+        )
+    return int(digits)
+
+
+def _depth(value: Any) -> int:
+    """How deeply `value` nests (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        for child in children:
+            if isinstance(child, dict | list):
+                if level + 1 > MAX_JSON_DEPTH:
+                    return level + 1
+                stack.append((child, level + 1))
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+    return deepest

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
+from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsUserPassword, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.subscriber.usecases import LogicSubscriber
@@ -76,7 +77,17 @@ def durable_subscriber(
         durable=spec.durable,
         pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
         ack_policy=AckPolicy.MANUAL,
+        decoder=raw_body,
     )
+
+
+def raw_body(msg: StreamMessage[Any]) -> bytes:
+    """FastStream's decoder, replaced: it would parse JSON (by the content type, or by trying
+    when there is none) before Headwater sees the message, and a body it cannot decode (nested
+    100,000 deep, a 5,000-digit integer, invalid UTF-8 labelled text) would raise outside
+    `consume`, never settled. Headwater parses the raw bytes itself (`parse_model`)."""
+    body: bytes = msg.body
+    return body
 
 
 async def publish(

@@ -13,6 +13,7 @@ from nats.errors import NoRespondersError
 from headwater.contracts import ContractError
 from headwater.core.errors import SpecError
 from headwater.runtime.errors import InputError, TransientError
+from headwater.runtime.messaging import raw_body
 
 _log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
@@ -21,7 +22,7 @@ Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 def responder(broker: NatsBroker, subject: str, handler: Handler) -> None:
     """Serve `handler` on `subject` (a queue group, so replicas share the load)."""
 
-    @broker.subscriber(subject, queue="rpc", include_in_schema=False)
+    @broker.subscriber(subject, queue="rpc", include_in_schema=False, decoder=raw_body)
     async def _serve(msg: NatsMessage) -> bytes:
         try:
             body = json.loads(msg.raw_message.data or b"{}")
