@@ -187,9 +187,22 @@ async def test_bad_partition_keys(stack: RunningStack, tmp_path: Path) -> None:
         stack, f"{ns}.upstream.sales", [json.dumps(event(k, i)).encode() for i, k, _ in cases]
     )
     # The same keys arriving as MinIO bucket notifications (URL-encoded object keys).
+    landing = stack.settings.landing_bucket
     records = [
-        {"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"object": {"key": key}}}]}
-        for key in ("sales/2024%5C05/a.csv", f"sales/{'d' * 129}/a.csv")
+        {
+            "Records": [
+                {
+                    "eventName": "s3:ObjectCreated:Put",
+                    "s3": {"bucket": {"name": bucket}, "object": {"key": key}},
+                }
+            ]
+        }
+        for bucket, key in (
+            (landing, "sales/2024%5C05/a.csv"),
+            (landing, f"sales/{'d' * 129}/a.csv"),
+            # A valid key in a bucket that is not the landing bucket: not ours to read.
+            ("some-other-bucket", f"sales/{VALID_DAY}/sales.csv"),
+        )
     ]
     await publish_raw(stack, f"{ns}.s3.events", [json.dumps(r).encode() for r in records])
     letters = await serve_valid_event_and_collect(stack, tmp_path, len(cases) + len(records))
@@ -202,6 +215,9 @@ async def test_bad_partition_keys(stack: RunningStack, tmp_path: Path) -> None:
         assert words in letter["reason"], letter["reason"]
         assert json.loads(letter["payload"])["partition"] == key
     s3 = [d for d in letters if d["subject"] == f"{ns}.s3.events"]
+    [other] = [d for d in s3 if d["field"] == "Records.0.s3.bucket.name"]
+    assert other["reason"] == f"'some-other-bucket' is not the landing bucket {landing!r}"
+    s3.remove(other)
     assert [d["field"] for d in s3] == ["Records.0.s3.object.key"] * 2
     reasons = sorted(d["reason"] for d in s3)
     assert "'2024\\\\05' contains '\\\\', outside ASCII" in reasons[0], reasons

@@ -92,9 +92,17 @@ class _S3Object(BaseModel):
     key: str
 
 
+class _S3Bucket(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+
 class _S3Entity(BaseModel):
     model_config = ConfigDict(extra="allow")
     object: _S3Object
+    # Always present in MinIO's and AWS's records; checked against the landing bucket by the
+    # change-detector (absent, it is rejected there, after the key).
+    bucket: _S3Bucket | None = None
 
 
 class S3EventRecord(BaseModel):

@@ -49,6 +49,16 @@ class ChangeDetector:
                 dataset, partition, _ = split_object_key(_unquote(key))
             except ContractError as exc:
                 raise InputError(f"Records.{i}.s3.object.key", exc.reason) from exc
+            # Any bucket that notifies on the subject would otherwise make us read `landing`.
+            bucket = record.s3.bucket.name if record.s3.bucket is not None else None
+            landing = self.res.settings.landing_bucket
+            if bucket != landing:
+                reason = (
+                    "is required" if bucket is None else f"is not the landing bucket {landing!r}"
+                )
+                raise InputError(f"Records.{i}.s3.bucket.name", reason)
+        for record in records.Records:
+            dataset, partition, _ = split_object_key(_unquote(record.s3.object.key))
             await self.refresh(dataset, partition, require=None)
 
     async def refresh(self, dataset: str, partition_key: str, *, require: str | None) -> None:
