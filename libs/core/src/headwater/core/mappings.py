@@ -2,7 +2,8 @@
 
 identity: the same key. all: every input partition feeds the one output partition
 (UNPARTITIONED_KEY). window N: the N input keys ending at this key (in sorted order).
-rollup: every input key that maps to this output key (day -> month/year, or a regex capture).
+rollup: every input key that maps to this output key (day -> month/year, or a regex capture,
+run by RE2: see headwater.core.patterns).
 """
 
 import re
@@ -12,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from headwater.contracts.keys import PARTITION_KEY_PATTERN
+from headwater.core.patterns import PatternError, compile_pattern, first_group
 
 UNPARTITIONED_KEY = "all"
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
@@ -41,11 +43,9 @@ class Mapping(BaseModel):
                 raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
             if self.pattern is not None:
                 try:
-                    compiled = re.compile(self.pattern)
-                except re.error as exc:
-                    raise ValueError(f"pattern does not compile: {exc}") from exc
-                if compiled.groups < 1:
-                    raise ValueError("pattern needs one capture group (the output key)")
+                    compile_pattern(self.pattern)
+                except PatternError as exc:
+                    raise ValueError(str(exc)) from exc
         return self
 
     def canonical(self) -> str:
@@ -64,8 +64,7 @@ class Mapping(BaseModel):
         if self.kind == "all":
             return UNPARTITIONED_KEY
         if self.pattern is not None:
-            match = re.search(self.pattern, input_key)
-            key = match.group(1) if match else None
+            key = first_group(self.pattern, input_key)
             # An output key must be a valid partition key like any other (never "" or "..").
             return key if key and _KEY.fullmatch(key) and ".." not in key else None
         day = _DAY.match(input_key)
