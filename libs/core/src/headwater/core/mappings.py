@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from headwater.contracts.keys import PARTITION_KEY_PATTERN
 from headwater.core.patterns import PatternError, compile_pattern, first_group
@@ -30,6 +30,16 @@ class Mapping(BaseModel):
     to: Literal["month", "year"] | None = None
     pattern: str | None = None
 
+    @field_validator("pattern")
+    @classmethod
+    def _runs_on_re2(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                compile_pattern(pattern)
+            except PatternError as exc:
+                raise ValueError(str(exc)) from exc
+        return pattern
+
     @model_validator(mode="after")
     def _check(self) -> "Mapping":
         if self.size is not None and self.kind != "window":
@@ -41,11 +51,6 @@ class Mapping(BaseModel):
         if self.kind == "rollup":
             if (self.to is None) == (self.pattern is None):
                 raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
-            if self.pattern is not None:
-                try:
-                    compile_pattern(self.pattern)
-                except PatternError as exc:
-                    raise ValueError(str(exc)) from exc
         return self
 
     def canonical(self) -> str:
