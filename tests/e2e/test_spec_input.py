@@ -145,7 +145,8 @@ async def test_yaml_alias_bomb_and_deep_nesting_are_rejected(
     spec = alias_bomb()
     assert len(spec) < 1024
     err = await apply_raw_rejected(stack, spec)
-    assert err.field is not None and err.field.startswith("sources.s4.description")
+    assert err.field is not None
+    assert err.field.startswith("sources.s4.description")
     assert "aliases expand it past 100000 values" in err.reason
     assert len(err.reason) < 400  # the error never shows the expanded value
 
@@ -153,7 +154,8 @@ async def test_yaml_alias_bomb_and_deep_nesting_are_rejected(
     err = await apply_raw_rejected(
         stack, f"pipeline: deep\nsources:\n  s: {{description: {deep}}}\n"
     )
-    assert err.field is not None and err.field.startswith("sources.s.description.0.0")
+    assert err.field is not None
+    assert err.field.startswith("sources.s.description.0.0")
     assert "nests deeper than 32 levels" in err.reason
     await assert_still_serving(stack, tmp_path, frozenset({"s", "s0"}))
 

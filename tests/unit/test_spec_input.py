@@ -40,7 +40,8 @@ def test_alias_bomb_is_refused_where_it_expands() -> None:
     with pytest.raises(SpecError) as info:
         load_yaml("p.yaml", bomb(9), LIMITS)
     err = info.value
-    assert err.field is not None and err.field.startswith("a4.")  # 10**5 values reached here
+    assert err.field is not None
+    assert err.field.startswith("a4.")
     assert "aliases expand it past 100000 values" in err.reason
     assert "HEADWATER_SPEC_MAX_YAML_NODES" in err.reason
 

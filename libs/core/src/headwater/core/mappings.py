@@ -48,9 +48,8 @@ class Mapping(BaseModel):
             raise ValueError(f"to/pattern apply to rollup, not {self.kind}")
         if self.kind == "window" and (self.size is None or self.size < 1):
             raise ValueError("window needs size >= 1")
-        if self.kind == "rollup":
-            if (self.to is None) == (self.pattern is None):
-                raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
+        if self.kind == "rollup" and (self.to is None) == (self.pattern is None):
+            raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
         return self
 
     def canonical(self) -> str:

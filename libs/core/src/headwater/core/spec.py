@@ -214,7 +214,9 @@ def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> P
             datasets[ds_name] = _derived(doc, ds_name, body, limits)
         except RecursionError as exc:  # the parsers recurse: deeply nested SQL or Python
             field = "sql" if "sql" in body else "python"
-            raise SpecError(f, "code nests too deeply to parse", dataset=ds_name, field=field) from exc
+            raise SpecError(
+                f, "code nests too deeply to parse", dataset=ds_name, field=field
+            ) from exc
     for ds in datasets.values():
         for input_name in ds.inputs:
             if input_name not in datasets:

@@ -33,6 +33,7 @@ SETTING = {
     "max_yaml_nodes": "HEADWATER_SPEC_MAX_YAML_NODES",
 }
 
+
 def _repr() -> reprlib.Repr:
     r = reprlib.Repr()  # keyword arguments only from Python 3.12
     r.maxlevel, r.maxstring, r.maxother, r.maxlist, r.maxdict = 2, 60, 60, 4, 4

@@ -17,10 +17,10 @@ from rich.table import Table
 from headwater.contracts import ContractError
 from headwater.core.errors import SpecError
 from headwater.runtime.errors import HeadwaterError, InputError
-from headwater.sdk.precheck import check_spec
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack
+from headwater.sdk.precheck import check_spec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()

@@ -30,9 +30,7 @@ def build_app(
         pool=pool,
         store=store,
     )
-    app = SpecRegistry(
-        service.res, settings.subjects, settings.code_bucket, settings.spec_limits
-    )
+    app = SpecRegistry(service.res, settings.subjects, settings.code_bucket, settings.spec_limits)
     s = settings.subjects
     # Several at once: a big spec being parsed (in a thread) does not hold up another's apply;
     # the database part of applies is serialized by a lock (store.lock).
