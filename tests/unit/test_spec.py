@@ -17,6 +17,7 @@ from headwater.core.spec import (
     parse_pipeline,
     read_document,
 )
+from headwater.sdk.precheck import check_spec
 
 SPEC_FILE = "pipeline.yaml"
 
@@ -460,18 +461,45 @@ PY_REF = "python: t.py:fn\ninputs: {flights: identity}"
         ("def fn(flights):\n    return flights\nX = 1 / 0\n", "ZeroDivisionError"),
     ],
 )
-def test_python_that_raises_at_import_is_rejected(tmp_path: Path, source: str, named: str) -> None:
-    err = spec_error(tmp_path, one_dataset(PY_REF), {"t.py": source})
-    assert_names(err, dataset="d", field="python")
-    assert "does not import" in err.reason
-    assert named in err.reason
+def test_python_that_raises_at_import_is_rejected_by_the_local_check(
+    tmp_path: Path, source: str, named: str
+) -> None:
+    # The CLI imports the module in the user's own process before sending the spec.
+    with pytest.raises(SpecError) as info:
+        check_spec(write(tmp_path, one_dataset(PY_REF), {"t.py": source}))
+    assert_names(info.value, dataset="d", field="python")
+    assert "does not import" in info.value.reason
+    assert named in info.value.reason
 
 
 def test_python_that_exits_at_import_is_a_spec_error_not_an_exit(tmp_path: Path) -> None:
-    # A user's module must not be able to stop the service that validates it.
     source = "import sys\ndef fn(flights):\n    return flights\nsys.exit(3)\n"
-    err = spec_error(tmp_path, one_dataset(PY_REF), {"t.py": source})
-    assert_names(err, dataset="d", field="python")
+    with pytest.raises(SpecError) as info:
+        check_spec(write(tmp_path, one_dataset(PY_REF), {"t.py": source}))
+    assert_names(info.value, dataset="d", field="python")
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "raise KeyboardInterrupt",
+        "import sys; sys.exit(3)",
+        "import os; open(os.environ['HW_TEST_MARKER'], 'w').write('ran')",
+        "import asyncio; raise asyncio.CancelledError",
+    ],
+)
+def test_parsing_a_spec_runs_none_of_its_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, statement: str
+) -> None:
+    # What spec-registry does: the module is read as an AST, so its module-level statements
+    # neither run nor count in the code SHA (fn does not reach them).
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("HW_TEST_MARKER", str(marker))
+    fn = "def fn(flights):\n    return flights\n"
+    hostile = load(tmp_path / "a", one_dataset(PY_REF), {"t.py": fn + statement + "\n"})
+    clean = load(tmp_path / "b", one_dataset(PY_REF), {"t.py": fn})
+    assert not marker.exists()
+    assert hostile.datasets["d"].code_sha == clean.datasets["d"].code_sha
 
 
 def test_python_with_a_syntax_error_is_rejected(tmp_path: Path) -> None:
@@ -582,8 +610,8 @@ def test_name_declared_as_source_and_dataset_is_rejected(tmp_path: Path) -> None
         ("{mapping: window, size: 0}", "inputs.flights", "size"),
         ("{mapping: rollup}", "inputs.flights", "to"),
         ("{mapping: rollup, to: month, pattern: '^(x)'}", "inputs.flights", "exactly one"),
-        ("{mapping: rollup, pattern: '(['}", "inputs.flights", "does not compile"),
-        ("{mapping: rollup, pattern: '^x'}", "inputs.flights", "capture group"),
+        ("{mapping: rollup, pattern: '(['}", "inputs.flights.pattern", "does not compile"),
+        ("{mapping: rollup, pattern: '^x'}", "inputs.flights.pattern", "capture group"),
         ("{mapping: rollup, to: week}", "inputs.flights.to", "month"),
         ("{mapping: window, sise: 7}", "inputs.flights.sise", "not permitted"),
         ("{mapping: window, size: many}", "inputs.flights.size", "integer"),

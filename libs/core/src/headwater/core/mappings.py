@@ -2,16 +2,18 @@
 
 identity: the same key. all: every input partition feeds the one output partition
 (UNPARTITIONED_KEY). window N: the N input keys ending at this key (in sorted order).
-rollup: every input key that maps to this output key (day -> month/year, or a regex capture).
+rollup: every input key that maps to this output key (day -> month/year, or a regex capture,
+run by RE2: see headwater.core.patterns).
 """
 
 import re
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 from headwater.contracts.keys import PARTITION_KEY_PATTERN
+from headwater.core.patterns import PatternError, compile_pattern, first_group
 
 UNPARTITIONED_KEY = "all"
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
@@ -28,6 +30,16 @@ class Mapping(BaseModel):
     to: Literal["month", "year"] | None = None
     pattern: str | None = None
 
+    @field_validator("pattern")
+    @classmethod
+    def _runs_on_re2(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                compile_pattern(pattern)
+            except PatternError as exc:
+                raise ValueError(str(exc)) from exc
+        return pattern
+
     @model_validator(mode="after")
     def _check(self) -> "Mapping":
         if self.size is not None and self.kind != "window":
@@ -36,16 +48,8 @@ class Mapping(BaseModel):
             raise ValueError(f"to/pattern apply to rollup, not {self.kind}")
         if self.kind == "window" and (self.size is None or self.size < 1):
             raise ValueError("window needs size >= 1")
-        if self.kind == "rollup":
-            if (self.to is None) == (self.pattern is None):
-                raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
-            if self.pattern is not None:
-                try:
-                    compiled = re.compile(self.pattern)
-                except re.error as exc:
-                    raise ValueError(f"pattern does not compile: {exc}") from exc
-                if compiled.groups < 1:
-                    raise ValueError("pattern needs one capture group (the output key)")
+        if self.kind == "rollup" and (self.to is None) == (self.pattern is None):
+            raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
         return self
 
     def canonical(self) -> str:
@@ -64,8 +68,7 @@ class Mapping(BaseModel):
         if self.kind == "all":
             return UNPARTITIONED_KEY
         if self.pattern is not None:
-            match = re.search(self.pattern, input_key)
-            key = match.group(1) if match else None
+            key = first_group(self.pattern, input_key)
             # An output key must be a valid partition key like any other (never "" or "..").
             return key if key and _KEY.fullmatch(key) and ".." not in key else None
         day = _DAY.match(input_key)

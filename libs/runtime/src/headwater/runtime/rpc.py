@@ -19,10 +19,13 @@ _log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-def responder(broker: NatsBroker, subject: str, handler: Handler) -> None:
-    """Serve `handler` on `subject` (a queue group, so replicas share the load)."""
+def responder(broker: NatsBroker, subject: str, handler: Handler, *, max_workers: int = 1) -> None:
+    """Serve `handler` on `subject` (a queue group, so replicas share the load), up to
+    `max_workers` requests at a time in this process."""
 
-    @broker.subscriber(subject, queue="rpc", include_in_schema=False, decoder=raw_body)
+    @broker.subscriber(
+        subject, queue="rpc", include_in_schema=False, max_workers=max_workers, decoder=raw_body
+    )
     async def _serve(msg: NatsMessage) -> bytes:
         try:
             body = json.loads(msg.raw_message.data or b"{}")

@@ -16,11 +16,11 @@ from rich.table import Table
 
 from headwater.contracts import ContractError
 from headwater.core.errors import SpecError
-from headwater.core.spec import parse_pipeline, read_document
 from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack
+from headwater.sdk.precheck import check_spec
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -143,9 +143,10 @@ def _serve(stack: EmbeddedStack) -> None:
 
 
 def _validate(file: Path) -> None:
-    """Reject a bad spec here, before talking to any service (spec-registry checks again)."""
+    """Reject a bad spec here, before talking to any service (spec-registry checks again,
+    without importing the Python: that runs only here, in the user's process)."""
     try:
-        parse_pipeline(read_document(file))
+        check_spec(file)
     except SpecError as exc:
         err.print(f"[red]error[/red] {exc}", markup=True, highlight=False)
         raise typer.Exit(2) from None

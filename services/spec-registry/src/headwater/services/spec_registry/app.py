@@ -30,9 +30,11 @@ def build_app(
         pool=pool,
         store=store,
     )
-    app = SpecRegistry(service.res, settings.subjects, settings.code_bucket)
+    app = SpecRegistry(service.res, settings.subjects, settings.code_bucket, settings.spec_limits)
     s = settings.subjects
-    responder(service.broker, s.rpc(NAME, "apply"), app.apply)
-    responder(service.broker, s.rpc(NAME, "plan"), app.plan)
+    # Several at once: a big spec being parsed (in a thread) does not hold up another's apply;
+    # the database part of applies is serialized by a lock (store.lock).
+    responder(service.broker, s.rpc(NAME, "apply"), app.apply, max_workers=4)
+    responder(service.broker, s.rpc(NAME, "plan"), app.plan, max_workers=4)
     responder(service.broker, s.rpc(NAME, "datasets"), app.datasets)
     return service

@@ -1,6 +1,7 @@
 """spec-registry: validates specs, keeps their versions, stores code by SHA, announces
-every dataset whose code SHA changed."""
+every dataset whose code SHA changed. It never runs a spec's code (see headwater.core.spec)."""
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pydantic import ValidationError
 
 from headwater.contracts import CodeChanged, DatasetDefinition, Subjects
 from headwater.core.spec import Pipeline, PipelineDocument, parse_pipeline
+from headwater.core.spec_input import SpecLimits
 from headwater.runtime.errors import InputError
 from headwater.runtime.service import Resources
 from headwater.services.spec_registry import store
@@ -21,9 +23,15 @@ class SpecRegistry:
     res: Resources
     subjects: Subjects
     code_bucket: str
+    limits: SpecLimits
+
+    async def _parse(self, doc: PipelineDocument) -> Pipeline:
+        # Off the event loop: a spec at the limits takes seconds to parse, and the service
+        # meanwhile answers other callers (and its own heartbeats).
+        return await asyncio.to_thread(parse_pipeline, doc, self.limits)
 
     async def plan(self, body: dict[str, Any]) -> dict[str, Any]:
-        pipeline = _parse(body)
+        pipeline = await self._parse(_document(body))
         current = await store.current_datasets(self.res.pool)
         changes = _diff(pipeline, current)
         changed = {c["dataset"] for c in changes if c["change"] in ("added", "changed")}
@@ -37,7 +45,7 @@ class SpecRegistry:
 
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         doc = _document(body)
-        pipeline = parse_pipeline(doc)
+        pipeline = await self._parse(doc)
         # Code is content-addressed: writing it before the commit is idempotent and safe.
         for ds in pipeline.datasets.values():
             if ds.kind != "source":
@@ -100,10 +108,6 @@ def _document(body: dict[str, Any]) -> PipelineDocument:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise InputError(".".join(str(p) for p in err["loc"]) or "payload", err["msg"]) from exc
-
-
-def _parse(body: dict[str, Any]) -> Pipeline:
-    return parse_pipeline(_document(body))
 
 
 def _diff(pipeline: Pipeline, current: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
