@@ -53,9 +53,9 @@ class ChangeDetector:
             bucket = record.s3.bucket.name if record.s3.bucket is not None else None
             landing = self.res.settings.landing_bucket
             if bucket != landing:
-                reason = (
-                    "is required" if bucket is None else f"is not the landing bucket {landing!r}"
-                )
+                reason = f"{bucket!r} is not the landing bucket {landing!r}"
+                if bucket is None:
+                    reason = "is required"
                 raise InputError(f"Records.{i}.s3.bucket.name", reason)
         for record in records.Records:
             dataset, partition, _ = split_object_key(_unquote(record.s3.object.key))
