@@ -24,6 +24,8 @@ class DatasetDefinition(Event):
     code_sha: str = Field(pattern=r"^[0-9a-f]{64}$")
     inputs: tuple[InputDefinition, ...] = ()
     ordered: bool = False
+    # A source's declared columns (name -> Arrow type name): its data contract.
+    columns: dict[str, str] | None = None
 
 
 class CodeChanged(Event):

@@ -28,7 +28,7 @@ from sqlglot import exp
 from headwater.contracts import DatasetDefinition, InputDefinition
 from headwater.contracts.errors import ContractError
 from headwater.contracts.keys import validate_dataset_name
-from headwater.core import hashing
+from headwater.core import formats, hashing
 from headwater.core.errors import SpecError
 from headwater.core.mappings import Mapping
 from headwater.core.spec_input import SpecLimits, load_yaml, show, too_big
@@ -59,6 +59,7 @@ class DatasetSpec(BaseModel):
     inputs: dict[str, Mapping] = {}
     version: str | None = None
     ordered: bool = False
+    columns: dict[str, str] | None = None  # a source's declared columns (its data contract)
     code_sha: str
 
     def definition(self) -> DatasetDefinition:
@@ -72,6 +73,7 @@ class DatasetSpec(BaseModel):
                 for n, m in sorted(self.inputs.items())
             ),
             ordered=self.ordered,
+            columns=self.columns,
         )
 
     def code_blob(self) -> dict[str, Any]:
@@ -150,7 +152,7 @@ def _yaml(file: str, text: str, limits: SpecLimits) -> dict[str, Any]:
 
 
 _TOP_FIELDS = {"pipeline", "sources", "datasets"}
-_SOURCE_FIELDS = {"ordered", "description"}
+_SOURCE_FIELDS = {"ordered", "description", "columns"}
 _DERIVED_FIELDS = {"sql", "python", "inputs", "version", "ordered", "description"}
 
 
@@ -191,13 +193,16 @@ def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> P
             raise SpecError(f, "must be a mapping", dataset=ds_name)
         _no_unknown(f, ds_name, body, _SOURCE_FIELDS)
         ordered = _bool(f, ds_name, body, "ordered")
+        columns = _columns(f, ds_name, body.get("columns"))
         datasets[ds_name] = DatasetSpec(
             name=ds_name,
             kind="source",
             ordered=ordered,
+            columns=columns,
             code_sha=hashing.code_sha(
                 kind="source",
-                normalized_code="",
+                # Declared columns are the source's code: changing them is a code change.
+                normalized_code=formats.columns_text(columns) if columns else "",
                 inputs=[],
                 ordered=ordered,
                 version=None,
@@ -255,6 +260,27 @@ def _check_files(doc: PipelineDocument, derived: dict[Any, Any], limits: SpecLim
         raise SpecError(
             doc.file, too_big(repr(ref), size, "max_code_bytes", limits), field=f"files.{ref}"
         )
+
+
+def _columns(file: str, ds: str, value: object) -> dict[str, str] | None:
+    """A source's declared columns, `{name: arrow type}`, each type checked."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise SpecError(
+            file, "must be a mapping of column name to type", dataset=ds, field="columns"
+        )
+    out: dict[str, str] = {}
+    for name, type_name in value.items():
+        if not isinstance(name, str) or not name:
+            raise SpecError(
+                file, f"column name {show(name)} is not text", dataset=ds, field="columns"
+            )
+        try:
+            out[name] = formats.parse_type(type_name)
+        except formats.FormatError as exc:
+            raise SpecError(file, str(exc), dataset=ds, field=f"columns.{name}") from exc
+    return out
 
 
 def _check_name(file: str, name: object) -> str:

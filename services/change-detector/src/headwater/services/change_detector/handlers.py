@@ -40,7 +40,7 @@ class ChangeDetector:
             )
         # The event says where to look; the prefix's files are the truth (a missing key was
         # deleted: the partition is re-hashed without it, or retracted if nothing is left).
-        await self.refresh(event.dataset, event.partition, require=event.key)
+        await self.refresh(event.dataset, event.partition, require=event.key, blame=event.key)
 
     async def on_s3(self, records: S3EventRecords) -> None:
         for i, record in enumerate(records.Records):
@@ -58,11 +58,15 @@ class ChangeDetector:
                     reason = "is required"
                 raise InputError(f"Records.{i}.s3.bucket.name", reason)
         for record in records.Records:
-            dataset, partition, _ = split_object_key(_unquote(record.s3.object.key))
-            await self.refresh(dataset, partition, require=None)
+            key = _unquote(record.s3.object.key)
+            dataset, partition, _ = split_object_key(key)
+            await self.refresh(dataset, partition, require=None, blame=key)
 
-    async def refresh(self, dataset: str, partition_key: str, *, require: str | None) -> None:
-        """Re-read DATASET/PARTITION/ and publish its data SHA if it is new."""
+    async def refresh(
+        self, dataset: str, partition_key: str, *, require: str | None, blame: str | None = None
+    ) -> None:
+        """Re-read DATASET/PARTITION/ and publish its data SHA if it is new. When its files
+        disagree on their columns, the file `blame` (the one announced) is the one at fault."""
         await self._check_source(dataset)
         settings = self.res.settings
         objects = self.res.objects
@@ -71,20 +75,31 @@ class ChangeDetector:
         if not keys:
             await self._retract(dataset, partition_key, require)
             return
-        tables = []
-        for key in keys:
+        definition = self._sources[1].get(dataset, {}).get("definition", {})
+        declared = definition.get("columns")
+        schema = formats.schema_of(declared) if declared else None
+        files = []
+        # The announced file first: if it is the one at fault, the dead letter names it.
+        for key in sorted(keys, key=lambda k: k != blame):
             data = await objects.get(settings.landing_bucket, key)
             try:
-                tables.append(formats.read_table(data, format_of(key), key))
+                files.append((key, formats.read_table(data, format_of(key), key, schema)))
             except ContractError as exc:
                 raise InputError("key", exc.reason) from exc
+            except formats.SchemaMismatch as exc:
+                # The partition keeps its last good content; the file is named for its owner.
+                raise InputError(f"file.columns.{exc.column}", str(exc)) from exc
             except formats.FormatError as exc:
                 raise InputError("file", str(exc)) from exc
         try:
-            table = formats.combine(tables)
+            if schema is None:
+                formats.check_alike(files, blame=blame)
+            table = formats.combine([t for _, t in files])
+        except formats.SchemaMismatch as exc:
+            raise InputError(f"file.columns.{exc.column}", str(exc)) from exc
         except formats.FormatError as exc:
             raise InputError("file", str(exc)) from exc
-        ordered = bool(self._sources[1].get(dataset, {}).get("definition", {}).get("ordered"))
+        ordered = bool(definition.get("ordered"))
         data_sha = hashing.data_sha(table, ordered=ordered)
         object_key = f"{data_sha}.parquet"
         async with self.res.pool.acquire() as conn:
