@@ -1,12 +1,16 @@
 """`headwater up` as a user runs it, against the faults of issue 8 (findings 4 and 7): it
 restarts the nats-server and Postgres it started when they die; a second `up` on a live state
 directory refuses; what it starts is private (Postgres and NATS refuse a login without the
-generated passwords, no secret in endpoints.json or in a service's environment beyond its own).
+generated passwords, no secret in endpoints.json or in a service's environment beyond its own);
+a process that crash-loops is given up on, and said so.
 
-One `up` serves the whole module; each test leaves it healthy."""
+One `up` serves the module's tests of it; each leaves it healthy."""
 
+import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -22,7 +26,8 @@ import asyncpg
 import nats
 import pytest
 
-from tests.e2e.conftest import ROOT
+from headwater.sdk.embedded import EmbeddedStack, RestartPolicy
+from tests.e2e.conftest import ROOT, stack_settings
 from tests.e2e.test_embedded import _env, headwater
 
 pytestmark = pytest.mark.timeout(240)
@@ -120,13 +125,17 @@ def test_a_second_up_on_a_live_state_dir_refuses(up: Up) -> None:
 
 
 async def test_postgres_refuses_a_login_without_the_generated_password(up: Up) -> None:
-    admin = urlsplit(up.secrets()["cli"]["pg_dsn"])
-    assert admin.password, "the superuser has a password"
-    no_password = f"postgresql://postgres@127.0.0.1:{admin.port}/postgres"
+    # The port from the server's own lock file (line 4), as a local intruder would find it.
+    port = (up.state / "postgres" / "postmaster.pid").read_text().split("\n")[3]
+    no_password = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
         await asyncpg.connect(no_password, password="")
     with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
         await asyncpg.connect(no_password, password="wrong")
+    admin = urlsplit(up.secrets()["cli"]["pg_dsn"])
+    assert (admin.username, admin.port) == ("postgres", int(port))
+    conn = await asyncpg.connect(up.secrets()["cli"]["pg_dsn"])
+    await conn.close()
 
     # A service's role owns its schema only: no reading another's, no running programs.
     env = _environ(up.child("headwater.services.scheduler"))
@@ -144,10 +153,10 @@ async def test_postgres_refuses_a_login_without_the_generated_password(up: Up) -
 
 
 def test_a_service_environment_holds_its_own_credentials_only(up: Up) -> None:
-    secrets = up.secrets()
-    passwords = {*secrets["postgres"].values(), *secrets["nats"].values()}
     executor = _environ(up.child("headwater.services.executor"))
     assert "HEADWATER_PG_DSN" not in executor
+    secrets = up.secrets()
+    passwords = {*secrets["postgres"].values(), *secrets["nats"].values()}
     assert executor["HEADWATER_NATS_USER"] == "executor"
     assert passwords & set(executor.values()) == {secrets["nats"]["executor"]}
     scheduler = _environ(up.child("headwater.services.scheduler"))
@@ -170,15 +179,16 @@ async def test_nats_refuses_a_client_without_credentials(up: Up) -> None:
     )
     await nc.close()
     # No monitoring port (it has no login of its own).
-    assert "http" not in (up.state / "nats" / "nats-server.conf").read_text()
+    conf = (up.state / "nats" / "nats-server.conf").read_text()
+    assert not re.search(r"^\s*http", conf, re.MULTILINE), conf
 
 
 def test_no_secret_in_endpoints_and_secret_files_are_private(up: Up) -> None:
+    assert not {"pg_dsn", "nats_password", "s3_secret_key"} & up.endpoints().keys()
     secrets = up.secrets()
     endpoints = (up.state / "endpoints.json").read_text()
     for password in [*secrets["postgres"].values(), *secrets["nats"].values()]:
         assert password not in endpoints
-    assert not {"pg_dsn", "nats_password", "s3_secret_key"} & up.endpoints().keys()
     private = [
         up.state / "secrets.json",
         up.state / "nats" / "nats-server.conf",
@@ -191,3 +201,39 @@ def test_no_secret_in_endpoints_and_secret_files_are_private(up: Up) -> None:
 def _environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+async def test_a_crash_looping_service_is_given_up_on_and_reported(
+    tmp_path: Path,
+    namespace: str,
+    nats_url: str,
+    database: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    policy = RestartPolicy(base_s=0.05, cap_s=0.2, window_s=60, max_restarts=3)
+    stack = EmbeddedStack(
+        tmp_path / "state",
+        stack_settings(namespace, nats_url, database, None),
+        # The executor refuses this setting (at least 1) and exits; the others ignore it.
+        service_env={"HEADWATER_ATTEMPTS": "0"},
+        log_to_files=True,
+        restart_policy=policy,
+    )
+    stack.start()
+    try:
+        restarted: list[str] = []
+        deadline = time.monotonic() + 60
+        while "executor" not in stack.gave_up:
+            assert time.monotonic() < deadline, restarted
+            restarted += stack.supervise()
+            await asyncio.sleep(0.05)
+        assert restarted == ["executor"] * policy.max_restarts
+        assert "executor crash-loops (3 restarts within 60s); not restarting it again" in [
+            r.getMessage() for r in caplog.records if r.levelno == logging.ERROR
+        ]
+        # It stays down; the other services keep running.
+        assert stack.supervise() == []
+        assert stack.processes["executor"].poll() is not None
+        assert all(p.poll() is None for n, p in stack.processes.items() if n != "executor")
+    finally:
+        stack.stop()
