@@ -178,6 +178,10 @@ async def test_nats_refuses_a_client_without_credentials(up: Up) -> None:
         url, user=cli["nats_user"], password=cli["nats_password"], allow_reconnect=False
     )
     await nc.close()
+    # An upstream system logs in as `upstream` (allowed the public contract only).
+    upstream = up.secrets()["nats"]["upstream"]
+    nc = await nats.connect(url, user="upstream", password=upstream, allow_reconnect=False)
+    await nc.close()
     # No monitoring port (it has no login of its own).
     conf = (up.state / "nats" / "nats-server.conf").read_text()
     assert not re.search(r"^\s*http", conf, re.MULTILINE), conf

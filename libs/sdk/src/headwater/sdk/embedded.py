@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from headwater.contracts import Subjects
 from headwater.sdk.config import ENDPOINTS_FILE, SECRETS_FILE
 from headwater.sdk.credentials import StackSecrets
 from headwater.sdk.servers import (
@@ -61,6 +62,7 @@ JS_DESTRUCTIVE = (
     "$JS.API.CONSUMER.DELETE.>",
 )
 CLI_USER = "cli"
+UPSTREAM_USER = "upstream"
 LOCK_FILE = "headwater.pid"
 # Variables that carry a credential; a service gets only its own (see EmbeddedStack._env).
 _CREDENTIAL_VARS = (
@@ -184,6 +186,16 @@ class EmbeddedStack:
                 NatsUser(name, secrets.password("nats", name), deny_publish=JS_DESTRUCTIVE)
                 for name in SERVICES
             ]
+            # Upstream systems: the public contract only (as deploy/nats/nats.conf).
+            upstream = Subjects(s.namespace).upstream_all
+            users.append(
+                NatsUser(
+                    UPSTREAM_USER,
+                    secrets.password("nats", UPSTREAM_USER),
+                    allow_publish=(upstream,),
+                    allow_subscribe=("_INBOX.>",),
+                )
+            )
             self.nats = NatsServer(
                 self.state_dir / "nats",
                 port=free_port(),
@@ -191,7 +203,7 @@ class EmbeddedStack:
                 monitoring=False,
                 users=users,
             )
-            for user in users[1:]:
+            for user in users[1 : 1 + len(SERVICES)]:
                 creds[user.name].update(
                     HEADWATER_NATS_USER=user.name, HEADWATER_NATS_PASSWORD=user.password
                 )

@@ -242,11 +242,23 @@ class _ChildServer:
 
 @dataclass(frozen=True)
 class NatsUser:
-    """A NATS login; `deny_publish` lists subjects it may not publish on (all others it may)."""
+    """A NATS login and the subjects it may publish and subscribe to (all, unless narrowed)."""
 
     name: str
     password: str
+    allow_publish: tuple[str, ...] = (">",)
     deny_publish: tuple[str, ...] = ()
+    allow_subscribe: tuple[str, ...] = (">",)
+
+    def permissions(self) -> str:
+        """The user's `permissions` block in the NATS config format ("" when unrestricted)."""
+        if (self.allow_publish, self.deny_publish, self.allow_subscribe) == ((">",), (), (">",)):
+            return ""
+        publish = f"allow: {_quote_list(self.allow_publish)}"
+        if self.deny_publish:
+            publish += f", deny: {_quote_list(self.deny_publish)}"
+        subscribe = f"allow: {_quote_list(self.allow_subscribe)}"
+        return f"permissions: {{publish: {{{publish}}}, subscribe: {{{subscribe}}}}}"
 
 
 class NatsServer(_ChildServer):
@@ -326,9 +338,8 @@ class NatsServer(_ChildServer):
             lines.append("authorization { users = [")
             for user in self.users:
                 entry = f"  {{user: {_quote(user.name)}, password: {_quote(user.password)}"
-                if user.deny_publish:
-                    deny = ", ".join(_quote(subject) for subject in user.deny_publish)
-                    entry += f', permissions: {{publish: {{allow: [">"], deny: [{deny}]}}}}'
+                if permissions := user.permissions():
+                    entry += f", {permissions}"
                 lines.append(entry + "}")
             lines.append("] }")
         return "\n".join(lines) + "\n"
@@ -664,3 +675,8 @@ def _postgres_bin_dir() -> Path:
 def _quote(value: str) -> str:
     """A double-quoted string for the NATS configuration format."""
     return json.dumps(value)
+
+
+def _quote_list(values: Sequence[str]) -> str:
+    """A list of double-quoted strings for the NATS configuration format."""
+    return "[" + ", ".join(_quote(v) for v in values) + "]"
