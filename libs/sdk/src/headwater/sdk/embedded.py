@@ -366,9 +366,11 @@ class EmbeddedStack:
         restarted = []
         checks: list[tuple[str, bool, Callable[[], None]]] = []
         if self.nats is not None:
-            checks.append(("nats-server", self.nats.pid is not None, self.nats.start))
+            nats = self.nats
+            checks.append(("nats-server", nats.pid is not None, partial(_restart, nats)))
         if self.postgres is not None:
-            checks.append(("postgres", self.postgres.pid is not None, self.postgres.start))
+            pg = self.postgres
+            checks.append(("postgres", pg.pid is not None, partial(_restart, pg)))
         for full, proc in list(self.processes.items()):
             name = next(n for n in SERVICES if full.startswith(n))
             suffix = full[len(name) :]
@@ -434,3 +436,10 @@ class EmbeddedStack:
             f.close()
         self._logs.clear()
         self._release_lock()
+
+
+def _restart(server: NatsServer | PostgresServer) -> None:
+    """Start a dead server again, once what is left of its process group is gone (a killed
+    postmaster's backends hold its shared memory until they exit)."""
+    server.kill()
+    server.start()
