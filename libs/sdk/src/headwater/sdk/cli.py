@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from headwater.contracts import ContractError
@@ -116,7 +117,7 @@ def _start(state_dir: Path) -> EmbeddedStack:
     try:
         endpoints = stack.start()
     except (StackError, ServerError) as exc:
-        err.print(f"[red]error[/red] {exc}", highlight=False)
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     try:
         _run(state_dir, lambda hw: hw.ready())
