@@ -121,14 +121,14 @@ async def test_failures_retry_then_wait_and_a_fix_resumes_exactly_what_failed(
             assert '"attempt":3' in failed[0]["payload"].replace(
                 " ", ""
             )  # three runs, then it waits
-            before = await tasks(stack.endpoints["pg_dsn"])
+            before = await tasks(stack.admin_dsn)
 
             # The cause goes away; `retry` resumes exactly the errored partition and what it blocked.
             flag.unlink()
             assert (await hw.retry("daily"))["retried"] == ["2024-03-02"]
             status = await hw.wait(timeout=120)
             assert set(states(status).values()) == {"ready"}
-            after = await tasks(stack.endpoints["pg_dsn"])
+            after = await tasks(stack.admin_dsn)
             assert {
                 k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)
             } == {

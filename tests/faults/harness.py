@@ -55,7 +55,7 @@ class FaultStack:
 
     @property
     def pg_dsn(self) -> str:
-        return str(self.embedded.endpoints["pg_dsn"])
+        return self.embedded.admin_dsn
 
     def client(self) -> HeadwaterClient:
         return HeadwaterClient(load_settings(self.embedded.state_dir))

