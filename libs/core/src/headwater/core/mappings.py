@@ -8,6 +8,7 @@ run by RE2: see headwater.core.patterns).
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
@@ -18,6 +19,40 @@ from headwater.core.patterns import PatternError, compile_pattern, first_group
 UNPARTITIONED_KEY = "all"
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 _KEY = re.compile(PARTITION_KEY_PATTERN)
+
+
+@dataclass
+class Scope:
+    """Which partitions of one dataset a decision needs, as queries an index answers: exact
+    keys, the `n` keys at or before / at or after a key (sorted by code point), keys with a
+    prefix, or (only for `all` and pattern rollups) every key. Loading just these keeps the
+    cost of one event independent of how many partitions are held."""
+
+    exact: set[str] = field(default_factory=set)
+    before: set[tuple[str, int]] = field(default_factory=set)
+    after: set[tuple[str, int]] = field(default_factory=set)
+    prefixes: set[str] = field(default_factory=set)
+    everything: bool = False
+
+    def __ior__(self, other: "Scope") -> "Scope":
+        self.exact |= other.exact
+        self.before |= other.before
+        self.after |= other.after
+        self.prefixes |= other.prefixes
+        self.everything = self.everything or other.everything
+        return self
+
+    def select(self, keys: Iterable[str]) -> set[str]:
+        """The keys of `keys` this scope asks for (what a store's queries return)."""
+        ordered = sorted(keys)
+        if self.everything:
+            return set(ordered)
+        out = {k for k in ordered if k in self.exact or k.startswith(tuple(self.prefixes))}
+        for key, n in self.before:
+            out.update([k for k in ordered if k <= key][-n:])
+        for key, n in self.after:
+            out.update([k for k in ordered if k >= key][:n])
+        return out
 
 
 class Mapping(BaseModel):
@@ -94,6 +129,26 @@ class Mapping(BaseModel):
             upto = [k for k in existing if k <= output_key]
             return upto[-self.size :] if output_key in existing else []
         return [k for k in existing if self.output_key(k) == output_key]
+
+    def input_scope(self, output_key: str) -> Scope:
+        """The input partitions `inputs_for(output_key, ...)` can need: given every input key
+        in this scope (and any others), it answers as it would given them all."""
+        if self.kind == "identity":
+            return Scope(exact={output_key})
+        if self.kind == "window":
+            assert self.size is not None
+            return Scope(before={(output_key, self.size)})
+        if self.kind == "rollup" and self.to is not None:
+            # A month '2024-05' gathers the days '2024-05-…'; a year '2024' the days '2024-…'.
+            return Scope(prefixes={f"{output_key}-"})
+        return Scope(everything=True)  # all, and a pattern rollup (no index by its groups)
+
+    def affected_scope(self, input_key: str) -> Scope:
+        """The input partitions `affected_outputs(input_key, ...)` needs besides the key."""
+        if self.kind == "window":
+            assert self.size is not None
+            return Scope(after={(input_key, self.size)})
+        return Scope()
 
     def affected_outputs(self, input_key: str, input_keys: Iterable[str]) -> set[str]:
         """The output partitions whose inputs include `input_key`."""

@@ -7,6 +7,7 @@ import asyncpg
 
 from headwater.contracts import DatasetDefinition, PartitionLanded
 from headwater.core.hashing import FINGERPRINT_VERSION
+from headwater.core.mappings import Scope
 from headwater.core.reconcile import PartitionFact
 
 SCHEMA = "scheduler"
@@ -54,6 +55,65 @@ async def definitions(conn: Conn) -> dict[str, DatasetDefinition]:
     rows = await conn.fetch(f"SELECT definition FROM {SCHEMA}.datasets WHERE NOT removed")
     out = [DatasetDefinition.model_validate_json(r["definition"]) for r in rows]
     return {d.name: d for d in out}
+
+
+_FACT = "dataset, partition_key, data_sha, object_key, state"
+_LIVE = "state <> 'retracted'"
+
+
+async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[str, PartitionFact]]:
+    """The facts of the partitions each dataset's scope asks for (not every partition held):
+    one indexed query per kind of ask, whatever the number of keys in it."""
+    out: dict[str, dict[str, PartitionFact]] = {d: {} for d in scopes}
+    whole = [d for d, sc in scopes.items() if sc.everything]
+    if whole:
+        for d, found in (await facts(conn, whole)).items():
+            out[d] = found
+    exact = [(d, k) for d, sc in scopes.items() if not sc.everything for k in sc.exact]
+    near = [
+        (d, k, n, direction)
+        for d, sc in scopes.items()
+        if not sc.everything
+        for direction, asks in (("before", sc.before), ("after", sc.after))
+        for k, n in asks
+    ]
+    prefixes = [(d, p) for d, sc in scopes.items() if not sc.everything for p in sc.prefixes]
+    rows: list[asyncpg.Record] = []
+    if exact:
+        rows += await conn.fetch(
+            f"SELECT {_FACT} FROM {SCHEMA}.partitions p"
+            " JOIN unnest($1::text[], $2::text[]) AS q(d, k)"
+            f" ON p.dataset = q.d AND p.partition_key = q.k WHERE {_LIVE}",
+            [d for d, _ in exact],
+            [k for _, k in exact],
+        )
+    for direction, op, order in (("before", "<=", "DESC"), ("after", ">=", "ASC")):
+        asks = [(d, k, n) for d, k, n, dr in near if dr == direction]
+        if asks:
+            rows += await conn.fetch(
+                f"SELECT p.* FROM unnest($1::text[], $2::text[], $3::int[]) AS q(d, k, n)"
+                f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
+                f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") {op} q.k'
+                f' ORDER BY (partition_key COLLATE "C") {order} LIMIT q.n) p',
+                [d for d, _, _ in asks],
+                [k for _, k, _ in asks],
+                [n for _, _, n in asks],
+            )
+    if prefixes:
+        # A prefix is a range in code-point order: [p, p + DEL): keys are printable ASCII.
+        rows += await conn.fetch(
+            f"SELECT p.* FROM unnest($1::text[], $2::text[]) AS q(d, pre)"
+            f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
+            f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") >= q.pre'
+            f' AND (partition_key COLLATE "C") < q.pre || chr(127)) p',
+            [d for d, _ in prefixes],
+            [p for _, p in prefixes],
+        )
+    for r in rows:
+        out[r["dataset"]][r["partition_key"]] = PartitionFact(
+            r["data_sha"], r["object_key"], r["state"]
+        )
+    return out
 
 
 async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, PartitionFact]]:
