@@ -57,6 +57,9 @@ class DatasetSpec(BaseModel):
     version: str | None = None
     ordered: bool = False
     code_sha: str
+    # Bounds of one run (None: the executor's defaults). Not in the code SHA: no output change.
+    timeout_s: float | None = None
+    memory_mb: int | None = None
 
     def definition(self) -> DatasetDefinition:
         """What the scheduler and executors are told of this dataset."""
@@ -69,6 +72,8 @@ class DatasetSpec(BaseModel):
                 for n, m in sorted(self.inputs.items())
             ),
             ordered=self.ordered,
+            timeout_s=self.timeout_s,
+            memory_mb=self.memory_mb,
         )
 
     def code_blob(self) -> dict[str, Any]:
@@ -151,6 +156,7 @@ def _yaml(file: str, text: str) -> dict[str, Any]:
 _TOP_FIELDS = {"pipeline", "sources", "datasets"}
 _SOURCE_FIELDS = {"ordered", "description"}
 _DERIVED_FIELDS = {"sql", "python", "inputs", "version", "ordered", "description"}
+_DERIVED_FIELDS |= {"timeout", "memory_mb"}  # the bounds of one run (see DatasetSpec)
 
 
 def parse_pipeline(doc: PipelineDocument) -> Pipeline:
@@ -289,7 +295,23 @@ def _derived(doc: PipelineDocument, name: str, body: dict[str, Any]) -> DatasetS
         version=version,
         ordered=ordered,
         code_sha=code_sha,
+        timeout_s=_positive(f, name, body, "timeout"),
+        memory_mb=_positive(f, name, body, "memory_mb", integer=True),
     )
+
+
+def _positive(
+    file: str, ds: str, body: dict[str, Any], field: str, *, integer: bool = False
+) -> Any:
+    """An optional positive number (`timeout` in seconds, `memory_mb` a whole number)."""
+    value = body.get(field)
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        what = "a positive whole number" if integer else "a positive number of seconds"
+        raise SpecError(file, f"must be {what}, not {value!r}", dataset=ds, field=field)
+    return value
 
 
 def _is_sql_file(value: str) -> bool:
