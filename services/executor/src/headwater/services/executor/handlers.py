@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from headwater.contracts import PartitionLanded, Subjects, TaskFailed, TaskRequested
@@ -187,7 +187,7 @@ class Executor:
             self._cancels = await js.key_value(self.subjects.cancels_bucket)
         try:
             entry = await self._cancels.get(task.fingerprint)
-        except KeyNotFoundError:
+        except (KeyNotFoundError, KeyDeletedError):  # never cancelled, or asked for again
             return False
         if entry.value is None:
             return False
