@@ -143,13 +143,25 @@ async def test_a_stuck_or_hungry_transform_fails_with_its_reason_and_jams_nothin
             for day in days(3):
                 await stack.land(hw, day)
             status = partitions(await hw.wait(timeout=120))
-        for day in days(3):
-            # The other dataset's tasks completed on the same single executor.
-            assert status[("daily", day)]["state"] == "ready"
-            assert status[("stuck", day)]["state"] == "errored"
-            assert status[("stuck", day)]["error"] == "timed out after 2s"
-            assert status[("hungry", day)]["state"] == "errored"
-            assert status[("hungry", day)]["error"] == "ran out of memory (limit 200 MB)"
+            for day in days(3):
+                # The other dataset's tasks completed on the same single executor.
+                assert status[("daily", day)]["state"] == "ready"
+                assert status[("stuck", day)]["state"] == "errored"
+                assert status[("stuck", day)]["error"] == "timed out after 2s"
+                assert status[("hungry", day)]["state"] == "errored"
+                assert status[("hungry", day)]["error"] == "ran out of memory (limit 200 MB)"
+
+            # A new timeout is no new code: nothing runs again until asked, then with it.
+            spec = tmp_path / "pipeline.yaml"
+            spec.write_text(BOUNDED.replace("timeout: 2", "timeout: 3"))
+            changes = (await hw.apply(spec))["changes"]
+            assert [(c["dataset"], c["change"]) for c in changes if c["change"] != "unchanged"] == [
+                ("stuck", "limits")
+            ]
+            assert partitions(await hw.wait(timeout=60)) == status
+            assert (await hw.retry("stuck", days(1)[0]))["retried"] == [days(1)[0]]
+            status = partitions(await hw.wait(timeout=60))
+            assert status[("stuck", days(1)[0])]["error"] == "timed out after 3s"
         assert executor.poll() is None  # the same executor process, never restarted
         assert stack.embedded.processes["executor"] is executor
         log = (stack.embedded.state_dir / "logs" / "executor.log").read_text()
