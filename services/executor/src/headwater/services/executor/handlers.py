@@ -167,13 +167,17 @@ class Executor:
                 memory_mb=d.memory_mb or self.settings.task_memory_mb or None,
             )
         )
-        watch = asyncio.create_task(self._watch_cancel(task))
+        finished = asyncio.Event()
+        watch = asyncio.create_task(self._watch_cancel(task, finished))
         try:
             await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for t in (run, watch):
-                t.cancel()
-            await asyncio.gather(run, watch, return_exceptions=True)
+            # The watch is not awaited: nats-py can swallow a cancellation that lands inside a
+            # key-value request, so it also stops at its next look, on `finished`.
+            finished.set()
+            watch.cancel()
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
         if run.cancelled():
             return None
         return run.result()
@@ -200,10 +204,13 @@ class Executor:
         )
         return True
 
-    async def _watch_cancel(self, task: TaskRequested) -> None:
-        """Return once the running task is cancelled."""
+    async def _watch_cancel(self, task: TaskRequested, finished: asyncio.Event) -> None:
+        """Return once the running task is cancelled, or `finished` is set."""
         while True:
-            await asyncio.sleep(self.settings.cancel_poll_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), self.settings.cancel_poll_s)
+            if finished.is_set():
+                return
             try:
                 if await self._cancelled(task, "while it ran; its worker is stopped"):
                     return
