@@ -17,7 +17,10 @@ class InputDefinition(Event):
 
 
 class DatasetDefinition(Event):
-    """What the scheduler and executors need of a dataset, named by its code SHA."""
+    """What the scheduler and executors need of a dataset, named by its code SHA.
+
+    `timeout_s` and `memory_mb` bound one run of its transform (None: the executor's
+    defaults); they do not change the output, so they are not part of the code SHA."""
 
     name: str
     kind: Literal["source", "sql", "python"]
@@ -26,6 +29,8 @@ class DatasetDefinition(Event):
     ordered: bool = False
     # A source's declared columns (name -> Arrow type name): its data contract.
     columns: dict[str, str] | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    memory_mb: int | None = Field(default=None, gt=0)
 
 
 class CodeChanged(Event):

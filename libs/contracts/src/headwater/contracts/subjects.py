@@ -81,5 +81,10 @@ class Subjects:
         return f"{self.ns.upper()}_LEASES"
 
     @property
+    def cancels_bucket(self) -> str:
+        """JetStream key-value bucket of cancelled fingerprints (the scheduler writes them)."""
+        return f"{self.ns.upper()}_CANCELS"
+
+    @property
     def dlq_stream(self) -> str:
         return f"{self.ns.upper()}_DLQ"

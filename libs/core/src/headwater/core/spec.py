@@ -61,6 +61,9 @@ class DatasetSpec(BaseModel):
     ordered: bool = False
     columns: dict[str, str] | None = None  # a source's declared columns (its data contract)
     code_sha: str
+    # Bounds of one run (None: the executor's defaults). Not in the code SHA: no output change.
+    timeout_s: float | None = None
+    memory_mb: int | None = None
 
     def definition(self) -> DatasetDefinition:
         """What the scheduler and executors are told of this dataset."""
@@ -74,6 +77,8 @@ class DatasetSpec(BaseModel):
             ),
             ordered=self.ordered,
             columns=self.columns,
+            timeout_s=self.timeout_s,
+            memory_mb=self.memory_mb,
         )
 
     def code_blob(self) -> dict[str, Any]:
@@ -154,6 +159,7 @@ def _yaml(file: str, text: str, limits: SpecLimits) -> dict[str, Any]:
 _TOP_FIELDS = {"pipeline", "sources", "datasets"}
 _SOURCE_FIELDS = {"ordered", "description", "columns"}
 _DERIVED_FIELDS = {"sql", "python", "inputs", "version", "ordered", "description"}
+_DERIVED_FIELDS |= {"timeout", "memory_mb"}  # the bounds of one run (see DatasetSpec)
 
 
 def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> Pipeline:
@@ -365,7 +371,23 @@ def _derived(
         version=version,
         ordered=ordered,
         code_sha=code_sha,
+        timeout_s=_positive(f, name, body, "timeout"),
+        memory_mb=_positive(f, name, body, "memory_mb", integer=True),
     )
+
+
+def _positive(
+    file: str, ds: str, body: dict[str, Any], field: str, *, integer: bool = False
+) -> Any:
+    """An optional positive number (`timeout` in seconds, `memory_mb` a whole number)."""
+    value = body.get(field)
+    if value is None:
+        return None
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value <= 0:
+        what = "a positive whole number" if integer else "a positive number of seconds"
+        raise SpecError(file, f"must be {what}, not {value!r}", dataset=ds, field=field)
+    return value
 
 
 def _is_sql_file(value: str) -> bool:

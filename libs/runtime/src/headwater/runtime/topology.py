@@ -114,7 +114,7 @@ def consumers(
 async def declare(
     js: JetStreamContext, s: Subjects, task_ack_wait_s: float = 60.0, event_ack_wait_s: float = 30.0
 ) -> None:
-    """Create or update every stream, consumer and the lease bucket (idempotent; every
+    """Create or update every stream, consumer and key-value bucket (idempotent; every
     service calls it, with the same settings)."""
     for config in streams(s):
         assert config.name is not None
@@ -133,6 +133,18 @@ async def declare(
                 storage=StorageType.FILE,
                 ttl=7 * 24 * 3600.0,
                 description="task leases: who may commit the result of a fingerprint",
+            )
+        )
+    try:
+        await js.key_value(s.cancels_bucket)
+    except BucketNotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=s.cancels_bucket,
+                history=1,
+                storage=StorageType.FILE,
+                ttl=7 * 24 * 3600.0,
+                description="cancelled fingerprints: executors drop their tasks",
             )
         )
     for spec in consumers(s, task_ack_wait_s, event_ack_wait_s).values():

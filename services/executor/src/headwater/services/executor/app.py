@@ -9,6 +9,7 @@ from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.service import Service
 from headwater.services.executor.handlers import Executor
 from headwater.services.executor.settings import ExecutorSettings
+from headwater.services.executor.workers import WorkerPool
 
 NAME = "executor"
 
@@ -22,7 +23,10 @@ def build_app(
     service = Service.create(
         NAME, settings, buckets=[settings.data_bucket, settings.code_bucket], store=store
     )
-    app = Executor(service.res, settings.subjects, settings)
+    pool = WorkerPool(settings.transform_workers)
+    service.on_start.append(pool.start)
+    service.on_stop.append(pool.close)
+    app = Executor(service.res, settings.subjects, settings, pool)
     broker, s = service.broker, settings.subjects
 
     # One task at a time per executor, so idle executors take the rest.

@@ -12,8 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
 from faststream.nats import NatsBroker
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from headwater.contracts import InputRef, PartitionLanded, Subjects, TaskFailed, TaskRequested
@@ -25,7 +26,7 @@ from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
 from headwater.services.executor.inputs import InputDamaged, load_inputs, verified
 from headwater.services.executor.settings import ExecutorSettings
-from headwater.services.executor.transforms import run_transform
+from headwater.services.executor.workers import WorkerPool
 
 _log = logging.getLogger(__name__)
 PUBLISHED = b"published:"
@@ -36,7 +37,9 @@ class Executor:
     res: Resources
     subjects: Subjects
     settings: ExecutorSettings
+    pool: WorkerPool
     _code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _cancels: KeyValue | None = None
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
@@ -65,6 +68,8 @@ class Executor:
                 stream=self.subjects.events_stream,
             )
             return
+        if await self._cancelled(task, "before it ran"):
+            return
         lease = await self._take_lease(task.fingerprint, delivery)
         blob = await self._load_code(task.dataset.code_sha)
         try:
@@ -76,7 +81,7 @@ class Executor:
             return
         beat = asyncio.create_task(self._heartbeat(heartbeat)) if heartbeat else None
         try:
-            table = await asyncio.to_thread(run_transform, blob, inputs)
+            table = await self._transform(task, blob, inputs)
         except TransformError as exc:
             policy = self.settings
             _log.warning(
@@ -98,6 +103,8 @@ class Executor:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
+        if table is None or await self._cancelled(task, "as it finished"):
+            return  # acked: a cancelled task publishes nothing
         data_sha = hashing.data_sha(table, ordered=task.dataset.ordered)
         object_key = f"{data_sha}.parquet"
         body = formats.to_parquet(table)
@@ -178,6 +185,69 @@ class Executor:
             msg_id=failed.event_id,
             stream=self.subjects.events_stream,
         )
+
+    async def _transform(
+        self, task: TaskRequested, blob: dict[str, Any], inputs: dict[str, list[pa.Table]]
+    ) -> pa.Table | None:
+        """The output, or None if the task was cancelled while it ran (its worker is killed)."""
+        d = task.dataset
+        run = asyncio.create_task(
+            self.pool.run(
+                blob,
+                inputs,
+                timeout_s=d.timeout_s or self.settings.task_timeout_s,
+                memory_mb=d.memory_mb or self.settings.task_memory_mb or None,
+            )
+        )
+        finished = asyncio.Event()
+        watch = asyncio.create_task(self._watch_cancel(task, finished))
+        try:
+            await asyncio.wait({run, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # The watch is not awaited: nats-py can swallow a cancellation that lands inside a
+            # key-value request, so it also stops at its next look, on `finished`.
+            finished.set()
+            watch.cancel()
+            run.cancel()
+            await asyncio.gather(run, return_exceptions=True)
+        if run.cancelled():
+            return None
+        return run.result()
+
+    # Cancellation: the scheduler marks a fingerprint it no longer wants (its dataset was
+    # removed, or a newer fingerprint superseded it) in the cancels bucket, and clears the
+    # mark before it asks for that fingerprint again.
+    async def _cancelled(self, task: TaskRequested, when: str) -> bool:
+        if self._cancels is None:
+            js = self.res.broker.connection.jetstream()
+            self._cancels = await js.key_value(self.subjects.cancels_bucket)
+        try:
+            entry = await self._cancels.get(task.fingerprint)
+        except (KeyNotFoundError, KeyDeletedError):  # never cancelled, or asked for again
+            return False
+        if entry.value is None:
+            return False
+        _log.info(
+            "%s/%s cancelled %s (%s)",
+            task.dataset.name,
+            task.partition_key,
+            when,
+            entry.value.decode(errors="replace"),
+        )
+        return True
+
+    async def _watch_cancel(self, task: TaskRequested, finished: asyncio.Event) -> None:
+        """Return once the running task is cancelled, or `finished` is set."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), self.settings.cancel_poll_s)
+            if finished.is_set():
+                return
+            try:
+                if await self._cancelled(task, "while it ran; its worker is stopped"):
+                    return
+            except Exception as exc:  # the bus is away for a moment: the task goes on
+                _log.warning("cannot look for a cancellation of %s: %s", task.fingerprint, exc)
 
     # Fencing: each delivery of a task takes the lease of its fingerprint (a key-value
     # revision); only the holder of the latest lease may commit a result. An executor paused

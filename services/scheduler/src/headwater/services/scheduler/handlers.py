@@ -5,10 +5,11 @@ ready; a task's identity is its fingerprint, and a fingerprint materialized befo
 import json
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+from nats.js.kv import KeyValue
 
 from headwater.contracts import (
     CodeChanged,
@@ -35,12 +36,18 @@ class Scheduler:
     res: Resources
     subjects: Subjects
     task_resend_s: float = 300.0
+    _cancels: KeyValue | None = field(default=None, repr=False)
+    _cancel_pending: bool = True  # marks to write: look once at start-up
 
     # --- events -----------------------------------------------------------------------
     async def on_code_changed(self, event: CodeChanged) -> None:
         async def apply(conn: asyncpg.Connection) -> Work:
             await store.put_dataset(conn, event.dataset, event.removed)
-            if event.removed or event.dataset.kind == "source":
+            if event.removed:  # its partitions leave `status`; what it had asked for stops
+                fingerprints = await store.requested_tasks_of(conn, event.dataset.name)
+                await self._cancel(conn, fingerprints, "its dataset was removed")
+                return {}
+            if event.dataset.kind == "source":
                 return {}
             return {event.dataset.name: None}
 
@@ -237,6 +244,7 @@ class Scheduler:
             if not isinstance(decision, Desired) or decision.fingerprint != task["fingerprint"]:
                 continue  # no longer wanted; the reconcile below requests what is
             _log.warning("re-sending task %s: unanswered", task["fingerprint"][:12])
+            await self._uncancel(task["fingerprint"])  # wanted: no stray mark may drop it
             await store.mark_sent(conn, task["fingerprint"])
             await self._send(
                 conn, d, task["partition_key"], decision, task["attempts"], resend=True
@@ -320,6 +328,39 @@ class Scheduler:
             work: Work = await apply(conn)
             await self._run(conn, work)
         await self.res.flush()
+        if self._cancel_pending or event_id is None:
+            await self._write_cancels()
+
+    # --- cancellation -------------------------------------------------------------------
+    # A task no longer wanted is `cancelled` in the same transaction that stops wanting it;
+    # executors learn it from a mark (fingerprint -> reason) in the cancels bucket, written
+    # after that commit, and drop the task before it runs or kill it while it runs. Asking
+    # for a cancelled fingerprint again (a revert) deletes the mark before the task is sent.
+    async def _cancel(self, conn: asyncpg.Connection, fingerprints: list[str], reason: str) -> None:
+        if fingerprints and await store.cancel_tasks(conn, fingerprints, f"cancelled: {reason}"):
+            self._cancel_pending = True
+
+    async def _write_cancels(self) -> None:
+        """Write the marks of cancelled tasks, under the reconciler's lock: a revert that asks
+        for one of them again cannot slip between reading and writing its mark."""
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.lock(conn)
+            pending = await store.pending_cancels(conn)
+            kv = await self._cancels_bucket()
+            for fingerprint, reason in pending:
+                await kv.put(fingerprint, reason.encode())
+                _log.info("task %s %s", fingerprint[:12], reason)
+            await store.cancels_written(conn, [fp for fp, _ in pending])
+        self._cancel_pending = False
+
+    async def _uncancel(self, fingerprint: str) -> None:
+        await (await self._cancels_bucket()).delete(fingerprint)
+
+    async def _cancels_bucket(self) -> KeyValue:
+        if self._cancels is None:
+            js = self.res.broker.connection.jetstream()
+            self._cancels = await js.key_value(self.subjects.cancels_bucket)
+        return self._cancels
 
     async def _run(self, conn: asyncpg.Connection, work: Work) -> None:
         if not work:
@@ -357,6 +398,9 @@ class Scheduler:
                 facts[d.name].pop(key, None)
             return current is not None
         decision = reconcile.decide(d, key, facts)
+        wanted = current["desired_fingerprint"] if current is not None else None
+        if isinstance(decision, Desired) and wanted not in (None, decision.fingerprint):
+            await self._cancel(conn, [wanted], f"superseded by {decision.fingerprint[:12]}")
         if isinstance(decision, reconcile.NotReady):
             state = "blocked" if decision.blocked else "waiting"
             if before is None or before[0] != state:
@@ -383,6 +427,10 @@ class Scheduler:
                 generation = await store.reopen_task(conn, decision.fingerprint)
                 repair = task["state"] == "succeeded"
                 await self._request(conn, d, key, decision, generation, repair=repair)
+            elif task["state"] == "cancelled":  # wanted again (a revert, a re-added dataset)
+                await self._uncancel(decision.fingerprint)
+                generation = await store.reopen_task(conn, decision.fingerprint)
+                await self._request(conn, d, key, decision, generation)
             elif task["state"] == "failed":
                 await store.set_partition(
                     conn,

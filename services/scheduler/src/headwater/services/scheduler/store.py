@@ -244,10 +244,12 @@ async def finish_task(
 
 
 async def reopen_task(conn: Conn, fingerprint: str) -> int:
-    """Request a failed task again; returns its generation (1 for the first request)."""
+    """Request a failed or cancelled task again; returns its generation (1 for the first
+    request)."""
     value = await conn.fetchval(
         f"UPDATE {SCHEMA}.tasks SET state = 'requested', attempts = attempts + 1,"
-        " error = NULL, traceback = NULL, finished_at = NULL, sent_at = now()"
+        " error = NULL, traceback = NULL, finished_at = NULL, sent_at = now(),"
+        " cancel_pending = false"
         " WHERE fingerprint = $1"
         " RETURNING attempts",
         fingerprint,
@@ -260,7 +262,9 @@ async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
         f"SELECT p.dataset, p.partition_key, p.state, p.data_sha, p.object_key, p.rows, p.bytes,"
         f" p.reason, p.fingerprint, t.error FROM {SCHEMA}.partitions p"
         f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
-        " WHERE p.state <> 'retracted' ORDER BY p.dataset, p.partition_key"
+        f" LEFT JOIN {SCHEMA}.datasets d ON d.name = p.dataset"
+        " WHERE p.state <> 'retracted' AND d.removed IS NOT TRUE"
+        " ORDER BY p.dataset, p.partition_key"
     )
     tasks = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.tasks WHERE state = 'requested'")
     return {
@@ -315,3 +319,37 @@ async def current_fingerprints(conn: Conn) -> dict[tuple[str, str], str | None]:
     """(dataset, partition) -> the fingerprint of its current materialization."""
     rows = await conn.fetch(f"SELECT dataset, partition_key, fingerprint FROM {SCHEMA}.partitions")
     return {(r["dataset"], r["partition_key"]): r["fingerprint"] for r in rows}
+
+
+async def cancel_tasks(conn: Conn, fingerprints: list[str], reason: str) -> int:
+    """Cancel those of `fingerprints` still requested; their marks are to be written."""
+    status = await conn.execute(
+        f"UPDATE {SCHEMA}.tasks SET state = 'cancelled', cancel_pending = true, error = $2,"
+        " finished_at = now() WHERE fingerprint = ANY($1::text[]) AND state = 'requested'",
+        fingerprints,
+        reason,
+    )
+    return int(status.split()[-1])
+
+
+async def requested_tasks_of(conn: Conn, dataset: str) -> list[str]:
+    rows = await conn.fetch(
+        f"SELECT fingerprint FROM {SCHEMA}.tasks WHERE dataset = $1 AND state = 'requested'",
+        dataset,
+    )
+    return [r["fingerprint"] for r in rows]
+
+
+async def pending_cancels(conn: Conn) -> list[tuple[str, str]]:
+    """(fingerprint, reason) of cancelled tasks whose executors have not been told yet."""
+    rows = await conn.fetch(
+        f"SELECT fingerprint, error FROM {SCHEMA}.tasks WHERE cancel_pending FOR UPDATE"
+    )
+    return [(r["fingerprint"], r["error"] or "cancelled") for r in rows]
+
+
+async def cancels_written(conn: Conn, fingerprints: list[str]) -> None:
+    await conn.execute(
+        f"UPDATE {SCHEMA}.tasks SET cancel_pending = false WHERE fingerprint = ANY($1::text[])",
+        fingerprints,
+    )

@@ -121,6 +121,11 @@ def _diff(pipeline: Pipeline, current: dict[str, dict[str, Any]]) -> list[dict[s
             kind = "added"
         elif old_sha != ds.code_sha:
             kind = "changed"
+        elif (
+            old is not None
+            and DatasetDefinition.model_validate(old["definition"]) != ds.definition()
+        ):
+            kind = "limits"  # only the bounds of a run changed: nothing runs again
         else:
             kind = "unchanged"
         changes.append(

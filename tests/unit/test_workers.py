@@ -1,0 +1,105 @@
+"""The executor's worker pool in isolation: transforms run in worker processes that a timeout,
+a memory limit or a cancellation stops, without harm to the calling process or the next task."""
+
+import asyncio
+import os
+
+import pyarrow as pa
+import pytest
+
+from headwater.runtime.errors import TransformError
+from headwater.services.executor.workers import WorkerPool
+
+pytestmark = pytest.mark.timeout(60)
+SALES = pa.table({"region": ["n", "s", "n"], "amount": [1, 2, 3]})
+
+
+def python(body: str) -> dict[str, object]:
+    source = f"import os, time\nimport pyarrow as pa\n\n\ndef f(sales):\n{body}\n"
+    return {"kind": "python", "code": source, "function": "f"}
+
+
+SUM = {"kind": "sql", "code": "SELECT sum(amount) AS total FROM sales", "function": None}
+
+
+async def run(pool: WorkerPool, blob: dict[str, object], **limits: object) -> pa.Table:
+    kw: dict[str, object] = {"timeout_s": 20.0, "memory_mb": None, **limits}
+    return await pool.run(blob, {"sales": [SALES.slice(0, 1), SALES.slice(1)]}, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def pool() -> object:
+    pool = WorkerPool(1)
+    await pool.start()
+    yield pool
+    await pool.close()
+
+
+async def test_a_transform_runs_in_another_process_and_returns_its_table(
+    pool: WorkerPool,
+) -> None:
+    out = await run(pool, python("    return pa.table({'pid': [os.getpid()]})"))
+    assert out.column("pid").to_pylist() != [os.getpid()]
+    assert out.column("pid").to_pylist() == pool.pids()
+    assert (await run(pool, SUM)).to_pylist() == [{"total": 6}]
+    # The worker is persistent: the next task runs in the same process.
+    again = await run(pool, python("    return pa.table({'pid': [os.getpid()]})"))
+    assert again.column("pid").to_pylist() == out.column("pid").to_pylist()
+
+
+async def test_a_transform_past_its_timeout_is_stopped_and_the_next_task_runs(
+    pool: WorkerPool,
+) -> None:
+    before = pool.pids()
+    with pytest.raises(TransformError, match=r"^timed out after 0.5s$"):
+        await run(pool, python("    time.sleep(3600)"), timeout_s=0.5)
+    assert pool.pids() != before  # the stuck worker was killed and replaced
+    assert (await run(pool, SUM)).to_pylist() == [{"total": 6}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "    return bytearray(8 * 2**30)",
+        "    return pa.table({'a': pa.nulls(10**9, pa.int64()).fill_null(0)})",
+    ],
+    ids=["python", "arrow"],
+)
+async def test_a_transform_over_its_memory_limit_fails_with_the_limit_named(
+    pool: WorkerPool, body: str
+) -> None:
+    with pytest.raises(TransformError, match=r"^ran out of memory \(limit 200 MB\)$"):
+        await run(pool, python(body), memory_mb=200)
+    assert (await run(pool, SUM, memory_mb=200)).to_pylist() == [{"total": 6}]
+
+
+async def test_a_sql_transform_over_its_memory_limit_fails_with_the_limit_named(
+    pool: WorkerPool,
+) -> None:
+    big = {
+        "kind": "sql",
+        "code": "SELECT list(range) AS l FROM range(100000000)",
+        "function": None,
+    }
+    with pytest.raises(TransformError, match=r"ran out of memory \(limit 100 MB\)"):
+        await run(pool, big, memory_mb=100)
+
+
+async def test_a_crashed_worker_is_a_transform_error_and_is_replaced(pool: WorkerPool) -> None:
+    with pytest.raises(TransformError, match="worker process was killed by SIGSEGV"):
+        await run(pool, python("    os.kill(os.getpid(), 11)"))
+    assert (await run(pool, SUM)).to_pylist() == [{"total": 6}]
+
+
+async def test_cancelling_a_running_task_kills_its_worker(pool: WorkerPool) -> None:
+    before = pool.pids()
+    task = asyncio.create_task(run(pool, python("    time.sleep(3600)")))
+    await asyncio.sleep(1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert pool.pids() != before
+    for pid in before:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert (await run(pool, SUM)).to_pylist() == [{"total": 6}]
