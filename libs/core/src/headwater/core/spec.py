@@ -473,7 +473,7 @@ def _check_sql_statements(file: str, name: str, sql: str, *, parsed: bool) -> No
     statements: list[str] = []
     starting = True
     for token in tokens:
-        if token.token_type == sqlglot.tokens.TokenType.SEMICOLON:
+        if token.token_type == sqlglot.TokenType.SEMICOLON:
             starting = True
         elif starting:
             statements.append(token.text.upper())
