@@ -181,3 +181,18 @@ async def test_malformed_events_are_dead_lettered_and_the_next_valid_one_is_serv
     assert [d["reason"] for d in listed] == [d["reason"] for d in letters]
     # And the change-detector process never stopped.
     assert stack.stack.processes["change-detector"].poll() is None
+
+
+@pytest.mark.parametrize("stack", ["local"], indirect=True)
+async def test_a_file_named_like_a_temp_file_lands_like_any_other(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    # `.tmp-...` is a valid NAME of DATASET/PARTITION/NAME: it is the partition's content, not
+    # something the store hides (the local store's own temp files are `.tmp~...`).
+    csv = write_day_csv(DAY, tmp_path, all_flights())
+    async with stack.client() as hw:
+        await hw.apply(EXAMPLE)
+        await hw.publish("flights", DAY, csv, name=".tmp-flights.csv")
+        await hw.wait(timeout=120)
+        assert await hw.dead_letters() == []
+    assert await landed(stack, "delays_by_origin") == {("delays_by_origin", DAY): "ready"}

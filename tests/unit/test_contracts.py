@@ -120,6 +120,22 @@ def test_partition_key_length_limits() -> None:
     assert info.value.reason.endswith("is empty")
 
 
+@pytest.mark.parametrize("length", [129, 10_000])
+def test_an_over_long_key_is_named_by_its_length_and_a_bounded_head(length: int) -> None:
+    key = "2024-01-01-" + "k" * (length - 11)
+    with pytest.raises(ContractError) as info:
+        validate_partition_key(key)
+    reason = info.value.reason
+    assert f"is {length} characters long (at most 128)" in reason
+    assert "'2024-01-01-kkkk" in reason  # its head, to recognise it by
+    assert key not in reason
+    assert len(reason) < 150
+    err = rejected(encode(event(key=f"flights/2013-01-01/{key}.csv")))
+    assert err.field == "key"
+    assert f"is {length + 4} characters long" in err.reason
+    assert len(err.reason) < 150
+
+
 def test_partition_key_error_uses_the_callers_field_name() -> None:
     with pytest.raises(ContractError) as info:
         validate_partition_key("a/b", "partition_key")

@@ -21,7 +21,9 @@ async def store(tmp_path: Path) -> LocalStore:
         "other/2024-05-01/a.csv",
     ):
         await s.put("landing", key, b"x")
-    (tmp_path / "landing" / "sales" / "2024-05-01" / ".tmp-half").write_bytes(b"")
+    folder = tmp_path / "landing" / "sales" / "2024-05-01"
+    (folder / ".tmp~x8g2kq_1").write_bytes(b"")  # a write under way
+    (folder / ".tmp-half").write_bytes(b"")  # what an older version's crash left
     return s
 
 
@@ -53,3 +55,12 @@ async def test_an_unknown_or_escaping_prefix(store: LocalStore) -> None:
     assert await store.list("landing", "nothing/here/") == []
     with pytest.raises(InputError):
         await store.list("landing", "../outside/")
+
+
+async def test_an_object_named_like_a_temp_file_is_an_object(store: LocalStore) -> None:
+    # `.tmp-x.csv` is a valid object name of the upstream contract: it is listed, and read.
+    await store.put("landing", "sales/2024-05-01/.tmp-x.csv", b"y")
+    assert ".tmp-x.csv" in [k.rsplit("/", 1)[1] for k in await store.list("landing", "sales/")]
+    assert await store.get("landing", "sales/2024-05-01/.tmp-x.csv") == b"y"
+    with pytest.raises(InputError):  # the store's own temp names are no object's
+        await store.put("landing", "sales/2024-05-01/.tmp~x.csv", b"y")

@@ -444,7 +444,52 @@ def test_sql_reading_a_table_not_among_inputs_in_a_second_statement_is_rejected(
         ),
     )
     assert_names(err, dataset="d", field="sql")
-    assert "'airports'" in err.reason
+    assert "has 2 statements" in err.reason
+
+
+@pytest.mark.parametrize(
+    ("sql", "named"),
+    [
+        ("COPY (SELECT * FROM flights) TO 'out.csv'", "COPY is not allowed"),
+        ("COPY flights FROM 'in.csv'", "COPY is not allowed"),
+        ("ATTACH 'other.db' AS other", "ATTACH is not allowed"),
+        ("SET threads = 1", "SET is not allowed"),
+        ("PRAGMA enable_external_access", "PRAGMA is not allowed"),
+        ("INSTALL httpfs", "INSTALL is not allowed"),
+        ("LOAD httpfs", "LOAD is not allowed"),
+        ("EXPORT DATABASE 'dump'", "EXPORT is not allowed"),
+        ("IMPORT DATABASE 'dump'", "IMPORT is not allowed"),
+        ("CREATE TABLE t AS SELECT * FROM flights", "CREATE is not allowed"),
+        ("WITH f AS (SELECT * FROM flights) INSERT INTO t SELECT * FROM f", "INSERT is not"),
+        ("SET threads = 1; SELECT * FROM flights", "has 2 statements (SET, SELECT)"),
+        ("SELECT * FROM flights; SELECT * FROM flights", "has 2 statements (SELECT, SELECT)"),
+        ("WITH flights AS (SELECT 1 AS origin) SELECT * FROM flights", "WITH flights shadows"),
+        ("WITH x AS (WITH FLIGHTS AS (SELECT 1) SELECT 1) SELECT * FROM flights", "FLIGHTS"),
+    ],
+)
+def test_sql_that_is_not_one_query_over_its_inputs_is_rejected_naming_the_statement(
+    tmp_path: Path, sql: str, named: str
+) -> None:
+    # DuckDB would refuse each of these only when the transform runs (locked configuration,
+    # no external access), or run something that is not the dataset's query: say it at apply.
+    err = spec_error(tmp_path, one_dataset(f'sql: "{sql}"\ninputs: {{flights: identity}}'))
+    assert_names(err, dataset="d", field="sql")
+    assert named in err.reason
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM flights;",
+        "FROM flights",
+        "(SELECT * FROM flights) UNION ALL (SELECT * FROM flights)",
+        "WITH f AS (SELECT * FROM flights) SELECT * FROM f",
+        "SELECT 'a; SET threads = 1' AS s FROM flights",
+    ],
+)
+def test_one_query_over_its_inputs_is_accepted(tmp_path: Path, sql: str) -> None:
+    pipeline = load(tmp_path, one_dataset(f'sql: "{sql}"\ninputs: {{flights: identity}}'))
+    assert pipeline.datasets["d"].kind == "sql"
 
 
 PY_REF = "python: t.py:fn\ninputs: {flights: identity}"
@@ -740,6 +785,34 @@ def test_read_document_rejects_a_missing_spec_file(tmp_path: Path) -> None:
         read_document(path)
     assert info.value.file == str(path)
     assert "cannot read" in info.value.reason
+
+
+def test_read_document_rejects_a_spec_that_is_not_utf8(tmp_path: Path) -> None:
+    spec = tmp_path / SPEC_FILE
+    spec.write_bytes(b"pipeline: p\nsources:\n  caf\xe9: {}\n")
+    with pytest.raises(SpecError) as info:
+        read_document(spec)
+    assert info.value.file == str(spec)
+    assert "not UTF-8" in info.value.reason
+    assert "byte 0xe9 at line 3" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("body", "name", "field"),
+    [
+        ("sql: q.sql\ninputs: {flights: identity}", "q.sql", "sql"),
+        ("python: t.py:fn\ninputs: {flights: identity}", "t.py", "python"),
+    ],
+)
+def test_read_document_rejects_a_code_file_that_is_not_utf8(
+    tmp_path: Path, body: str, name: str, field: str
+) -> None:
+    spec = write(tmp_path, one_dataset(body))
+    (tmp_path / name).write_bytes(b"-- \xff\xfe latin-1 comment\nSELECT 1\n")
+    with pytest.raises(SpecError) as info:
+        read_document(spec)
+    assert_names(info.value, dataset="d", field=field)
+    assert f"cannot read {name!r}: it is not UTF-8 text (byte 0xff at line 1" in info.value.reason
 
 
 def test_read_document_reads_the_files_the_spec_names(tmp_path: Path) -> None:

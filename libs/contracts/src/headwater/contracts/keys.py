@@ -10,6 +10,7 @@ PARTITION_KEY_PATTERN = r"^[A-Za-z0-9\-_.=:,+]{1,128}$"
 
 _DATASET_RE = re.compile(DATASET_NAME_PATTERN)
 _PARTITION_RE = re.compile(PARTITION_KEY_PATTERN)
+_HEAD = 40  # characters of an over-long key shown in an error
 
 
 def validate_dataset_name(value: str, field: str = "dataset") -> str:
@@ -23,8 +24,9 @@ def validate_dataset_name(value: str, field: str = "dataset") -> str:
 
 def validate_partition_key(value: str, field: str = "partition") -> str:
     """Return `value` if it may become part of an object key, else raise ContractError."""
+    shown = show_key(value)
     if ".." in value:
-        raise ContractError(field, f"{value!r} contains '..'")
+        raise ContractError(field, f"{shown} contains '..'")
     if not _PARTITION_RE.fullmatch(value):
         bad = next((c for c in value if not _PARTITION_RE.fullmatch(c)), None)
         if not value:
@@ -33,5 +35,13 @@ def validate_partition_key(value: str, field: str = "partition") -> str:
             reason = f"is {len(value)} characters long (at most 128)"
         else:
             reason = f"contains {bad!r}, outside ASCII letters, digits and '-_.=:,+'"
-        raise ContractError(field, f"{value!r} {reason}")
+        raise ContractError(field, f"{shown} {reason}")
     return value
+
+
+def show_key(value: str) -> str:
+    """A key for an error message: whole when it is short enough to be one, else its head
+    and how much more there is (an over-long key is never repeated whole)."""
+    if len(value) <= 128:
+        return repr(value)
+    return f"{value[:_HEAD]!r}... ({len(value) - _HEAD} more characters)"

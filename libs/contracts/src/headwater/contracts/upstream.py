@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from headwater.contracts.base import UntrustedEvent, parse_model
 from headwater.contracts.errors import ContractError
-from headwater.contracts.keys import validate_dataset_name, validate_partition_key
+from headwater.contracts.keys import show_key, validate_dataset_name, validate_partition_key
 
 FORMATS = ("parquet", "csv", "jsonl")
 Format = Literal["parquet", "csv", "jsonl"]
@@ -57,7 +57,7 @@ class UpstreamEvent(UntrustedEvent):
     def _key_under_prefix(self) -> "UpstreamEvent":
         prefix = f"{self.dataset}/{self.partition}/"
         if not self.key.startswith(prefix):
-            raise ContractError("key", f"{self.key!r} is not under {prefix!r}")
+            raise ContractError("key", f"{show_key(self.key)} is not under {prefix!r}")
         validate_object_name(self.key[len(prefix) :], "key")
         return self
 
@@ -66,7 +66,7 @@ def split_object_key(key: str) -> tuple[str, str, str]:
     """DATASET/PARTITION/NAME -> its three parts, each validated."""
     parts = key.split("/")
     if len(parts) != 3:
-        raise ContractError("key", f"{key!r} is not DATASET/PARTITION/NAME")
+        raise ContractError("key", f"{show_key(key)} is not DATASET/PARTITION/NAME")
     dataset, partition, name = parts
     return (
         validate_dataset_name(dataset, "key"),

@@ -116,10 +116,7 @@ class Pipeline(BaseModel):
 def read_document(path: Path) -> PipelineDocument:
     """Read a spec file and every file it names (relative to it). The size limits are
     spec-registry's to enforce (its settings); the YAML is read within the default bounds."""
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(str(path), f"cannot read: {exc.strerror}") from exc
+    text = _read_text(path, str(path))
     raw = _yaml(path.name, text, SpecLimits())
     datasets = raw.get("datasets") or {}
     if not isinstance(datasets, dict):
@@ -140,13 +137,36 @@ def read_document(path: Path) -> PipelineDocument:
                 ref = value.strip()
             else:
                 ref = value.split(":")[0].strip()
-            try:
-                files[ref] = (path.parent / ref).read_text()
-            except OSError as exc:
-                raise SpecError(
-                    path.name, f"cannot read {ref!r}: {exc.strerror}", dataset=name, field=field
-                ) from exc
+            files[ref] = _read_text(path.parent / ref, path.name, ref, dataset=name, field=field)
     return PipelineDocument(file=path.name, yaml_text=text, files=files)
+
+
+def _read_text(
+    path: Path,
+    file: str,
+    ref: str | None = None,
+    *,
+    dataset: str | None = None,
+    field: str | None = None,
+) -> str:
+    """The UTF-8 text of `path` (the spec itself, or the file `ref` it names); SpecError if it
+    cannot be read or is not UTF-8, naming where its first bad byte is."""
+    what = "cannot read" if ref is None else f"cannot read {ref!r}"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecError(file, f"{what}: {exc.strerror}", dataset=dataset, field=field) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        reason = (
+            f"{what}: it is not UTF-8 text (byte {data[exc.start]:#04x} at line {line}, "
+            f"offset {exc.start})"
+        )
+        raise SpecError(file, reason, dataset=dataset, field=field) from exc
+    # Newlines as text mode reads them (\r\n and \r become \n), as before.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _yaml(file: str, text: str, limits: SpecLimits) -> dict[str, Any]:
@@ -336,7 +356,10 @@ def _derived(
         try:
             normalized = hashing.normalize_sql(code)
         except hashing.CodeError as exc:
+            # A statement sqlglot cannot parse (EXPORT, LOAD, ...) is named if it is known.
+            _check_sql_statements(f, name, code, parsed=False)
             raise SpecError(f, str(exc), dataset=name, field="sql") from exc
+        _check_sql_statements(f, name, code, parsed=True)
         _check_sql_tables(f, name, code, inputs)
         kind: Literal["sql", "python"] = "sql"
         function = None
@@ -442,12 +465,75 @@ def _inputs(file: str, name: str, raw: object) -> dict[str, Mapping]:
     return out
 
 
+# How a query may begin (DuckDB's query forms); anything else is refused by name.
+_QUERY_STARTS = frozenset(
+    {"SELECT", "WITH", "FROM", "VALUES", "TABLE", "PIVOT", "UNPIVOT", "SUMMARIZE", "DESCRIBE"}
+)
+# Statements DuckDB has that are not queries, named even where sqlglot cannot parse them.
+_NOT_QUERIES = frozenset(
+    {
+        *("ALTER", "ANALYZE", "ATTACH", "BEGIN", "CALL", "CHECKPOINT", "COMMENT", "COMMIT"),
+        *("COPY", "CREATE", "DEALLOCATE", "DELETE", "DETACH", "DROP", "EXECUTE", "EXPORT"),
+        *("FORCE", "IMPORT", "INSERT", "INSTALL", "LOAD", "MERGE", "PRAGMA", "PREPARE"),
+        *("RESET", "ROLLBACK", "SET", "TRUNCATE", "UPDATE", "USE", "VACUUM"),
+    }
+)
+_QUERIES = (exp.Query, exp.Values, exp.Pivot, exp.Summarize, exp.Describe)
+_ONE_QUERY = "a transform is one query (SELECT ...) over its inputs"
+
+
+def _check_sql_statements(file: str, name: str, sql: str, *, parsed: bool) -> None:
+    """The SQL is one query: not several statements, nor one that changes the database or
+    its settings, or reaches files or extensions (COPY, ATTACH, SET, PRAGMA, INSTALL, LOAD,
+    EXPORT, IMPORT, CREATE, ...), which DuckDB would refuse only when the transform runs.
+    Read from the tokens, so statements sqlglot cannot parse are named too; of SQL that
+    does not `parsed`, only a known statement is named (else its parse error says more)."""
+    try:
+        tokens = sqlglot.tokenize(sql, read="duckdb")
+    except sqlglot.errors.TokenError:
+        return  # normalize_sql reports it, with where
+    statements: list[str] = []
+    starting = True
+    for token in tokens:
+        if token.token_type == sqlglot.TokenType.SEMICOLON:
+            starting = True
+        elif starting:
+            statements.append(token.text.upper())
+            starting = False
+    if not parsed:
+        statements = [s for s in statements if s in _NOT_QUERIES][:1]
+    if len(statements) > 1:
+        raise SpecError(
+            file,
+            f"has {len(statements)} statements ({', '.join(statements)}): {_ONE_QUERY}",
+            dataset=name,
+            field="sql",
+        )
+    if statements and statements[0] not in _QUERY_STARTS and statements[0] != "(":
+        raise SpecError(
+            file, f"{statements[0]} is not allowed: {_ONE_QUERY}", dataset=name, field="sql"
+        )
+
+
 def _check_sql_tables(file: str, name: str, sql: str, inputs: dict[str, Mapping]) -> None:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:  # already reported by normalize_sql
         raise SpecError(file, f"SQL does not parse: {exc}", dataset=name, field="sql") from exc
+    if not isinstance(tree, _QUERIES):  # e.g. WITH ... INSERT
+        kind = type(tree).__name__.upper()
+        raise SpecError(file, f"{kind} is not allowed: {_ONE_QUERY}", dataset=name, field="sql")
     ctes = {c.alias_or_name for c in tree.find_all(exp.CTE)}
+    by_lower = {i.lower(): i for i in inputs}
+    for cte in sorted(ctes):
+        if cte.lower() in by_lower:
+            raise SpecError(
+                file,
+                f"WITH {cte} shadows the input dataset {by_lower[cte.lower()]!r}: "
+                "name the CTE differently",
+                dataset=name,
+                field="sql",
+            )
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             raise SpecError(

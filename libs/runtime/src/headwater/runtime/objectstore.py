@@ -34,7 +34,21 @@ def _check_key(key: str) -> str:
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise InputError("key", f"{key!r} is not a safe object key")
+    if parts[-1].startswith(_TEMP_PREFIX):
+        raise InputError("key", f"{key!r}: names starting {_TEMP_PREFIX!r} are the store's own")
     return key
+
+
+# The local store's temp files: `~` is outside the object-name alphabet of the upstream
+# contract, so no object anybody lands can be taken for one (names such as `.tmp-x.csv` are
+# objects like any other).
+_TEMP_PREFIX = ".tmp~"
+
+
+def _is_temp(name: str) -> bool:
+    """A temp file of this store, or one an older version left (`.tmp-` and random letters,
+    no extension: never an object of a format Headwater reads)."""
+    return name.startswith(_TEMP_PREFIX) or (name.startswith(".tmp-") and "." not in name[5:])
 
 
 class ObjectStore(Protocol):
@@ -69,7 +83,7 @@ class LocalStore:
     @staticmethod
     def _put(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -104,7 +118,7 @@ class LocalStore:
                 str(p.relative_to(base))
                 for p in start.rglob("*")
                 if p.is_file()
-                and not p.name.startswith(".tmp-")
+                and not _is_temp(p.name)
                 and str(p.relative_to(base)).startswith(prefix)
             )
 

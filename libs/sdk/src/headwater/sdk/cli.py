@@ -77,7 +77,10 @@ def _print_changes(result: dict[str, Any], applied: bool) -> None:
         total = sum(len(c.get("run", [])) for c in result["changes"])
         console.print(f"{total} partition(s) will run")
         for name, keys in result.get("downstream", {}).items():
-            console.print(f"  then up to {len(keys)} partition(s) of {name} downstream")
+            console.print(
+                f"  then up to {len(keys)} partition(s) of {name} downstream"
+                " (an upper bound: early cutoff may stop them)"
+            )
     if applied:
         version = result.get("spec_version")
         console.print(f"spec version {version}" if version else "nothing changed")
@@ -259,14 +262,36 @@ def why(
         _print_json(result)
         return
     p = result["partition"]
-    console.print(f"{dataset}/{partition}: {p['state']} data {str(p['data_sha'] or '-')[:12]}")
+    out = console.print
+    gone = result.get("retracted")
+    if gone is not None:
+        was = gone["was"]
+        out(f"{dataset}/{partition}: retracted at {gone['at']}: {gone['reason']}", markup=False)
+        if was["data_sha"]:
+            out(
+                f"  it was {was['state']}: data {was['data_sha'][:12]}, {was['rows']} row(s)"
+                f" (fingerprint {str(was['fingerprint'])[:12]})"
+            )
+        else:
+            out(f"  it was {was['state']}, with no data")
+    else:
+        out(f"{dataset}/{partition}: {p['state']} data {str(p['data_sha'] or '-')[:12]}")
     task = result.get("task")
-    if p["state"] in ("errored", "blocked", "waiting", "queued"):
-        console.print(f"  {p['state']}: {p['reason'] or '-'}")
-    if task and task.get("error"):
-        console.print(f"  error after {task['attempts']} request(s): {task['error']}")
-        if task.get("traceback"):
-            console.print(task["traceback"], markup=False, highlight=False)
+    error = task.get("error") if task else None
+    # An errored partition's reason is its task's error, shown below.
+    unsettled = p["state"] in ("errored", "blocked", "waiting", "queued")
+    if gone is None and unsettled and p["reason"] != error:
+        out(f"  {p['state']}: {p['reason'] or '-'}", markup=False)
+    if task and error:
+        out(
+            f"  failed after {task['attempts']} run(s) over {task['requests']} request(s): {error}",
+            markup=False,
+        )
+        lines = (task.get("traceback") or "").rstrip("\n").split("\n")
+        if lines[-1] == error:  # its last line is the error, just shown
+            lines.pop()
+        if any(lines):
+            out("\n".join(lines), markup=False, highlight=False)
     for m in result["materializations"]:
         mark = "*" if m["current"] else " "
         inputs = ", ".join(f"{i['dataset']}/{i['partition_key']}" for i in m["inputs"])
@@ -294,10 +319,19 @@ def retry(
 
 @app.command()
 def lineage(
-    dataset: str, partition: str, state_dir: StateDir = Path(".state"), as_json: Json = False
+    dataset: str,
+    partition: str,
+    state_dir: StateDir = Path(".state"),
+    as_json: Json = False,
+    history: Annotated[
+        bool,
+        typer.Option(
+            "--all", help="every edge ever recorded (earlier materializations, retracted ones)"
+        ),
+    ] = False,
 ) -> None:
-    """The partitions a partition was made from, and those made from it."""
-    result = _run(state_dir, lambda hw: hw.lineage(dataset, partition))
+    """The partitions a partition is made from, and those made from it (now; --all: ever)."""
+    result = _run(state_dir, lambda hw: hw.lineage(dataset, partition, history=history))
     if as_json:
         _print_json(result)
         return
@@ -305,10 +339,16 @@ def lineage(
         console.print(f"[bold]{direction}[/bold]")
         for e in result[direction]:
             indent = "  " * e["depth"]
+            mark = "" if not history else "  current" if e["current"] else "  history"
             console.print(
                 f"{indent}{e['input_dataset']}/{e['input_key']} -> "
-                f"{e['output_dataset']}/{e['output_key']}  ({e['fingerprint'][:12]})"
+                f"{e['output_dataset']}/{e['output_key']}  ({e['fingerprint'][:12]}){mark}",
+                markup=False,
+                highlight=False,
             )
+        hidden = result["not_shown"][direction]
+        if hidden:
+            console.print(f"  ({hidden} edge(s) of earlier materializations not shown: --all)")
 
 
 dlq_app = typer.Typer(

@@ -168,12 +168,36 @@ class HeadwaterClient:
         result: dict[str, Any] = await self.call("scheduler", "retry", body)
         return result
 
-    async def lineage(self, dataset: str, partition: str, depth: int = 20) -> dict[str, Any]:
+    async def lineage(
+        self, dataset: str, partition: str, depth: int = 20, *, history: bool = False
+    ) -> dict[str, Any]:
+        """The partitions `dataset/partition` is made from (`upstream`) and those made from it
+        (`downstream`), as edges input -> output naming the fingerprint that made them. Each
+        edge is `current` when its output's current materialization is that fingerprint (the
+        scheduler's fact). By default only the current graph is walked; `history` gives every
+        edge ever recorded (earlier materializations, partitions since retracted), each
+        marked. `not_shown` counts, per direction, the edges left out."""
         result: dict[str, Any] = await self.call(
             "lineage-indexer",
             "lineage",
             {"dataset": dataset, "partition": partition, "depth": depth},
         )
+        edges = [*result["upstream"], *result["downstream"]]
+        outputs = sorted({(e["output_dataset"], e["output_key"]) for e in edges})
+        current: dict[tuple[str, str], str | None] = {}
+        for i in range(0, len(outputs), _CURRENT_BATCH):
+            body = {"partitions": [list(p) for p in outputs[i : i + _CURRENT_BATCH]]}
+            for c in await self.call("scheduler", "current", body):
+                current[(c["dataset"], c["partition_key"])] = c["fingerprint"]
+        for e in edges:
+            e["current"] = current.get((e["output_dataset"], e["output_key"])) == e["fingerprint"]
+        result["not_shown"] = {"upstream": 0, "downstream": 0}
+        if not history:
+            for direction in ("upstream", "downstream"):
+                every = result[direction]
+                walked = current_walk(every, dataset, partition, direction, depth)
+                result[direction] = walked
+                result["not_shown"][direction] = len({_edge_id(e) for e in every}) - len(walked)
         return result
 
     async def busy(self) -> dict[str, int]:
@@ -335,3 +359,42 @@ class HeadwaterClient:
         finally:
             await sub.unsubscribe()
         return letters
+
+
+_CURRENT_BATCH = 1000  # partitions per `current` query to the scheduler
+
+
+def _edge_id(edge: dict[str, Any]) -> tuple[str, str, str]:
+    return (edge["fingerprint"], edge["input_dataset"], edge["input_key"])
+
+
+def current_walk(
+    edges: list[dict[str, Any]], dataset: str, partition: str, direction: str, depth: int
+) -> list[dict[str, Any]]:
+    """The edges reached from dataset/partition through `current` edges only, each once, at
+    the step it is first reached (1: adjacent), to `depth` steps. `direction` is "upstream"
+    (towards inputs) or "downstream"."""
+    near, far = ("output", "input") if direction == "upstream" else ("input", "output")
+    by_near: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for e in edges:
+        if e["current"]:
+            by_near.setdefault((e[f"{near}_dataset"], e[f"{near}_key"]), []).append(e)
+    out: list[dict[str, Any]] = []
+    seen_edges: set[tuple[str, str, str]] = set()
+    seen = {(dataset, partition)}
+    frontier = [(dataset, partition)]
+    for step in range(1, depth + 1):
+        reached: list[tuple[str, str]] = []
+        for node in frontier:
+            for e in by_near.get(node, []):
+                if _edge_id(e) in seen_edges:
+                    continue
+                seen_edges.add(_edge_id(e))
+                out.append({**e, "depth": step})
+                target = (e[f"{far}_dataset"], e[f"{far}_key"])
+                if target not in seen:
+                    seen.add(target)
+                    reached.append(target)
+        frontier = reached
+    out.sort(key=lambda e: (e["depth"], e[f"{far}_dataset"], e[f"{far}_key"]))
+    return out

@@ -48,6 +48,7 @@ def build_app(
 
     responder(broker, s.rpc(NAME, "status"), app.status)
     responder(broker, s.rpc(NAME, "why"), app.why)
+    responder(broker, s.rpc(NAME, "current"), app.current)
     responder(broker, s.rpc(NAME, "impact"), app.impact)
     responder(broker, s.rpc(NAME, "retry"), app.retry)
     service.on_start.append(app.reconcile_all)

@@ -29,6 +29,11 @@ from headwater.services.scheduler import store
 
 _log = logging.getLogger(__name__)
 Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: all)
+_PARTITION_COLUMNS = (
+    *("dataset", "partition_key", "state", "fingerprint", "data_sha", "object_key", "rows"),
+    *("bytes", "desired_fingerprint", "reason", "updated_at", "source_version"),
+)
+_MAX_CURRENT = 1000  # partitions per `current` query (a reply stays small)
 
 
 @dataclass
@@ -81,7 +86,7 @@ class Scheduler:
             await store.add_materialization(conn, event, task["reason"] if task else None)
             if event.repaired:  # the object was written anew: what it backs is usable again
                 await store.mark_repaired(conn, event.object_key)
-            await store.finish_task(conn, event.fingerprint, "succeeded")
+            await store.finish_task(conn, event.fingerprint, "succeeded", executions=1)
             current = await store.partition(conn, event.dataset, event.partition_key)
             if current is None or current["desired_fingerprint"] != event.fingerprint:
                 return {}  # a result for an older desire: kept for reuse, not current
@@ -125,7 +130,11 @@ class Scheduler:
                 work = await self._input_damaged(conn, event, event.damaged_input)
                 if work is not None:
                     return work
-            await store.finish_task(conn, event.fingerprint, "failed", event.error, event.traceback)
+            # The executor reports how many deliveries ran it (none did when an input was bad).
+            ran = 0 if event.damaged_input is not None else event.attempt
+            await store.finish_task(
+                conn, event.fingerprint, "failed", event.error, event.traceback, executions=ran
+            )
             current = await store.partition(conn, event.dataset, event.partition_key)
             if current is None or current["desired_fingerprint"] != event.fingerprint:
                 return {}
@@ -261,17 +270,84 @@ class Scheduler:
         dataset, key = body.get("dataset"), body.get("partition")
         if not isinstance(dataset, str) or not isinstance(key, str):
             raise InputError("dataset", "why needs {dataset, partition}")
-        current = await store.partition(self.res.pool, dataset, key)
+        async with self.res.pool.acquire() as conn:
+            current = await store.partition(conn, dataset, key)
+            history = await store.materializations_of(conn, dataset, key)
+            gone = await store.retraction(conn, dataset, key) if current is None else None
+            task = None
+            if current is not None and current["desired_fingerprint"]:
+                task = await store.task(conn, current["desired_fingerprint"])
+        retracted: dict[str, Any] | None = None
         if current is None:
-            raise InputError("partition", f"{dataset}/{key} is not known to the scheduler")
-        task = None
-        if current["desired_fingerprint"]:
-            task = await store.task(self.res.pool, current["desired_fingerprint"])
+            if gone is None:
+                raise InputError("partition", f"{dataset}/{key} is not known to the scheduler")
+            # A derived partition that went away: answered from what was kept of it.
+            partition: dict[str, Any] = {c: None for c in _PARTITION_COLUMNS}
+            partition.update(
+                dataset=dataset,
+                partition_key=key,
+                state="retracted",
+                reason=gone["reason"],
+                updated_at=gone["retracted_at"],
+            )
+            retracted = {
+                "at": gone["retracted_at"],
+                "reason": gone["reason"],
+                "inputs": json.loads(gone["inputs"]),
+                "was": {
+                    "state": gone["state"],
+                    "fingerprint": gone["fingerprint"],
+                    "data_sha": gone["data_sha"],
+                    "rows": gone["rows"],
+                },
+            }
+        else:
+            partition = dict(current)
+            if current["state"] == "retracted":  # a source whose files were deleted
+                last = history[-1] if history else None
+                retracted = {
+                    "at": current["updated_at"],
+                    "reason": current["reason"],
+                    "inputs": [],
+                    "was": {
+                        "state": "ready",
+                        "fingerprint": last["fingerprint"] if last else None,
+                        "data_sha": last["data_sha"] if last else None,
+                        "rows": last["rows"] if last else None,
+                    },
+                }
+        explained = None
+        if task is not None:
+            # `attempts`: how many times the transform ran; `requests`: how many times the
+            # scheduler asked for it (the first request, then each retry).
+            explained = dict(task)
+            explained["requests"] = explained.pop("attempts")
+            explained["attempts"] = explained.pop("executions")
         return {
-            "partition": dict(current),
-            "task": dict(task) if task else None,
-            "materializations": await store.materializations_of(self.res.pool, dataset, key),
+            "partition": partition,
+            "retracted": retracted,
+            "task": explained,
+            "materializations": history,
         }
+
+    async def current(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The fingerprint of the current materialization of each partition named in
+        `partitions` ([[dataset, key], ...]); a partition that does not exist has none."""
+        named = body.get("partitions")
+        if (
+            not isinstance(named, list)
+            or len(named) > _MAX_CURRENT
+            or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p)
+                for p in named
+            )
+        ):
+            raise InputError("partitions", f"must be at most {_MAX_CURRENT} [dataset, key] pairs")
+        pairs = [(d, k) for d, k in named]
+        found = await store.fingerprints_of(self.res.pool, pairs)
+        return [
+            {"dataset": d, "partition_key": k, "fingerprint": found.get((d, k))} for d, k in pairs
+        ]
 
     async def impact(self, body: dict[str, Any]) -> dict[str, Any]:
         """What applying new definitions would run, before anything runs. It walks the

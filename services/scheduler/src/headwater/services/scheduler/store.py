@@ -231,15 +231,17 @@ async def add_task(conn: Conn, fingerprint: str, dataset: str, key: str, reason:
 
 
 async def finish_task(
-    conn: Conn, fingerprint: str, state: str, error: str = "", tb: str = ""
+    conn: Conn, fingerprint: str, state: str, error: str = "", tb: str = "", executions: int = 0
 ) -> None:
+    """Record how a task ended; `executions`: how many times its transform ran for it."""
     await conn.execute(
         f"UPDATE {SCHEMA}.tasks SET state = $2, error = NULLIF($3, ''), traceback = NULLIF($4, ''),"
-        " finished_at = now() WHERE fingerprint = $1",
+        " finished_at = now(), executions = executions + $5 WHERE fingerprint = $1",
         fingerprint,
         state,
         error,
         tb,
+        executions,
     )
 
 
@@ -277,7 +279,7 @@ async def materializations_of(
     conn: Conn | asyncpg.Pool, dataset: str, key: str
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
-        f"SELECT m.*, (p.fingerprint = m.fingerprint) AS current"
+        f"SELECT m.*, COALESCE(p.fingerprint = m.fingerprint, false) AS current"
         f" FROM {SCHEMA}.materializations m LEFT JOIN {SCHEMA}.partitions p"
         " ON p.dataset = m.dataset AND p.partition_key = m.partition_key"
         " WHERE m.dataset = $1 AND m.partition_key = $2 ORDER BY m.created_at",
@@ -293,10 +295,79 @@ async def materializations_of(
 
 
 async def delete_partition(conn: Conn, dataset: str, key: str) -> None:
-    """The partition no longer exists (its materializations stay, for reuse)."""
-    await conn.execute(
-        f"DELETE FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2", dataset, key
+    """The partition no longer exists (its materializations stay, for reuse). When it went,
+    why (which of its inputs went) and what it was are kept in `retractions`, for `why`."""
+    gone = await conn.fetchrow(
+        f"DELETE FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2"
+        " RETURNING state, fingerprint, data_sha, rows",
+        dataset,
+        key,
     )
+    if gone is None:
+        return
+    inputs, reason = await _inputs_gone(conn, gone["fingerprint"])
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.retractions (dataset, partition_key, reason, inputs, state,"
+        " fingerprint, data_sha, rows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (dataset, partition_key) DO UPDATE SET retracted_at = now(), reason = $3,"
+        " inputs = $4, state = $5, fingerprint = $6, data_sha = $7, rows = $8",
+        dataset,
+        key,
+        reason,
+        json.dumps(inputs),
+        gone["state"],
+        gone["fingerprint"],
+        gone["data_sha"],
+        gone["rows"],
+    )
+
+
+async def _inputs_gone(conn: Conn, fingerprint: str | None) -> tuple[list[dict[str, str]], str]:
+    """Which inputs of the materialization `fingerprint` exist no more, and the reason."""
+    m = await materialization_any(conn, fingerprint)
+    refs = json.loads(m["inputs"]) if m is not None else []
+    gone: list[dict[str, str]] = []
+    reasons: list[str] = []
+    for ref in refs:
+        name = f"{ref['dataset']}/{ref['partition_key']}"
+        row = await partition(conn, ref["dataset"], ref["partition_key"])
+        if row is not None and row["state"] == "retracted":  # a source: its files were deleted
+            reasons.append(f"input {name} was retracted ({row['reason']})")
+        elif row is None:
+            earlier = await retraction(conn, ref["dataset"], ref["partition_key"])
+            why = f", as {earlier['reason']}" if earlier is not None else ""
+            reasons.append(f"input {name} went away{why}")
+        else:
+            continue
+        gone.append({"dataset": ref["dataset"], "partition_key": ref["partition_key"]})
+    if not reasons:
+        return [], "no input partition maps to it any more"
+    return gone, "; ".join(reasons)
+
+
+async def retraction(conn: Conn | asyncpg.Pool, dataset: str, key: str) -> asyncpg.Record | None:
+    """When, why and in what state the derived partition went away, if it did."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM {SCHEMA}.retractions WHERE dataset = $1 AND partition_key = $2",
+        dataset,
+        key,
+    )
+    return row
+
+
+async def fingerprints_of(
+    conn: Conn | asyncpg.Pool, partitions: list[tuple[str, str]]
+) -> dict[tuple[str, str], str | None]:
+    """(dataset, partition) -> the fingerprint of its current materialization, for the
+    partitions named that exist (a retracted source's is None)."""
+    rows = await conn.fetch(
+        f"SELECT p.dataset, p.partition_key, p.fingerprint FROM {SCHEMA}.partitions p"
+        " JOIN unnest($1::text[], $2::text[]) AS w(dataset, partition_key)"
+        " ON p.dataset = w.dataset AND p.partition_key = w.partition_key",
+        [d for d, _ in partitions],
+        [k for _, k in partitions],
+    )
+    return {(r["dataset"], r["partition_key"]): r["fingerprint"] for r in rows}
 
 
 async def unanswered_tasks(conn: Conn, older_than_s: float) -> list[asyncpg.Record]:
