@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from headwater.contracts import DatasetDefinition, InputRef
 from headwater.core import hashing
-from headwater.core.mappings import UNPARTITIONED_KEY, Mapping
+from headwater.core.mappings import UNPARTITIONED_KEY, Mapping, Scope
 from headwater.core.spec import mapping_of
 
 
@@ -56,6 +56,34 @@ def output_keys(definition: DatasetDefinition, facts: Facts) -> set[str]:
         has_all = all(facts.get(i.dataset) for i in definition.inputs)
         return {UNPARTITIONED_KEY} if has_all else set()
     return keys
+
+
+def scopes(definition: DatasetDefinition, keys: Iterable[str]) -> dict[str, Scope]:
+    """What deciding output partitions `keys` of `definition` needs: per input dataset the
+    partitions those keys read (headwater.core.mappings.Scope), and the keys themselves."""
+    keys = set(keys)
+    out: dict[str, Scope] = {definition.name: Scope(exact=set(keys))}
+    for inp in definition.inputs:
+        mapping = mapping_of(inp)
+        scope = out.setdefault(inp.dataset, Scope())
+        for key in keys:
+            scope |= mapping.input_scope(key)
+    return out
+
+
+def affected_scope(
+    readers: Iterable[DatasetDefinition], input_dataset: str, input_keys: Iterable[str]
+) -> Scope:
+    """What `affected_outputs` needs of `input_dataset` to find the readers' partitions that
+    read `input_keys`."""
+    keys = set(input_keys)
+    scope = Scope(exact=set(keys))
+    for reader in readers:
+        for inp in reader.inputs:
+            if inp.dataset == input_dataset:
+                for key in keys:
+                    scope |= mapping_of(inp).affected_scope(key)
+    return scope
 
 
 def affected_outputs(

@@ -248,7 +248,7 @@ class Scheduler:
             d = defs.get(task["dataset"])
             if d is None:
                 continue
-            facts = await store.facts(conn, [i.dataset for i in d.inputs])
+            facts = await store.scoped_facts(conn, reconcile.scopes(d, {task["partition_key"]}))
             decision = reconcile.decide(d, task["partition_key"], facts)
             if not isinstance(decision, Desired) or decision.fingerprint != task["fingerprint"]:
                 continue  # no longer wanted; the reconcile below requests what is
@@ -446,10 +446,13 @@ class Scheduler:
             if d.name not in work or d.kind == "source":
                 continue
             keys = work.pop(d.name)
-            facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
-            candidates = reconcile.output_keys(d, facts)
-            if keys is None:
+            if keys is None:  # every partition: a code change, or the reconcile timer
+                facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
+                candidates = reconcile.output_keys(d, facts)
                 keys = candidates | set(facts[d.name])
+            else:  # only what these keys read: the cost does not grow with what is held
+                facts = await store.scoped_facts(conn, reconcile.scopes(d, keys))
+                candidates = reconcile.output_keys(d, facts) & keys
             for key in sorted(keys):
                 changed = await self._reconcile_one(conn, d, key, facts, key in candidates)
                 if changed:
@@ -625,7 +628,8 @@ class Scheduler:
         readers = [d for d in defs.values() if any(i.dataset == dataset for i in d.inputs)]
         if not readers:
             return work
-        facts = await store.facts(conn, [dataset])
+        scope = reconcile.affected_scope(readers, dataset, keys)
+        facts = await store.scoped_facts(conn, {dataset: scope})
         for reader in readers:
             affected: set[str] = set()
             for key in keys:
