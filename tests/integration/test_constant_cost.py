@@ -3,45 +3,15 @@ On a real Postgres and a real nats-server, the scheduler's own handler is given 
 the middle of N held partitions; Postgres counts the rows it read (`pg_stat_user_tables`)."""
 
 import asyncio
-import hashlib
-from pathlib import Path
 
 import asyncpg
 import pytest
-from faststream.nats import NatsBroker
 
-from headwater.contracts import (
-    CodeChanged,
-    DatasetDefinition,
-    InputDefinition,
-    PartitionLanded,
-)
-from headwater.runtime import db, topology
-from headwater.runtime.service import Resources
-from headwater.services.scheduler import store
-from headwater.services.scheduler.handlers import Scheduler
-from headwater.services.scheduler.settings import SchedulerSettings
+from headwater.contracts import CodeChanged, PartitionLanded
+from tests.integration.scheduler_harness import definitions, scheduler, sha
 
 pytestmark = pytest.mark.timeout(120)
-MIGRATIONS = Path(store.__file__).parent / "migrations"
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-DEFINITIONS = [
-    DatasetDefinition(name="sales", kind="source", code_sha=sha("sales")),
-    DatasetDefinition(
-        name="daily", kind="sql", code_sha=sha("daily"), inputs=(InputDefinition(dataset="sales"),)
-    ),
-    DatasetDefinition(
-        name="pairs",
-        kind="sql",
-        code_sha=sha("pairs"),
-        inputs=(InputDefinition(dataset="daily", mapping="window", size=2),),
-    ),
-]
+DEFINITIONS = definitions()
 
 
 async def hold(conn: asyncpg.Connection, n: int) -> None:
@@ -78,70 +48,42 @@ async def rows_read(admin: asyncpg.Connection) -> int:
 
 
 async def one_landing(database: str, nats_url: str, namespace: str, held: int) -> int:
-    settings = SchedulerSettings(namespace=f"{namespace}{held}", nats_url=nats_url, pg_dsn=database)
-    subjects = settings.subjects
-    broker = NatsBroker(nats_url)
-    await broker.connect()
-    await topology.declare(broker.connection.jetstream(), subjects)
     admin = await asyncpg.connect(database)
     try:
-        setup = await db.create_pool(database)
-        res = Resources(
-            settings,
-            broker,
-            schema=store.SCHEMA,
-            migrations=MIGRATIONS,
-            buckets=[],
-            pool=setup,
-            store=None,
-        )
-        await res.open()
-        app = Scheduler(res, subjects)
-        for d in DEFINITIONS:
-            await app.on_code_changed(
-                CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d)
-            )
-        async with setup.acquire() as conn:
-            await hold(conn, held)
-        await setup.close()  # its backends exit and flush their statistics
-        await asyncio.sleep(1)
+        async with scheduler(database, nats_url, f"{namespace}{held}") as app:
+            for d in DEFINITIONS:
+                await app.on_code_changed(
+                    CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d)
+                )
+            async with app.res.pool.acquire() as conn:
+                await hold(conn, held)
+        await asyncio.sleep(1)  # the closed pool's backends flush their statistics
         await admin.execute("SELECT pg_stat_reset()")
 
-        pool = await db.create_pool(database, min_size=1, max_size=1)
-        res = Resources(
-            settings,
-            broker,
-            schema=store.SCHEMA,
-            migrations=None,
-            buckets=[],
-            pool=pool,
-            store=None,
-        )
-        app = Scheduler(res, subjects)
-        new = f"k{held // 2:06d}-b"  # lands in the middle of what is held
-        data = sha(f"sales/{new}")
-        await app.on_partition_landed(
-            PartitionLanded(
-                event_id="landed:new",
-                dataset="sales",
-                partition_key=new,
-                data_sha=data,
-                fingerprint=data,
-                object_key=f"{data}.parquet",
-                rows=1,
-                bytes=1,
-                source_version=1,
-            )
-        )
-        async with pool.acquire() as conn:
-            states = dict(
-                await conn.fetch(
-                    "SELECT dataset || '/' || partition_key, state FROM scheduler.partitions"
-                    " WHERE partition_key = $1",
-                    new,
+        async with scheduler(database, nats_url, f"{namespace}{held}", pool_size=1) as app:
+            new = f"k{held // 2:06d}-b"  # lands in the middle of what is held
+            data = sha(f"sales/{new}")
+            await app.on_partition_landed(
+                PartitionLanded(
+                    event_id="landed:new",
+                    dataset="sales",
+                    partition_key=new,
+                    data_sha=data,
+                    fingerprint=data,
+                    object_key=f"{data}.parquet",
+                    rows=1,
+                    bytes=1,
+                    source_version=1,
                 )
             )
-        await pool.close()
+            async with app.res.pool.acquire() as conn:
+                states = dict(
+                    await conn.fetch(
+                        "SELECT dataset || '/' || partition_key, state FROM scheduler.partitions"
+                        " WHERE partition_key = $1",
+                        new,
+                    )
+                )
         # Statistics reach the shared counters when the backend exits: wait for them.
         before, count = -1, await rows_read(admin)
         while count != before:
@@ -149,7 +91,6 @@ async def one_landing(database: str, nats_url: str, namespace: str, held: int) -
             before, count = count, await rows_read(admin)
     finally:
         await admin.close()
-        await broker.stop()
     # The landing did its work: the new day is queued, the window over it waits for it.
     assert states == {f"sales/{new}": "ready", f"daily/{new}": "queued", f"pairs/{new}": "waiting"}
     return count

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from faststream import AckPolicy
 from faststream.message import StreamMessage
 from faststream.nats import JStream, NatsBroker, NatsMessage, NatsUserPassword, PullSub
+from faststream.nats.message import NatsBatchMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.subscriber.usecases import LogicSubscriber
 from faststream.nats.subscriber.usecases import stream_pull_subscriber as _pull
@@ -68,14 +69,17 @@ def durable_subscriber(
     consumer: str,
     *,
     batch_size: int = 10,
+    batch: bool = False,
 ) -> LogicSubscriber[Any]:
-    """A pull subscriber bound to a durable consumer of the topology, acked by hand."""
+    """A pull subscriber bound to a durable consumer of the topology, acked by hand. With
+    `batch`, the handler gets every message one pull returned (up to `batch_size`, without
+    waiting for more than are there) as one `NatsBatchMessage`, for `consume_batch`."""
     spec = consumers(subjects)[consumer]
     return broker.subscriber(
         spec.filter_subject,
         stream=JStream(spec.stream, declare=False),
         durable=spec.durable,
-        pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        pull_sub=PullSub(batch_size=batch_size, timeout=1.0, batch=batch),
         ack_policy=AckPolicy.MANUAL,
         decoder=raw_body,
     )
@@ -173,10 +177,65 @@ async def consume(
     await msg.ack()
 
 
+async def consume_batch(
+    batch: NatsBatchMessage,
+    parse: Callable[[Msg], BaseModel | None],
+    process: Callable[[list[Any]], Awaitable[list[HeadwaterError | None]]],
+    *,
+    broker: NatsBroker,
+    subjects: Subjects,
+    service: str,
+) -> None:
+    """`consume` for a batch: each message is parsed on its own (bad input is dead-lettered
+    at once; `parse` returning None means "not ours", acked); the rest are processed together
+    (one transaction, one reconcile) and settled after it committed. `process` returns, per
+    event, the bad-input error that rejected it alone (dead-lettered) or None (acked). A
+    failure of the whole batch naks every message with backoff, for as long as it takes."""
+    events: list[BaseModel] = []
+    owners: list[Msg] = []
+    for raw in batch.raw_message:
+        try:
+            event = parse(raw)
+        except (ContractError, InputError) as exc:
+            await dead_letter(broker, subjects, service, raw, exc.field, exc.reason)
+            await raw.term()
+            continue
+        if event is None:
+            await raw.ack()
+            continue
+        events.append(event)
+        owners.append(raw)
+    if not events:
+        return
+    delivered = max(raw.metadata.num_delivered or 1 for raw in owners)
+    try:
+        rejected = await process(events)
+    except Superseded as exc:
+        _log.warning("batch of %d: %s; leaving it to the newer delivery", len(owners), exc)
+        return
+    except Exception as exc:
+        if delivered == 1 or delivered % STUCK_LOG_EVERY == 0:
+            _log.exception("processing a batch of %d failed (delivery %d)", len(owners), delivered)
+        delay = exc.delay if isinstance(exc, RetryLater) else _backoff(delivered)
+        _log.warning("will retry a batch of %d in %.1fs: %s", len(owners), delay, exc)
+        for raw in owners:
+            await raw.nak(delay=delay)
+        return
+    for raw, error in zip(owners, rejected, strict=True):
+        if error is None:
+            await raw.ack()
+            continue
+        field, reason = getattr(error, "field", "processing"), getattr(error, "reason", str(error))
+        await dead_letter(broker, subjects, service, raw, field, reason)
+        await raw.term()
+
+
+def _backoff(delivered: int) -> float:
+    delay: float = NAK_BASE_DELAY_S * 2.0 ** min(delivered - 1, 16)
+    return min(NAK_MAX_DELAY_S, delay)
+
+
 async def _retry_later(msg: NatsMessage, delivered: int, exc: BaseException) -> None:
-    if isinstance(exc, RetryLater):
-        delay = exc.delay
-    else:
-        delay = min(NAK_MAX_DELAY_S, NAK_BASE_DELAY_S * 2 ** (delivered - 1))
+    delay = exc.delay if isinstance(exc, RetryLater) else _backoff(delivered)
     _log.warning("will retry %s in %.1fs: %s", msg.raw_message.subject, delay, exc)
     await msg.nack(delay=delay)

@@ -1,16 +1,19 @@
 """Wiring of the scheduler."""
 
 from pathlib import Path
+from typing import Annotated
 
 import asyncpg
-from faststream.nats import NatsMessage
+from faststream import Context
+from faststream.nats.message import NatsBatchMessage
+from nats.aio.msg import Msg
 
-from headwater.contracts import CodeChanged, PartitionLanded, PartitionRetracted, TaskFailed
-from headwater.runtime.messaging import consume, durable_subscriber
+from headwater.contracts import parse_model
+from headwater.runtime.messaging import consume_batch, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
-from headwater.services.scheduler.handlers import Scheduler
+from headwater.services.scheduler.handlers import EVENT_MODELS, Scheduler, SchedulerEvent
 from headwater.services.scheduler.settings import SchedulerSettings
 from headwater.services.scheduler.store import SCHEMA, prune_inbox
 
@@ -31,20 +34,19 @@ def build_app(
     broker, s = service.broker, settings.subjects
     ev = f"{s.ns}.ev."
 
-    @durable_subscriber(broker, s, NAME)
-    async def on_event(msg: NatsMessage) -> None:
-        subject = msg.raw_message.subject
-        kw = {"broker": broker, "subjects": s, "service": NAME}
-        if subject.startswith(ev + "code.changed."):
-            await consume(msg, CodeChanged, app.on_code_changed, **kw)  # type: ignore[arg-type]
-        elif subject.startswith(ev + "partition.landed."):
-            await consume(msg, PartitionLanded, app.on_partition_landed, **kw)  # type: ignore[arg-type]
-        elif subject.startswith(ev + "partition.retracted."):
-            await consume(msg, PartitionRetracted, app.on_partition_retracted, **kw)  # type: ignore[arg-type]
-        elif subject.startswith(ev + "task.failed."):
-            await consume(msg, TaskFailed, app.on_task_failed, **kw)  # type: ignore[arg-type]
-        else:
-            await msg.ack()  # a fact the scheduler does not act on
+    def parse(raw: Msg) -> SchedulerEvent | None:
+        for prefix, model in EVENT_MODELS:
+            if raw.subject.startswith(ev + prefix):
+                return parse_model(model, raw.data)
+        return None  # a fact the scheduler does not act on
+
+    # Events come in batches (what one pull returns): one transaction and one reconcile over
+    # the union of what they touch, then every message is settled.
+    @durable_subscriber(broker, s, NAME, batch_size=settings.batch_size, batch=True)
+    async def on_events(
+        _body: list[bytes], batch: Annotated[NatsBatchMessage, Context("message")]
+    ) -> None:
+        await consume_batch(batch, parse, app.handle, broker=broker, subjects=s, service=NAME)
 
     responder(broker, s.rpc(NAME, "status"), app.status)
     responder(broker, s.rpc(NAME, "why"), app.why)

@@ -5,6 +5,7 @@ ready; a task's identity is its fingerprint, and a fingerprint materialized befo
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,12 +24,29 @@ from headwater.contracts import (
 )
 from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
-from headwater.runtime.errors import InputError
+from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
 
 _log = logging.getLogger(__name__)
 Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: all)
+SchedulerEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed
+# Which event a subject of the events stream carries (the rest are not the scheduler's).
+EVENT_MODELS: tuple[tuple[str, type[SchedulerEvent]], ...] = (
+    ("code.changed.", CodeChanged),
+    ("partition.landed.", PartitionLanded),
+    ("partition.retracted.", PartitionRetracted),
+    ("task.failed.", TaskFailed),
+)
+
+
+def _merge(work: Work, more: Work) -> None:
+    """Add `more` to `work` (None, every partition, absorbs a set)."""
+    for name, keys in more.items():
+        known = work.get(name, set())
+        work[name] = None if known is None or keys is None else known | keys
+
+
 _PARTITION_COLUMNS = (
     *("dataset", "partition_key", "state", "fingerprint", "data_sha", "object_key", "rows"),
     *("bytes", "desired_fingerprint", "reason", "updated_at", "source_version"),
@@ -45,105 +63,144 @@ class Scheduler:
     _cancel_pending: bool = True  # marks to write: look once at start-up
 
     # --- events -----------------------------------------------------------------------
-    async def on_code_changed(self, event: CodeChanged) -> None:
-        async def apply(conn: asyncpg.Connection) -> Work:
-            await store.put_dataset(conn, event.dataset, event.removed)
-            if event.removed:  # its partitions leave `status`; what it had asked for stops
-                fingerprints = await store.requested_tasks_of(conn, event.dataset.name)
-                await self._cancel(conn, fingerprints, "its dataset was removed")
-                return {}
-            if event.dataset.kind == "source":
-                return {}
-            return {event.dataset.name: None}
+    async def handle(self, events: Sequence[SchedulerEvent]) -> list[HeadwaterError | None]:
+        """Apply a batch of events in one transaction, then reconcile once over the union of
+        the partitions they touch, and commit. Each event runs in a savepoint: one rejected
+        as bad input leaves no trace and is returned (per event: its error, or None); an
+        event processed before (the inbox) is skipped. Reconciling is a function of the
+        stored facts, so the batch ends where the same events one by one would."""
+        errors: list[HeadwaterError | None] = [None] * len(events)
+        async with self.res.pool.acquire() as conn, conn.transaction():
+            await store.lock(conn)
+            work: Work = {}
+            for i, event in enumerate(events):
+                try:
+                    async with conn.transaction():  # a savepoint
+                        if await store.first_time(conn, event.event_id):
+                            _merge(work, await self._effect(conn, event))
+                except InputError as exc:
+                    errors[i] = exc
+            await self._run(conn, work)
+        await self.res.flush()
+        if self._cancel_pending:
+            await self._write_cancels()
+        return errors
 
-        await self._transact(event.event_id, apply)
+    async def _effect(self, conn: asyncpg.Connection, event: SchedulerEvent) -> Work:
+        if isinstance(event, CodeChanged):
+            return await self._code_changed(conn, event)
+        if isinstance(event, PartitionLanded):
+            return await self._partition_landed(conn, event)
+        if isinstance(event, PartitionRetracted):
+            return await self._partition_retracted(conn, event)
+        return await self._task_failed(conn, event)
+
+    async def _one(self, event: SchedulerEvent) -> None:
+        [error] = await self.handle([event])
+        if error is not None:
+            raise error
+
+    async def on_code_changed(self, event: CodeChanged) -> None:
+        await self._one(event)
 
     async def on_partition_landed(self, event: PartitionLanded) -> None:
-        async def apply(conn: asyncpg.Connection) -> Work:
-            if event.code_sha is None:  # a source partition: its fingerprint is its data SHA
-                current = await store.partition(conn, event.dataset, event.partition_key)
-                known = current["source_version"] if current is not None else None
-                version = event.source_version
-                if version is not None and known is not None and version <= known:
-                    return {}  # older content, replayed or reordered: already superseded
-                await store.add_materialization(conn, event, "landed")
-                await store.set_partition(
-                    conn,
-                    event.dataset,
-                    event.partition_key,
-                    state="ready",
-                    fingerprint=event.fingerprint,
-                    desired_fingerprint=event.fingerprint,
-                    data_sha=event.data_sha,
-                    object_key=event.object_key,
-                    rows=event.rows,
-                    bytes=event.bytes,
-                    reason=None,
-                    source_version=event.source_version,
-                )
-                return await self._downstream(conn, event.dataset, {event.partition_key})
-            task = await store.task(conn, event.fingerprint)
-            await store.add_materialization(conn, event, task["reason"] if task else None)
-            if event.repaired:  # the object was written anew: what it backs is usable again
-                await store.mark_repaired(conn, event.object_key)
-            await store.finish_task(conn, event.fingerprint, "succeeded", executions=1)
-            current = await store.partition(conn, event.dataset, event.partition_key)
-            if current is None or current["desired_fingerprint"] != event.fingerprint:
-                return {}  # a result for an older desire: kept for reuse, not current
-            await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
-            return await self._downstream(conn, event.dataset, {event.partition_key})
-
-        await self._transact(event.event_id, apply)
+        await self._one(event)
 
     async def on_partition_retracted(self, event: PartitionRetracted) -> None:
-        async def apply(conn: asyncpg.Connection) -> Work:
+        await self._one(event)
+
+    async def on_task_failed(self, event: TaskFailed) -> None:
+        await self._one(event)
+
+    async def _code_changed(self, conn: asyncpg.Connection, event: CodeChanged) -> Work:
+        await store.put_dataset(conn, event.dataset, event.removed)
+        if event.removed:  # its partitions leave `status`; what it had asked for stops
+            fingerprints = await store.requested_tasks_of(conn, event.dataset.name)
+            await self._cancel(conn, fingerprints, "its dataset was removed")
+            return {}
+        if event.dataset.kind == "source":
+            return {}
+        return {event.dataset.name: None}
+
+    async def _partition_landed(self, conn: asyncpg.Connection, event: PartitionLanded) -> Work:
+        if event.code_sha is None:  # a source partition: its fingerprint is its data SHA
             current = await store.partition(conn, event.dataset, event.partition_key)
-            if current is None:
-                return {}
-            known = current["source_version"]
-            if known is not None and event.source_version <= known:
-                return {}  # a newer landing already superseded this retraction
-            work = await self._downstream(conn, event.dataset, {event.partition_key})
-            # Kept as `retracted` with its version, so an older landing replayed later loses.
+            known = current["source_version"] if current is not None else None
+            version = event.source_version
+            if version is not None and known is not None and version <= known:
+                return {}  # older content, replayed or reordered: already superseded
+            await store.add_materialization(conn, event, "landed")
             await store.set_partition(
                 conn,
                 event.dataset,
                 event.partition_key,
-                state="retracted",
-                data_sha=None,
-                object_key=None,
-                fingerprint=None,
-                desired_fingerprint=None,
-                rows=None,
-                bytes=None,
-                reason="its files were deleted",
+                state="ready",
+                fingerprint=event.fingerprint,
+                desired_fingerprint=event.fingerprint,
+                data_sha=event.data_sha,
+                object_key=event.object_key,
+                rows=event.rows,
+                bytes=event.bytes,
+                reason=None,
                 source_version=event.source_version,
             )
-            return work
-
-        await self._transact(event.event_id, apply)
-
-    async def on_task_failed(self, event: TaskFailed) -> None:
-        # The executor has already retried with backoff: this failure is final for the task.
-        async def apply(conn: asyncpg.Connection) -> Work:
-            if event.damaged_input is not None:
-                work = await self._input_damaged(conn, event, event.damaged_input)
-                if work is not None:
-                    return work
-            # The executor reports how many deliveries ran it (none did when an input was bad).
-            ran = 0 if event.damaged_input is not None else event.attempt
-            await store.finish_task(
-                conn, event.fingerprint, "failed", event.error, event.traceback, executions=ran
-            )
-            current = await store.partition(conn, event.dataset, event.partition_key)
-            if current is None or current["desired_fingerprint"] != event.fingerprint:
-                return {}
-            await store.set_partition(
-                conn, event.dataset, event.partition_key, state="errored", reason=event.error
-            )
             return await self._downstream(conn, event.dataset, {event.partition_key})
+        task = await store.task(conn, event.fingerprint)
+        await store.add_materialization(conn, event, task["reason"] if task else None)
+        if event.repaired:  # the object was written anew: what it backs is usable again
+            await store.mark_repaired(conn, event.object_key)
+        await store.finish_task(conn, event.fingerprint, "succeeded", executions=1)
+        current = await store.partition(conn, event.dataset, event.partition_key)
+        if current is None or current["desired_fingerprint"] != event.fingerprint:
+            return {}  # a result for an older desire: kept for reuse, not current
+        await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
+        return await self._downstream(conn, event.dataset, {event.partition_key})
 
-        await self._transact(event.event_id, apply)
+    async def _partition_retracted(
+        self, conn: asyncpg.Connection, event: PartitionRetracted
+    ) -> Work:
+        current = await store.partition(conn, event.dataset, event.partition_key)
+        if current is None:
+            return {}
+        known = current["source_version"]
+        if known is not None and event.source_version <= known:
+            return {}  # a newer landing already superseded this retraction
+        work = await self._downstream(conn, event.dataset, {event.partition_key})
+        # Kept as `retracted` with its version, so an older landing replayed later loses.
+        await store.set_partition(
+            conn,
+            event.dataset,
+            event.partition_key,
+            state="retracted",
+            data_sha=None,
+            object_key=None,
+            fingerprint=None,
+            desired_fingerprint=None,
+            rows=None,
+            bytes=None,
+            reason="its files were deleted",
+            source_version=event.source_version,
+        )
+        return work
+
+    async def _task_failed(self, conn: asyncpg.Connection, event: TaskFailed) -> Work:
+        # The executor has already retried with backoff: this failure is final for the task.
+        if event.damaged_input is not None:
+            work = await self._input_damaged(conn, event, event.damaged_input)
+            if work is not None:
+                return work
+        # The executor reports how many deliveries ran it (none did when an input was bad).
+        ran = 0 if event.damaged_input is not None else event.attempt
+        await store.finish_task(
+            conn, event.fingerprint, "failed", event.error, event.traceback, executions=ran
+        )
+        current = await store.partition(conn, event.dataset, event.partition_key)
+        if current is None or current["desired_fingerprint"] != event.fingerprint:
+            return {}
+        await store.set_partition(
+            conn, event.dataset, event.partition_key, state="errored", reason=event.error
+        )
+        return await self._downstream(conn, event.dataset, {event.partition_key})
 
     async def _input_damaged(
         self, conn: asyncpg.Connection, event: TaskFailed, ref: InputRef
@@ -456,9 +513,7 @@ class Scheduler:
             for key in sorted(keys):
                 changed = await self._reconcile_one(conn, d, key, facts, key in candidates)
                 if changed:
-                    for name, more in (await self._downstream(conn, d.name, {key})).items():
-                        known = work.get(name, set())
-                        work[name] = None if known is None or more is None else known | more
+                    _merge(work, await self._downstream(conn, d.name, {key}))
 
     async def _reconcile_one(
         self,
@@ -471,15 +526,21 @@ class Scheduler:
         """Bring one partition's state in line with its desired fingerprint; True if it changed."""
         current = await store.partition(conn, d.name, key)
         before = (current["state"], current["data_sha"]) if current else None
+        wanted = current["desired_fingerprint"] if current is not None else None
         if not candidate:  # what it read was retracted: so is it (its readers follow)
             if current is not None:
+                if wanted is not None:
+                    await self._cancel(conn, [wanted], "what it read went away")
                 await store.delete_partition(conn, d.name, key)
                 facts[d.name].pop(key, None)
             return current is not None
         decision = reconcile.decide(d, key, facts)
-        wanted = current["desired_fingerprint"] if current is not None else None
+        # A task asked for earlier and not wanted now is dropped, not computed: superseded,
+        # or its inputs are changing (if they end as they were, early cutoff asks again).
         if isinstance(decision, Desired) and wanted not in (None, decision.fingerprint):
             await self._cancel(conn, [wanted], f"superseded by {decision.fingerprint[:12]}")
+        elif isinstance(decision, reconcile.NotReady) and wanted is not None:
+            await self._cancel(conn, [wanted], f"not ready: {decision.reason}")
         if isinstance(decision, reconcile.NotReady):
             state = "blocked" if decision.blocked else "waiting"
             if before is None or before[0] != state:
