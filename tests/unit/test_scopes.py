@@ -27,6 +27,8 @@ def test_inputs_for_a_key_need_only_its_scope(held: set[str], other: set[str], k
     for mapping in MAPPINGS:
         loaded = mapping.input_scope(key).select(held) | (other & held)
         assert mapping.inputs_for(key, loaded) == mapping.inputs_for(key, held), mapping
+        # Given the keys sorted once (how many keys are decided at a time), the same answer.
+        assert mapping.inputs_for(key, held, sorted(held)) == mapping.inputs_for(key, held)
         # Whether the output partition exists is decided from the same keys.
         assert (key in mapping.output_keys(loaded)) == (key in mapping.output_keys(held))
 

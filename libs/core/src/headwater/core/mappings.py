@@ -7,7 +7,8 @@ run by RE2: see headwater.core.patterns).
 """
 
 import re
-from collections.abc import Iterable
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, KeysView, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -117,17 +118,29 @@ class Mapping(BaseModel):
         keys.discard(None)
         return keys  # type: ignore[return-value]
 
-    def inputs_for(self, output_key: str, input_keys: Iterable[str]) -> list[str]:
-        """The input partitions output partition `output_key` reads, sorted."""
-        existing = sorted(input_keys)
+    def inputs_for(
+        self, output_key: str, input_keys: Iterable[str], ordered: Sequence[str] | None = None
+    ) -> list[str]:
+        """The input partitions output partition `output_key` reads, sorted. `ordered`, the
+        same keys already sorted, lets a caller deciding many keys sort them once (each
+        answer is then a bisection, not a scan)."""
         if self.kind == "identity":
-            return [output_key] if output_key in existing else []
+            present = input_keys if isinstance(input_keys, Set | KeysView) else set(input_keys)
+            return [output_key] if output_key in present else []
+        existing = ordered if ordered is not None else sorted(input_keys)
         if self.kind == "all":
-            return existing
+            return list(existing)
         if self.kind == "window":
             assert self.size is not None
-            upto = [k for k in existing if k <= output_key]
-            return upto[-self.size :] if output_key in existing else []
+            end = bisect_right(existing, output_key)
+            if end == 0 or existing[end - 1] != output_key:
+                return []
+            return list(existing[max(0, end - self.size) : end])
+        if self.to is not None:  # a day's month or year is a prefix of the day: a range
+            prefix = f"{output_key}-"
+            lo = bisect_left(existing, prefix)
+            hi = bisect_left(existing, prefix + "\x7f")
+            return [k for k in existing[lo:hi] if self.output_key(k) == output_key]
         return [k for k in existing if self.output_key(k) == output_key]
 
     def input_scope(self, output_key: str) -> Scope:

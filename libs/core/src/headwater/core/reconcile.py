@@ -4,7 +4,7 @@ partitions should exist, what each reads, and its desired fingerprint.
 The scheduler feeds it stored facts; the oracle in the tests feeds it a from-scratch run.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from collections.abc import Mapping as MappingT
 from dataclasses import dataclass
 
@@ -98,24 +98,36 @@ def affected_outputs(
     return out
 
 
+Index = MappingT[str, Sequence[str]]  # dataset -> its partition keys, sorted
+
+
+def index_of(facts: Facts, datasets: Iterable[str]) -> dict[str, list[str]]:
+    """Sorted keys of `datasets`, for deciding many output keys over the same facts."""
+    return {d: sorted(facts.get(d, {})) for d in datasets}
+
+
 def reads(
-    definition: DatasetDefinition, key: str, facts: Facts
+    definition: DatasetDefinition, key: str, facts: Facts, index: Index | None = None
 ) -> list[tuple[str, str, PartitionFact]] | str:
     """The input partitions output partition `key` reads, or why it reads none yet."""
     found: list[tuple[str, str, PartitionFact]] = []
     for inp in definition.inputs:
         mapping: Mapping = mapping_of(inp)
         partitions = facts.get(inp.dataset, {})
-        keys = mapping.inputs_for(key, partitions.keys())
+        ordered = index.get(inp.dataset) if index is not None else None
+        keys = mapping.inputs_for(key, partitions.keys(), ordered)
         if not keys:
             return f"{inp.dataset} has no partition for {key}"
         found += [(inp.dataset, k, partitions[k]) for k in keys]
     return found
 
 
-def decide(definition: DatasetDefinition, key: str, facts: Facts) -> Decision:
-    """The desired fingerprint of one output partition, or why it cannot have one yet."""
-    reads_or_why = reads(definition, key, facts)
+def decide(
+    definition: DatasetDefinition, key: str, facts: Facts, index: Index | None = None
+) -> Decision:
+    """The desired fingerprint of one output partition, or why it cannot have one yet.
+    `index` (from `index_of`, over the same facts) makes deciding many keys cheap."""
+    reads_or_why = reads(definition, key, facts, index)
     if isinstance(reads_or_why, str):
         return NotReady(False, reads_or_why)
     reads_ = reads_or_why

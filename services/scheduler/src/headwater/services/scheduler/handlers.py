@@ -430,8 +430,9 @@ class Scheduler:
             for d in reconcile.topological(defs.values()):
                 if d.kind == "source":
                     continue
+                index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
                 for key in sorted(reconcile.output_keys(d, facts)):
-                    decision = reconcile.decide(d, key, facts)
+                    decision = reconcile.decide(d, key, facts, index)
                     if isinstance(decision, Desired):
                         if current.get((d.name, key)) == decision.fingerprint:
                             continue
@@ -503,17 +504,44 @@ class Scheduler:
             if d.name not in work or d.kind == "source":
                 continue
             keys = work.pop(d.name)
+            index = None
             if keys is None:  # every partition: a code change, or the reconcile timer
                 facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
                 candidates = reconcile.output_keys(d, facts)
-                keys = candidates | set(facts[d.name])
+                index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
+                keys = await self._unsettled(conn, d, candidates, facts, index)
             else:  # only what these keys read: the cost does not grow with what is held
                 facts = await store.scoped_facts(conn, reconcile.scopes(d, keys))
                 candidates = reconcile.output_keys(d, facts) & keys
             for key in sorted(keys):
-                changed = await self._reconcile_one(conn, d, key, facts, key in candidates)
+                changed = await self._reconcile_one(conn, d, key, facts, key in candidates, index)
                 if changed:
                     _merge(work, await self._downstream(conn, d.name, {key}))
+
+    async def _unsettled(
+        self,
+        conn: asyncpg.Connection,
+        d: DatasetDefinition,
+        candidates: set[str],
+        facts: dict[str, dict[str, PartitionFact]],
+        index: reconcile.Index,
+    ) -> set[str]:
+        """Of every partition of `d`, those whose stored state may disagree with today's
+        decision: decided in memory over one load, so the reconcile timer and a code change
+        touch rows only where something is to be done."""
+        stored = await store.partition_states(conn, d.name)
+        out = set(stored) - candidates  # what they read went away: retract them
+        for key in candidates:
+            row = stored.get(key)
+            decision = reconcile.decide(d, key, facts, index)
+            if row is None:
+                out.add(key)
+            elif isinstance(decision, Desired):
+                if not (row.state == "ready" and row.fingerprint == decision.fingerprint):
+                    out.add(key)
+            elif row.state != ("blocked" if decision.blocked else "waiting"):
+                out.add(key)
+        return out
 
     async def _reconcile_one(
         self,
@@ -522,6 +550,7 @@ class Scheduler:
         key: str,
         facts: dict[str, dict[str, PartitionFact]],
         candidate: bool,
+        index: reconcile.Index | None = None,
     ) -> bool:
         """Bring one partition's state in line with its desired fingerprint; True if it changed."""
         current = await store.partition(conn, d.name, key)
@@ -534,7 +563,7 @@ class Scheduler:
                 await store.delete_partition(conn, d.name, key)
                 facts[d.name].pop(key, None)
             return current is not None
-        decision = reconcile.decide(d, key, facts)
+        decision = reconcile.decide(d, key, facts, index)
         # A task asked for earlier and not wanted now is dropped, not computed: superseded,
         # or its inputs are changing (if they end as they were, early cutoff asks again).
         if isinstance(decision, Desired) and wanted not in (None, decision.fingerprint):

@@ -1,6 +1,7 @@
 """scheduler's queries over its own schema."""
 
 import json
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -128,6 +129,26 @@ async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, Partitio
             r["data_sha"], r["object_key"], r["state"]
         )
     return out
+
+
+@dataclass(frozen=True)
+class StoredState:
+    state: str
+    fingerprint: str | None
+    desired_fingerprint: str | None
+
+
+async def partition_states(conn: Conn, dataset: str) -> dict[str, StoredState]:
+    """Every partition of `dataset` (retracted ones aside): its state and fingerprints."""
+    rows = await conn.fetch(
+        f"SELECT partition_key, state, fingerprint, desired_fingerprint FROM {SCHEMA}.partitions"
+        " WHERE dataset = $1 AND state <> 'retracted'",
+        dataset,
+    )
+    return {
+        r["partition_key"]: StoredState(r["state"], r["fingerprint"], r["desired_fingerprint"])
+        for r in rows
+    }
 
 
 async def partition(conn: Conn, dataset: str, key: str) -> asyncpg.Record | None:
