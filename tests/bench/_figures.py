@@ -31,7 +31,7 @@ class BenchSizes(BaseSettings):
     concurrent_gap_s: float = 0.1
     trickle_days: int = 4  # days landing one at a time, quiet in between
     hash_repeat: int = 3
-    op_timeout_s: float = 150  # a scheduler call running longer is stopped and reported
+    op_timeout_s: float = 120  # a scheduler call running longer is stopped and reported
 
     @classmethod
     def load(cls) -> BenchSizes:
@@ -51,9 +51,7 @@ class BenchSizes(BaseSettings):
                 "op_timeout_s": 60,
             }
             explicit = {k for k in cls.model_fields if f"HEADWATER_BENCH_{k.upper()}" in os.environ}
-            sizes = sizes.model_copy(
-                update={k: v for k, v in small.items() if k not in explicit}
-            )
+            sizes = sizes.model_copy(update={k: v for k, v in small.items() if k not in explicit})
         elif sizes.size != "full":
             raise ValueError(f"HEADWATER_BENCH_SIZE: {sizes.size!r} is not 'full' or 'small'")
         return sizes
