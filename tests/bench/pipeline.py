@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -172,14 +173,15 @@ async def land(hw: HeadwaterClient, files: dict[str, Path], gap_s: float = 0) ->
 def profiled(stack: EmbeddedStack, directory: Path | None, label: str) -> Iterator[None]:
     """With HEADWATER_BENCH_PROFILE_DIR set: py-spy records every service while the block runs
     (py-spy is not needed otherwise)."""
-    if directory is None or shutil.which("py-spy") is None:
+    spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    if directory is None or spy is None:
         yield
         return
     directory.mkdir(parents=True, exist_ok=True)
     spies = [
         subprocess.Popen(
             [
-                *("py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "20"),
+                *(spy, "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "20"),
                 *("--output", str(directory / f"{label}-{name}.txt"), "--subprocesses"),
             ],
             stdout=subprocess.DEVNULL,
