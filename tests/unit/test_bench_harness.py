@@ -13,8 +13,10 @@ from tests.bench._profile import top_frames
 def test_ratio_against_reference_decides_the_target() -> None:
     fast = Figure("b", "steps/s", 400.0, "steps/s", "raw", 10_000.0, target=">= 0.03")
     slow = Figure("b", "steps/s", 100.0, "steps/s", "raw", 10_000.0, target=">= 0.03")
-    assert fast.ratio == pytest.approx(0.04) and fast.met is True
-    assert slow.ratio == pytest.approx(0.01) and slow.met is False
+    assert fast.ratio == pytest.approx(0.04)
+    assert fast.met is True
+    assert slow.ratio == pytest.approx(0.01)
+    assert slow.met is False
     # Without a reference the target bounds the value itself.
     assert Figure("b", "decision", 60.0, "ms", target="<= 50").met is False
     assert Figure("b", "decision", 40.0, "ms", target="<= 50").met is True
@@ -46,7 +48,8 @@ def test_results_json_and_table_hold_every_figure(tmp_path: Path) -> None:
     assert [f["met"] for f in doc["figures"]] == [False, False]
     assert doc["sizes"]["held_large"] == 100_000
     shown = table(figures)
-    assert "numpy = 20,000" in shown and "NO" in shown
+    assert "numpy = 20,000" in shown
+    assert "NO" in shown
 
 
 def test_profile_summary_counts_inclusive_samples(tmp_path: Path) -> None:
