@@ -1,28 +1,41 @@
-"""Run every benchmark module in this package and print one table of their results."""
+"""`make bench`: run every benchmark, print one table, write bench/results.json.
+`HEADWATER_BENCH_SIZE=small` for a quick run; HEADWATER_BENCH_ONLY=hashing,scale to pick."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
+import math
+import os
+import sys
+import time
+from pathlib import Path
 
-import tests.bench
+from tests.bench import hashing, pipeline, scale
+from tests.bench._figures import BenchSizes, Figure, table, write
+
+BENCHES = {"hashing": hashing.run, "scale": scale.run, "pipeline": pipeline.run}
 
 
-def main() -> None:
-    rows: list[tuple[str, str, str]] = []
-    for info in sorted(pkgutil.iter_modules(tests.bench.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+def main() -> int:
+    sizes = BenchSizes.load()
+    only = [b for b in os.environ.get("HEADWATER_BENCH_ONLY", "").split(",") if b]
+    unknown = set(only) - set(BENCHES)
+    if unknown:
+        print(f"HEADWATER_BENCH_ONLY: unknown {sorted(unknown)}; known {sorted(BENCHES)}")
+        return 2
+    out = Path(os.environ.get("HEADWATER_BENCH_RESULTS", "bench/results.json"))
+    figures: list[Figure] = []
+    start = time.perf_counter()
+    for name, bench in BENCHES.items():
+        if only and name not in only:
             continue
-        module = importlib.import_module(f"tests.bench.{info.name}")
-        for metric, value in module.run().items():
-            shown = f"{value:,}" if isinstance(value, int) else str(value)
-            rows.append((info.name, metric, shown))
-    widths = [max(len(row[i]) for row in [("bench", "metric", "value"), *rows]) for i in range(3)]
-    for i, row in enumerate([("bench", "metric", "value"), *rows]):
-        print(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}")
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+        print(f"== {name}", flush=True)
+        figures += bench(sizes)
+    write(figures, sizes, out, time.perf_counter() - start)
+    print(table(figures))
+    missed = [f.figure for f in figures if f.met is False]
+    print(f"\n{len(figures)} figures in {out}; {len(missed)} miss their target")
+    return 0 if all(not math.isnan(f.value) or f.note for f in figures) else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

