@@ -87,6 +87,8 @@ class Executor:
             # Read while another task holds the worker: storage and CPU overlap.
             inputs = await load_inputs(self.res.objects, settings.data_bucket, task)
             waits = self.pool.busy()
+            if waits:
+                _log.info("%s/%s waits for a worker", task.dataset.name, task.partition_key)
             async with self.pool.worker() as worker:
                 # The wait for a worker may have been long: what is no longer wanted is
                 # dropped now, not computed.
