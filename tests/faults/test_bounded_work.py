@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import asyncpg
+import pyarrow as pa
 import pytest
 
+from headwater.core import hashing
 from headwater.sdk.client import HeadwaterClient
 from tests.e2e.conftest import stack_settings
 from tests.faults.harness import FaultStack, days
@@ -89,10 +91,17 @@ def slow(sales: pa.Table) -> pa.Table:
 
 
 async def stack_for(
-    tmp_path: Path, namespace: str, nats_url: str, database: str, spec: str, code: str
+    tmp_path: Path,
+    namespace: str,
+    nats_url: str,
+    database: str,
+    spec: str,
+    code: str,
+    **settings: str,
 ) -> FaultStack:
     (tmp_path / "slow.py").write_text(code)
     env = {"HEADWATER_ATTEMPTS": "2", "HEADWATER_RETRY_BASE_S": "0.1"}
+    env |= {f"HEADWATER_{name.upper()}": value for name, value in settings.items()}
     stack = FaultStack(tmp_path, stack_settings(namespace, nats_url, database, None), env, spec)
     await stack.start()
     return stack
@@ -208,7 +217,10 @@ async def test_new_code_cancels_the_old_tasks_and_a_revert_runs_them_again(
     marks.mkdir()
     flag.touch()
     v1 = SLOW_V1 % (str(marks), str(flag))
-    stack = await stack_for(tmp_path, namespace, nats_url, database, CANCELLED, v1)
+    # One task at a time: the second waits in the queue, not in the executor.
+    stack = await stack_for(
+        tmp_path, namespace, nats_url, database, CANCELLED, v1, executor_concurrency="1"
+    )
     spec = tmp_path / "pipeline.yaml"
     try:
         async with stack.client() as hw:
@@ -239,6 +251,113 @@ async def test_new_code_cancels_the_old_tasks_and_a_revert_runs_them_again(
             status = partitions(await hw.wait(timeout=90))
             assert {p["state"] for p in status.values()} == {"ready"}
             assert await materialized(stack.pg_dsn, "slow") == sorted([old, old, new, new])
+    finally:
+        stack.stop()
+        print(stack.logs())
+
+
+ONLY_SLOW = """\
+pipeline: only_slow
+sources:
+  sales: {}
+datasets:
+  slow:
+    python: slow.py:slow
+    inputs: {sales: identity}
+"""
+# Each task leaves a mark named by its worker's pid, then waits (at most 60 s) until two have
+# started: run one after the other, the first would wait out its minute alone.
+MEET = """\
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+
+STARTED = Path(%r)
+
+
+def slow(sales: pa.Table) -> pa.Table:
+    (STARTED / str(os.getpid())).touch()
+    deadline = time.time() + 60
+    while len(list(STARTED.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    return pa.table({"met": [len(list(STARTED.iterdir()))]})
+"""
+
+
+async def test_one_executor_runs_two_tasks_at_once_each_in_a_worker_of_its_own(
+    tmp_path: Path, namespace: str, nats_url: str, database: str
+) -> None:
+    marks = tmp_path / "started"
+    marks.mkdir()
+    code = MEET % str(marks)
+    stack = await stack_for(
+        tmp_path, namespace, nats_url, database, ONLY_SLOW, code, transform_workers="2"
+    )
+    try:
+        executor = stack.embedded.processes["executor"]  # the only one
+        async with stack.client() as hw:
+            for day in days(2):
+                await stack.land(hw, day)
+            status = partitions(await hw.wait(timeout=120))
+        # Both tasks were running at once: each saw the other start before it finished.
+        both = hashing.data_sha(pa.table({"met": [2]}))
+        for day in days(2):
+            assert status[("slow", day)]["state"] == "ready"
+            assert status[("slow", day)]["data_sha"] == both
+        # In two worker processes of the one executor, as its log says.
+        log = (stack.embedded.state_dir / "logs" / "executor.log").read_text()
+        workers = {int(p.name) for p in marks.iterdir()}
+        assert len(workers) == 2
+        for pid in workers:
+            assert f"running in worker {pid}" in log
+        assert executor.poll() is None
+    finally:
+        stack.stop()
+        print(stack.logs())
+
+
+async def test_a_task_waiting_for_a_worker_is_dropped_when_it_is_no_longer_wanted(
+    tmp_path: Path, namespace: str, nats_url: str, database: str
+) -> None:
+    marks, flag = tmp_path / "started", tmp_path / "flag"
+    marks.mkdir()
+    flag.touch()
+    v1 = SLOW_V1 % (str(marks), str(flag))
+    # Two tasks in flight, one worker: the second is taken from the queue and waits here.
+    stack = await stack_for(
+        tmp_path,
+        namespace,
+        nats_url,
+        database,
+        ONLY_SLOW,
+        v1,
+        executor_concurrency="2",
+        transform_workers="1",
+    )
+    log = stack.embedded.state_dir / "logs" / "executor.log"
+    try:
+        async with stack.client() as hw:
+            for day in days(2):
+                await stack.land(hw, day)
+            [worker] = await started(marks, 1)  # the first runs, so the other waits
+            while "waits for a worker" not in log.read_text():  # noqa: ASYNC110 - a log file
+                await asyncio.sleep(0.2)
+
+            (tmp_path / "slow.py").write_text(SLOW_V2)
+            await hw.apply(tmp_path / "pipeline.yaml")
+            new = await code_sha(hw, "slow")
+            status = partitions(await hw.wait(timeout=90))
+            assert {p["state"] for p in status.values()} == {"ready"}
+            # The running task was killed; the waiting one was dropped when the worker came
+            # free, never started.
+            assert await materialized(stack.pg_dsn, "slow") == [new, new]
+            assert len(list(marks.iterdir())) == 1
+            assert not alive(worker)
+            text = log.read_text()
+            assert "cancelled while it ran" in text
+            assert "cancelled as a worker came free" in text
     finally:
         stack.stop()
         print(stack.logs())

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from headwater.runtime.errors import TransformError
-from headwater.services.executor.transforms import run_transform
+from headwater.services.executor.transforms import Sandbox, run_transform
 
 FLIGHTS = pa.table({"origin": ["EWR", "JFK", "EWR"], "delay": [5, None, 7]})
 
@@ -71,3 +71,42 @@ def test_a_python_transform_must_return_a_table() -> None:
         run_transform(
             {"kind": "python", "code": source, "function": "rows"}, {"flights": [FLIGHTS]}
         )
+
+
+def test_tasks_on_one_database_see_only_their_own_inputs_and_still_no_files(
+    tmp_path: Path,
+) -> None:
+    """A worker keeps one DuckDB database for all its tasks: what one task registered or
+    created is gone for the next, and the sandbox holds for every task."""
+    secret = tmp_path / "secret.csv"
+    secret.write_text("a\n1\n")
+    sandbox = Sandbox()
+    try:
+        first = run_transform(
+            sql("SELECT count(*) AS n FROM flights"), {"flights": [FLIGHTS]}, 100, sandbox
+        )
+        assert first.to_pylist() == [{"n": 3}]
+        for leak in [
+            "CREATE TABLE kept AS SELECT 1 AS a",
+            "SELECT 1 AS a; CREATE VIEW kept AS SELECT 2",
+        ]:
+            with pytest.raises(TransformError):
+                run_transform(sql(leak), {"flights": [FLIGHTS]}, 100, sandbox)
+        for code in [
+            "SELECT * FROM flights",  # the first task's input
+            "SELECT * FROM kept",  # what a task tried to create
+            f"SELECT * FROM read_csv('{secret}')",
+            "SET enable_external_access = true",
+            "SET memory_limit = '10GB'",
+        ]:
+            with pytest.raises(TransformError):
+                run_transform(sql(code), {"other": [FLIGHTS]}, 100, sandbox)
+        again = run_transform(
+            sql("SELECT count(*) AS n FROM other"), {"other": [FLIGHTS]}, 100, sandbox
+        )
+        assert again.to_pylist() == [{"n": 3}]
+        assert sandbox.opened == 1  # one database served every task with this memory limit
+        run_transform(sql("SELECT 1 AS a"), {}, 200, sandbox)
+        assert sandbox.opened == 2  # another limit: a database made for it
+    finally:
+        sandbox.close()

@@ -3,12 +3,16 @@ a memory limit or a cancellation stops, without harm to the calling process or t
 
 import asyncio
 import os
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
+from headwater.contracts import InputRef
+from headwater.core import formats, hashing
 from headwater.runtime.errors import TransformError
-from headwater.services.executor.workers import WorkerPool
+from headwater.services.executor.inputs import InputDamaged
+from headwater.services.executor.workers import Inputs, WorkerPool
 
 pytestmark = pytest.mark.timeout(60)
 SALES = pa.table({"region": ["n", "s", "n"], "amount": [1, 2, 3]})
@@ -22,9 +26,23 @@ def python(body: str) -> dict[str, object]:
 SUM = {"kind": "sql", "code": "SELECT sum(amount) AS total FROM sales", "function": None}
 
 
+def stored(*tables: pa.Table) -> Inputs:
+    """The objects of `sales` partitions holding `tables`, as the executor reads them."""
+    parts = []
+    for i, table in enumerate(tables):
+        sha = hashing.data_sha(table)
+        ref = InputRef(dataset="sales", partition_key=f"p{i}", data_sha=sha, object_key=sha)
+        parts.append((ref, formats.to_parquet(table)))
+    return {"sales": parts}
+
+
 async def run(pool: WorkerPool, blob: dict[str, object], **limits: object) -> pa.Table:
     kw: dict[str, object] = {"timeout_s": 20.0, "memory_mb": None, **limits}
-    return await pool.run(blob, {"sales": [SALES.slice(0, 1), SALES.slice(1)]}, **kw)  # type: ignore[arg-type]
+    out = await pool.run(blob, stored(SALES.slice(0, 1), SALES.slice(1)), **kw)  # type: ignore[arg-type]
+    table = formats.from_parquet(out.parquet)
+    # The worker encodes the output: its SHA and row count are those of the stored bytes.
+    assert (out.data_sha, out.rows) == (hashing.data_sha(table), table.num_rows)
+    return table
 
 
 @pytest.fixture
@@ -103,3 +121,38 @@ async def test_cancelling_a_running_task_kills_its_worker(pool: WorkerPool) -> N
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     assert (await run(pool, SUM)).to_pylist() == [{"total": 6}]
+
+
+async def test_an_input_that_does_not_hold_its_data_sha_is_never_computed_over(
+    pool: WorkerPool, tmp_path: Path
+) -> None:
+    [(ref, _)] = stored(SALES)["sales"]
+    [(_, other)] = stored(SALES.slice(1))["sales"]
+    marker = f"    open({str(tmp_path / 'ran')!r}, 'w')\n    return sales"
+    for body, reason in [(other, "does not hold data SHA"), (b"PAR1junk", "not readable Parquet")]:
+        with pytest.raises(InputDamaged, match=reason) as caught:
+            await pool.run(python(marker), {"sales": [(ref, body)]}, timeout_s=20, memory_mb=None)
+        assert caught.value.ref == ref
+    assert not (tmp_path / "ran").exists()
+    assert (await run(pool, SUM)).to_pylist() == [{"total": 6}]  # the worker serves on
+
+
+async def test_each_task_in_flight_runs_in_a_worker_of_its_own(tmp_path: Path) -> None:
+    """Two tasks at once on a pool of two: each waits (bounded) until the other has started,
+    so they meet only if they run at the same time, in two processes."""
+    meet = python(
+        f"    mark = {str(tmp_path)!r} + '/' + str(os.getpid())\n"
+        "    open(mark, 'w').close()\n"
+        "    deadline = time.time() + 15\n"
+        f"    while len(os.listdir({str(tmp_path)!r})) < 2 and time.time() < deadline:\n"
+        "        time.sleep(0.05)\n"
+        f"    return pa.table({{'pid': [os.getpid()], 'met': [len(os.listdir({str(tmp_path)!r}))]}})"
+    )
+    pool = WorkerPool(2)
+    await pool.start()
+    try:
+        first, second = await asyncio.gather(run(pool, meet), run(pool, meet))
+    finally:
+        await pool.close()
+    assert first.column("met").to_pylist() == second.column("met").to_pylist() == [2]
+    assert first.column("pid").to_pylist() != second.column("pid").to_pylist()

@@ -12,13 +12,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyarrow as pa
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from headwater.contracts import InputRef, PartitionLanded, Subjects, TaskFailed, TaskRequested
-from headwater.core import formats, hashing
 from headwater.runtime import failpoints
 from headwater.runtime.errors import RetryLater, Superseded, TransformError
 from headwater.runtime.messaging import publish
@@ -26,7 +24,7 @@ from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
 from headwater.services.executor.inputs import InputDamaged, load_inputs, verified
 from headwater.services.executor.settings import ExecutorSettings
-from headwater.services.executor.workers import WorkerPool
+from headwater.services.executor.workers import Inputs, Output, Worker, WorkerPool
 
 _log = logging.getLogger(__name__)
 PUBLISHED = b"published:"
@@ -47,7 +45,6 @@ class Executor:
         return self.res.broker
 
     async def run(self, task: TaskRequested, heartbeat: Any = None, delivery: int = 1) -> None:
-        settings = self.res.settings
         started = time.perf_counter()
         failpoints.hit("executor.after_fetch")
         # A repair computes again what was published: its object was found unusable.
@@ -71,17 +68,45 @@ class Executor:
         if await self._cancelled(task, "before it ran"):
             return
         lease = await self._take_lease(task.fingerprint, delivery)
+        # Heartbeats from here: waiting for a free worker counts as work in progress.
+        beat = asyncio.create_task(self._heartbeat(heartbeat)) if heartbeat else None
+        try:
+            await self._compute(task, delivery, lease, started)
+        finally:
+            if beat is not None:
+                beat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await beat
+
+    async def _compute(
+        self, task: TaskRequested, delivery: int, lease: int, started: float
+    ) -> None:
+        settings = self.res.settings
         blob = await self._load_code(task.dataset.code_sha)
         try:
+            # Read while another task holds the worker: storage and CPU overlap.
             inputs = await load_inputs(self.res.objects, settings.data_bucket, task)
+            waits = self.pool.busy()
+            if waits:
+                _log.info("%s/%s waits for a worker", task.dataset.name, task.partition_key)
+            async with self.pool.worker() as worker:
+                # The wait for a worker may have been long: what is no longer wanted is
+                # dropped now, not computed.
+                if waits and await self._cancelled(task, "as a worker came free"):
+                    return
+                _log.info(
+                    "%s/%s running in worker %s",
+                    task.dataset.name,
+                    task.partition_key,
+                    worker.process.pid,
+                )
+                output = await self._transform(task, worker, blob, inputs)
+            del inputs
         except InputDamaged as exc:
             _log.warning("%s/%s cannot run: %s", task.dataset.name, task.partition_key, exc)
             await self._commit_lease(task.fingerprint, lease)
             await self._failed(task, delivery, str(exc), damaged_input=exc.ref)
             return
-        beat = asyncio.create_task(self._heartbeat(heartbeat)) if heartbeat else None
-        try:
-            table = await self._transform(task, blob, inputs)
         except TransformError as exc:
             policy = self.settings
             _log.warning(
@@ -98,16 +123,10 @@ class Executor:
             await self._commit_lease(task.fingerprint, lease)
             await self._failed(task, delivery, str(exc), traceback=exc.traceback)
             return
-        finally:
-            if beat is not None:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beat
-        if table is None or await self._cancelled(task, "as it finished"):
+        if output is None or await self._cancelled(task, "as it finished"):
             return  # acked: a cancelled task publishes nothing
-        data_sha = hashing.data_sha(table, ordered=task.dataset.ordered)
+        data_sha, body = output.data_sha, output.parquet
         object_key = f"{data_sha}.parquet"
-        body = formats.to_parquet(table)
         if task.repair:
             # A result that does not keep its SHA through Parquet would be found damaged by
             # every reader and repaired forever: fail it instead.
@@ -134,7 +153,7 @@ class Executor:
             fingerprint=task.fingerprint,
             code_sha=task.dataset.code_sha,
             object_key=object_key,
-            rows=table.num_rows,
+            rows=output.rows,
             bytes=len(body),
             inputs=task.inputs,
             duration_ms=(time.perf_counter() - started) * 1000,
@@ -155,7 +174,7 @@ class Executor:
             task.dataset.name,
             task.partition_key,
             data_sha[:12],
-            table.num_rows,
+            output.rows,
         )
 
     async def _failed(
@@ -187,14 +206,15 @@ class Executor:
         )
 
     async def _transform(
-        self, task: TaskRequested, blob: dict[str, Any], inputs: dict[str, list[pa.Table]]
-    ) -> pa.Table | None:
+        self, task: TaskRequested, worker: Worker, blob: dict[str, Any], inputs: Inputs
+    ) -> Output | None:
         """The output, or None if the task was cancelled while it ran (its worker is killed)."""
         d = task.dataset
         run = asyncio.create_task(
-            self.pool.run(
+            worker.run(
                 blob,
                 inputs,
+                ordered=d.ordered,
                 timeout_s=d.timeout_s or self.settings.task_timeout_s,
                 memory_mb=d.memory_mb or self.settings.task_memory_mb or None,
             )

@@ -10,6 +10,8 @@ from headwater.core import formats, hashing
 from headwater.runtime.errors import HeadwaterError
 from headwater.runtime.objectstore import ObjectNotFound, ObjectStore
 
+READS_AT_ONCE = 8
+
 
 class InputDamaged(HeadwaterError):
     """An input's object is missing or does not match its data SHA (not retryable: reading
@@ -20,25 +22,28 @@ class InputDamaged(HeadwaterError):
     def __init__(self, ref: InputRef, reason: str) -> None:
         super().__init__(f"input {ref.dataset}/{ref.partition_key}: {reason}")
         self.ref = ref
+        self.reason = reason
 
 
 async def load_inputs(
     objects: ObjectStore, bucket: str, task: TaskRequested
-) -> dict[str, list[pa.Table]]:
-    """Every input of `task` by dataset, verified."""
-    inputs: dict[str, list[pa.Table]] = {i.dataset: [] for i in task.dataset.inputs}
-    for ref in task.inputs:
-        inputs[ref.dataset].append(await load_verified(objects, bucket, ref))
+) -> dict[str, list[tuple[InputRef, bytes]]]:
+    """Every input object of `task` by dataset, as stored (a few read at once): the worker
+    that runs the task decodes and verifies them (`verified`). A missing one is InputDamaged."""
+    reading = asyncio.Semaphore(READS_AT_ONCE)
+
+    async def read(ref: InputRef) -> bytes:
+        async with reading:
+            try:
+                return await objects.get(bucket, ref.object_key)
+            except ObjectNotFound:
+                raise InputDamaged(ref, f"object {ref.object_key} is missing") from None
+
+    datas = await asyncio.gather(*(read(ref) for ref in task.inputs))
+    inputs: dict[str, list[tuple[InputRef, bytes]]] = {i.dataset: [] for i in task.dataset.inputs}
+    for ref, data in zip(task.inputs, datas, strict=True):
+        inputs[ref.dataset].append((ref, data))
     return inputs
-
-
-async def load_verified(objects: ObjectStore, bucket: str, ref: InputRef) -> pa.Table:
-    """The table stored for `ref`, or InputDamaged."""
-    try:
-        data = await objects.get(bucket, ref.object_key)
-    except ObjectNotFound:
-        raise InputDamaged(ref, f"object {ref.object_key} is missing") from None
-    return await asyncio.to_thread(verified, data, ref)
 
 
 def verified(data: bytes, ref: InputRef) -> pa.Table:

@@ -4,7 +4,10 @@ task at a time under a memory limit. A task past its timeout, a cancelled one, o
 worker died takes its worker with it and a fresh worker takes its place: the executor's own
 process never runs user code, so it never blocks or dies with it.
 
-Inputs and results cross the pipe as Arrow IPC streams."""
+The worker does the task's CPU work, so the executor's process is left with I/O: it is handed
+each input's Parquet object as read from storage, checks it against its data SHA, runs the
+transform, and hands back the output's data SHA and Parquet bytes. Bytes cross the pipe as they
+are (`send_bytes`), never pickled or re-encoded."""
 
 import asyncio
 import contextlib
@@ -16,6 +19,8 @@ import resource
 import signal
 import sys
 import traceback
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -23,24 +28,31 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from headwater.contracts import InputRef
+from headwater.core import formats, hashing
 from headwater.runtime.errors import TransformError
-from headwater.services.executor.transforms import out_of_memory, run_transform
+from headwater.services.executor.inputs import InputDamaged, verified
+from headwater.services.executor.transforms import Sandbox, out_of_memory, run_transform
 
 _log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
 _PR_SET_PDEATHSIG = 1
-Answer = tuple[
-    Any, ...
-]  # ("ok", ipc) | ("error", message, traceback) | ("timeout",) | ("died", code)
+# ("ok", data_sha, rows, parquet) | ("damaged", input index, reason)
+# | ("error", message, traceback, fatal) | ("timeout",) | ("died", code)
+Answer = tuple[Any, ...]
+# A task's inputs by dataset: each partition's reference and the bytes of its object.
+Inputs = dict[str, list[tuple[InputRef, bytes]]]
 
 
 class WorkerPool:
-    """`size` worker processes; `run` takes an idle one for the length of one task."""
+    """`size` worker processes; `worker()` lends an idle one for the length of one task, so
+    as many tasks as there are workers run at once, each in a process of its own."""
 
-    def __init__(self, size: int = 1) -> None:
+    def __init__(self, size: int = 1, memory_mb: int | None = None) -> None:
         self.size = size
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
-        self._workers: set[_Worker] = set()
+        self.memory_mb = memory_mb  # the usual limit, which each worker's database is made for
+        self._idle: asyncio.Queue[Worker] = asyncio.Queue()
+        self._workers: set[Worker] = set()
 
     async def start(self) -> None:
         for _ in range(self.size):
@@ -55,72 +67,121 @@ class WorkerPool:
         """The worker processes' ids (for logs and tests)."""
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
-    async def run(
-        self,
-        blob: dict[str, Any],
-        inputs: dict[str, list[pa.Table]],
-        *,
-        timeout_s: float,
-        memory_mb: int | None,
-    ) -> pa.Table:
-        """The transform's output. A failure of the user's code, a timeout, running out of
-        memory or a crash of the worker is a TransformError; cancelling the caller kills the
-        worker."""
+    def busy(self) -> bool:
+        """Whether every worker is taken (the next `worker()` waits)."""
+        return self._idle.empty()
+
+    @contextlib.asynccontextmanager
+    async def worker(self) -> AsyncIterator["Worker"]:
+        """An idle worker, once one is free; it goes back to the pool after, or is replaced
+        if what it ran was cancelled, timed out or broke it."""
         worker = await self._idle.get()
-        healthy = False
         try:
-            request = await asyncio.to_thread(_request, blob, inputs, memory_mb)
-            # The exchange waits in a thread: the event loop (heartbeats, other messages)
-            # goes on, and killing the worker ends the wait at once.
-            answer = await asyncio.to_thread(worker.call, request, timeout_s)
-            if answer[0] == "ok":
-                healthy = True
-                table: pa.Table = await asyncio.to_thread(_from_ipc, answer[1])
-                return table
-            if answer[0] == "error":
-                healthy = not answer[3]
-                raise TransformError(answer[1], answer[2])
-            if answer[0] == "timeout":
-                raise TransformError(f"timed out after {timeout_s:g}s")
-            raise TransformError(_died(answer[1], memory_mb))
+            yield worker
         finally:
-            # Cancelled, timed out or broken: this worker's process goes, a fresh one comes.
-            if not healthy:
+            if not worker.healthy:
                 self._workers.discard(worker)
                 worker.stop()
                 worker = self._spawn()
             self._idle.put_nowait(worker)
 
-    def _spawn(self) -> "_Worker":
-        worker = _Worker()
+    async def run(
+        self,
+        blob: dict[str, Any],
+        inputs: Inputs,
+        *,
+        ordered: bool = False,
+        timeout_s: float,
+        memory_mb: int | None,
+    ) -> "Output":
+        """`Worker.run` on the next idle worker."""
+        async with self.worker() as worker:
+            return await worker.run(
+                blob, inputs, ordered=ordered, timeout_s=timeout_s, memory_mb=memory_mb
+            )
+
+    def _spawn(self) -> "Worker":
+        worker = Worker(self.memory_mb)
         self._workers.add(worker)
         return worker
 
 
-class _Worker:
+@dataclass(frozen=True)
+class Output:
+    """A transform's result as the worker encoded it: its data SHA, rows and Parquet bytes."""
+
+    data_sha: str
+    rows: int
+    parquet: bytes
+
+
+class Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_mb: int | None = None) -> None:
         parent, child = _CTX.Pipe()
         # Started from the event loop's thread, which lives as long as the process: the
         # worker's parent-death signal is tied to the thread that started it.
         self.process: BaseProcess = _CTX.Process(
-            target=_serve, args=(child, os.getpid()), name="headwater-transform"
+            target=_serve, args=(child, os.getpid(), memory_mb), name="headwater-transform"
         )
         self.process.start()
         child.close()
         self.conn: Connection = parent
+        self.healthy = True  # false from a task's start until it ends cleanly
 
-    def call(self, request: dict[str, Any], timeout_s: float) -> Answer:
-        """Send one task and wait for its answer (blocking: run it in a thread)."""
+    async def run(
+        self,
+        blob: dict[str, Any],
+        inputs: Inputs,
+        *,
+        ordered: bool = False,
+        timeout_s: float,
+        memory_mb: int | None,
+    ) -> Output:
+        """Verify the inputs (Parquet bytes, each checked against its data SHA: InputDamaged
+        if one does not hold it), run the transform over them, and encode its output (data
+        SHA as `ordered` says, and Parquet), all in the worker. A failure of the user's code,
+        a timeout, running out of memory or a crash of the worker is a TransformError;
+        cancelling the caller leaves this worker unhealthy (the pool kills it)."""
+        self.healthy = False
+        header = {
+            "blob": blob,
+            "inputs": {name: [ref for ref, _ in parts] for name, parts in inputs.items()},
+            "memory_mb": memory_mb,
+            "ordered": ordered,
+        }
+        bodies = [data for parts in inputs.values() for _, data in parts]
+        # The exchange waits in a thread: the event loop (heartbeats, other tasks) goes on,
+        # and killing the worker ends the wait at once.
+        answer = await asyncio.to_thread(self._call, header, bodies, timeout_s)
+        if answer[0] == "ok":
+            self.healthy = True
+            return Output(answer[1], answer[2], answer[3])
+        if answer[0] == "damaged":
+            self.healthy = True
+            refs = [ref for parts in inputs.values() for ref, _ in parts]
+            raise InputDamaged(refs[answer[1]], answer[2])
+        if answer[0] == "error":
+            self.healthy = not answer[3]
+            raise TransformError(answer[1], answer[2])
+        if answer[0] == "timeout":
+            raise TransformError(f"timed out after {timeout_s:g}s")
+        raise TransformError(_died(answer[1], memory_mb))
+
+    def _call(self, header: dict[str, Any], bodies: list[bytes], timeout_s: float) -> Answer:
+        """Send one task and wait for its answer (blocking: run it in a thread). The objects
+        cross the pipe as they are, unpickled."""
         try:
-            self.conn.send(request)
+            self.conn.send(header)
+            for body in bodies:
+                self.conn.send_bytes(body)
             if not self.conn.poll(timeout_s):
                 return ("timeout",)
-            header: Answer = self.conn.recv()
-            if header[0] == "ok":
-                return ("ok", self.conn.recv_bytes())
-            return header
+            answer: Answer = self.conn.recv()
+            if answer[0] == "ok":
+                return (*answer, self.conn.recv_bytes())
+            return answer
         except (EOFError, OSError):
             self.process.join(5)
             return ("died", self.process.exitcode)
@@ -146,40 +207,21 @@ def _died(exitcode: int | None, memory_mb: int | None) -> str:
     return f"the transform's worker process {how}{hint}"
 
 
-def _request(
-    blob: dict[str, Any], inputs: dict[str, list[pa.Table]], memory_mb: int | None
-) -> dict[str, Any]:
-    return {
-        "blob": blob,
-        "inputs": {name: [_to_ipc(t) for t in parts] for name, parts in inputs.items()},
-        "memory_mb": memory_mb,
-    }
-
-
-def _to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return bytes(sink.getvalue())
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()
-
-
 # --- in the worker process ------------------------------------------------------------------
-def _serve(conn: Connection, parent: int) -> None:
+def _serve(conn: Connection, parent: int, memory_mb: int | None) -> None:
     """The worker's loop: one task at a time until the pipe closes."""
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the executor, which stops us
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crashing transform dumps no core
-    _warm_up()
+    sandbox = Sandbox()  # one DuckDB database for every task this worker runs
+    _warm_up(sandbox, memory_mb)
     while True:
         try:
-            request = conn.recv()
+            header = conn.recv()
+            bodies = [conn.recv_bytes() for parts in header["inputs"].values() for _ in parts]
         except EOFError:
             return
-        answer, body = _answer(request)
+        answer, body = _answer(header, bodies, sandbox)
         conn.send(answer)
         if body is not None:
             conn.send_bytes(body)
@@ -187,13 +229,27 @@ def _serve(conn: Connection, parent: int) -> None:
             return  # after running out of memory, a fresh process is the safe state
 
 
-def _answer(request: dict[str, Any]) -> tuple[Answer, bytes | None]:
-    memory_mb = request["memory_mb"]
+def _answer(
+    header: dict[str, Any], bodies: list[bytes], sandbox: Sandbox
+) -> tuple[Answer, bytes | None]:
+    memory_mb = header["memory_mb"]
     _limit_memory(memory_mb)
     try:
-        inputs = {n: [_from_ipc(b) for b in parts] for n, parts in request["inputs"].items()}
-        body = _to_ipc(run_transform(request["blob"], inputs, memory_mb))
-        return ("ok",), body
+        inputs: dict[str, list[pa.Table]] = {}
+        n = 0
+        for name, refs in header["inputs"].items():
+            inputs[name] = []
+            for ref in refs:
+                try:
+                    inputs[name].append(verified(bodies[n], ref))
+                except InputDamaged as exc:
+                    return ("damaged", n, exc.reason), None
+                bodies[n] = b""  # decoded: the bytes can go
+                n += 1
+        table = run_transform(header["blob"], inputs, memory_mb, sandbox)
+        del inputs
+        data_sha = hashing.data_sha(table, ordered=header["ordered"])
+        return ("ok", data_sha, table.num_rows), formats.to_parquet(table)
     except TransformError as exc:
         oom = isinstance(exc.__cause__, MemoryError | duckdb.OutOfMemoryException)
         return ("error", str(exc), exc.traceback, oom), None
@@ -226,15 +282,11 @@ def _data_bytes() -> int:
     return 0  # not Linux: the limit is then the whole process's
 
 
-def _warm_up() -> None:
-    """Run DuckDB once, so what it keeps for good (threads, arenas) counts as the idle
-    worker's footprint, not against the first task's memory limit."""
-    con = duckdb.connect(":memory:")
-    try:
-        con.register("t", pa.table({"a": [1]}))
-        con.sql("SELECT sum(a) FROM t").to_arrow_table()
-    finally:
-        con.close()
+def _warm_up(sandbox: Sandbox, memory_mb: int | None) -> None:
+    """Open the database for the usual memory limit and run it once, so what DuckDB keeps for
+    good (threads, arenas) counts as the idle worker's footprint, not against the first
+    task's memory limit."""
+    sandbox.query("SELECT sum(a) FROM t", {"t": pa.table({"a": [1]})}, memory_mb)
 
 
 def _die_with(parent: int) -> None:
