@@ -21,6 +21,7 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.subscriber.usecases import LogicSubscriber
 from faststream.nats.subscriber.usecases import stream_pull_subscriber as _pull
 from nats.aio.msg import Msg
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 
@@ -209,7 +210,8 @@ async def consume_batch(
         return
     delivered = max(raw.metadata.num_delivered or 1 for raw in owners)
     try:
-        rejected = await process(events)
+        with _batch_span(service, owners):
+            rejected = await process(events)
     except Superseded as exc:
         _log.warning("batch of %d: %s; leaving it to the newer delivery", len(owners), exc)
         return
@@ -228,6 +230,26 @@ async def consume_batch(
         field, reason = getattr(error, "field", "processing"), getattr(error, "reason", str(error))
         await dead_letter(broker, subjects, service, raw, field, reason)
         await raw.term()
+
+
+def _batch_span(service: str, owners: list[Msg]) -> Any:
+    """A span for processing a batch, in the trace of its first message and linked to every
+    other's. FastStream's span for a batch only links the messages, so without this what the
+    batch publishes (tasks, through the outbox) would start a trace of its own and a landing
+    would no longer be one trace across the services."""
+    contexts = [propagate.extract(raw.headers or {}) for raw in owners]
+    links = [
+        trace.Link(span.get_span_context())
+        for ctx in contexts[1:]
+        if (span := trace.get_current_span(ctx)).get_span_context().is_valid
+    ]
+    tracer = trace.get_tracer("headwater.runtime.messaging")
+    return tracer.start_as_current_span(
+        f"{service} process batch",
+        context=contexts[0],
+        links=links,
+        attributes={"messaging.batch.message_count": len(owners)},
+    )
 
 
 def _backoff(delivered: int) -> float:
