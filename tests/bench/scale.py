@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -23,7 +22,7 @@ from typing import Any
 import asyncpg
 from faststream.nats import NatsBroker
 
-from headwater.contracts import CodeChanged, DatasetDefinition, InputDefinition, PartitionLanded
+from headwater.contracts import CodeChanged, PartitionLanded
 from headwater.core import hashing
 from headwater.runtime import db, topology
 from headwater.runtime.service import Resources
@@ -32,31 +31,7 @@ from headwater.services.scheduler import store
 from headwater.services.scheduler.handlers import Scheduler
 from headwater.services.scheduler.settings import SchedulerSettings
 from tests.bench._figures import BenchSizes, Figure
-
-MIGRATIONS = Path(store.__file__).parent / "migrations"
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def definitions(daily_code: str = "daily") -> list[DatasetDefinition]:
-    """sales (source) -> daily (identity) -> pairs (window of 2): three partitions per key."""
-    return [
-        DatasetDefinition(name="sales", kind="source", code_sha=sha("sales")),
-        DatasetDefinition(
-            name="daily",
-            kind="sql",
-            code_sha=sha(daily_code),
-            inputs=(InputDefinition(dataset="sales"),),
-        ),
-        DatasetDefinition(
-            name="pairs",
-            kind="sql",
-            code_sha=sha("pairs"),
-            inputs=(InputDefinition(dataset="daily", mapping="window", size=2),),
-        ),
-    ]
+from tests.integration.scheduler_harness import MIGRATIONS, definitions, sha
 
 
 def _key(i: int) -> str:

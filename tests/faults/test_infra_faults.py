@@ -141,9 +141,9 @@ def connection_names(nats: NatsServer) -> set[str]:
     return {c.get("name", "") for c in data.get("connections", [])}
 
 
-async def test_postgres_stopped_immediately_mid_burst_loses_and_duplicates_nothing(
-    tmp_path: Path, namespace: str, nats_url: str
-) -> None:
+@contextlib.asynccontextmanager
+async def own_postgres(tmp_path: Path, namespace: str) -> AsyncIterator[tuple[PostgresServer, str]]:
+    """A Postgres of the test's own (to break), with a database for the stack; stopped after."""
     pg = PostgresServer(tmp_path / "pg", log_path=tmp_path / "postgres.log")
     pg.start()
     try:
@@ -152,7 +152,15 @@ async def test_postgres_stopped_immediately_mid_burst_loses_and_duplicates_nothi
             await conn.execute(f'CREATE DATABASE "{namespace}"')
         finally:
             await conn.close()
-        dsn = with_database(pg.dsn, namespace)
+        yield pg, with_database(pg.dsn, namespace)
+    finally:
+        pg.stop()
+
+
+async def test_postgres_stopped_immediately_mid_burst_loses_and_duplicates_nothing(
+    tmp_path: Path, namespace: str, nats_url: str
+) -> None:
+    async with own_postgres(tmp_path, namespace) as (pg, dsn):
         stack = FaultStack(tmp_path, stack_settings(namespace, nats_url, dsn, None))
         async with running(stack, tmp_path / "postgres.log"):
             pids: list[int | None] = [pg.pid]
@@ -167,8 +175,6 @@ async def test_postgres_stopped_immediately_mid_burst_loses_and_duplicates_nothi
                 await burst(stack, hw, fault)
                 await settled(stack, hw)
             logs = service_logs(stack)
-    finally:
-        pg.stop()
     # The fault happened: a new postmaster recovered from an unclean shutdown...
     assert len(pids) == 2
     assert None not in pids
@@ -188,15 +194,7 @@ LONG_OUTAGE_S = 150.0
 async def test_postgres_down_longer_than_any_retry_window_loses_no_acknowledged_event(
     tmp_path: Path, namespace: str, nats_url: str
 ) -> None:
-    pg = PostgresServer(tmp_path / "pg", log_path=tmp_path / "postgres.log")
-    pg.start()
-    try:
-        conn = await asyncpg.connect(pg.dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{namespace}"')
-        finally:
-            await conn.close()
-        dsn = with_database(pg.dsn, namespace)
+    async with own_postgres(tmp_path, namespace) as (pg, dsn):
         stack = FaultStack(tmp_path, stack_settings(namespace, nats_url, dsn, None))
         async with running(stack, tmp_path / "postgres.log"):
             async with stack.client() as hw, stack.supervised():
@@ -212,8 +210,6 @@ async def test_postgres_down_longer_than_any_retry_window_loses_no_acknowledged_
                 outage = time.monotonic() - down_at
                 await settled(stack, hw)
             logs = service_logs(stack)
-    finally:
-        pg.stop()
     assert outage >= LONG_OUTAGE_S
     assert sorted(stack.landed) == DAYS[:6]
     # The services' Postgres work failed for the whole outage and was retried, not dropped.
