@@ -4,10 +4,13 @@ wants the same work as the same events one by one, and once that work is done (a
 results fed back) both converge to the same state: partitions, states, current and desired
 fingerprints, materializations. On a real Postgres and nats-server."""
 
+import json
 from typing import Any
 
 import asyncpg
 import pytest
+from opentelemetry import trace
+from opentelemetry.context import Context
 
 from headwater.contracts import (
     CodeChanged,
@@ -168,3 +171,33 @@ async def test_a_batch_ends_where_the_same_events_one_by_one_end(
     assert states[("sales", DAYS[2])] == "retracted"
     assert ("daily", DAYS[2]) not in states
     assert set(states.values()) == {"ready", "retracted"}
+
+
+def traced(trace_id: int) -> Context:
+    """A context carrying a remote span of `trace_id` (as extracted from a message)."""
+    span = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, 1, is_remote=True, trace_flags=trace.TraceFlags(1))
+    )
+    return trace.set_span_in_context(span)
+
+
+async def test_each_task_of_a_batch_continues_the_trace_of_the_event_that_caused_it(
+    database: str, nats_url: str, namespace: str
+) -> None:
+    """One batch holding an apply's `code changed` and a landing: the task the landing causes
+    is published in the landing's trace, not the batch's first message's."""
+    apply_trace, landing_trace = 0xA1, 0xB2
+    code = [
+        CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d) for d in definitions()
+    ]
+    events: list[SchedulerEvent] = [*code, landed(DAYS[0])]
+    traces = [traced(apply_trace)] * len(code) + [traced(landing_trace)]
+    async with scheduler(database, nats_url, namespace) as app:
+        assert await app.handle(events, traces) == [None] * len(events)
+        async with app.res.pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT subject, trace FROM scheduler.outbox WHERE subject LIKE '%task.requested%'"
+            )
+    [(subject, carrier)] = rows
+    assert subject.endswith(".task.requested.daily")
+    assert json.loads(carrier)["traceparent"].split("-")[1] == f"{landing_trace:032x}"

@@ -22,6 +22,7 @@ from faststream.nats.subscriber.usecases import LogicSubscriber
 from faststream.nats.subscriber.usecases import stream_pull_subscriber as _pull
 from nats.aio.msg import Msg
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 
@@ -181,7 +182,7 @@ async def consume(
 async def consume_batch(
     batch: NatsBatchMessage,
     parse: Callable[[Msg], BaseModel | None],
-    process: Callable[[list[Any]], Awaitable[list[HeadwaterError | None]]],
+    process: Callable[[list[Any], list[Context]], Awaitable[list[HeadwaterError | None]]],
     *,
     broker: NatsBroker,
     subjects: Subjects,
@@ -191,7 +192,8 @@ async def consume_batch(
     at once; `parse` returning None means "not ours", acked); the rest are processed together
     (one transaction, one reconcile) and settled after it committed. `process` returns, per
     event, the bad-input error that rejected it alone (dead-lettered) or None (acked). A
-    failure of the whole batch naks every message with backoff, for as long as it takes."""
+    failure of the whole batch naks every message with backoff, for as long as it takes.
+    `process` also gets each event's trace context, to publish what it causes in its trace."""
     events: list[BaseModel] = []
     owners: list[Msg] = []
     for raw in batch.raw_message:
@@ -211,7 +213,7 @@ async def consume_batch(
     delivered = max(raw.metadata.num_delivered or 1 for raw in owners)
     try:
         with _batch_span(service, owners):
-            rejected = await process(events)
+            rejected = await process(events, [propagate.extract(r.headers or {}) for r in owners])
     except Superseded as exc:
         _log.warning("batch of %d: %s; leaving it to the newer delivery", len(owners), exc)
         return

@@ -5,10 +5,13 @@ effect, then flushes before acknowledging its input; a timer flushes what a cras
 JetStream's duplicate window (message id) absorbs a publish repeated after a crash.
 """
 
+import json
 import logging
 
 import asyncpg
 from faststream.nats import NatsBroker
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from headwater.contracts import Event
 
@@ -25,6 +28,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     published_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_at IS NULL;
+-- The trace context the event was added in (W3C headers): it is published in that trace.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS trace jsonb;
 """
 
 
@@ -37,13 +42,17 @@ class Outbox:
     async def add(
         self, conn: asyncpg.Connection, subject: str, stream: str, msg_id: str, event: Event
     ) -> None:
-        """Queue `event` in the caller's transaction."""
+        """Queue `event` in the caller's transaction, with the current trace context."""
+        trace: dict[str, str] = {}
+        propagate.inject(trace)
         await conn.execute(
-            f"INSERT INTO {self.table} (subject, stream, msg_id, payload) VALUES ($1, $2, $3, $4)",
+            f"INSERT INTO {self.table} (subject, stream, msg_id, payload, trace)"
+            " VALUES ($1, $2, $3, $4, $5)",
             subject,
             stream,
             msg_id,
             event.model_dump_json().encode(),
+            json.dumps(trace) if trace else None,
         )
 
     async def flush(self, pool: asyncpg.Pool, broker: NatsBroker) -> int:
@@ -52,18 +61,27 @@ class Outbox:
         while True:
             async with pool.acquire() as conn, conn.transaction():
                 rows = await conn.fetch(
-                    f"SELECT id, subject, stream, msg_id, payload FROM {self.table}"
+                    f"SELECT id, subject, stream, msg_id, payload, trace FROM {self.table}"
                     " WHERE published_at IS NULL ORDER BY id LIMIT 100 FOR UPDATE SKIP LOCKED"
                 )
                 if not rows:
                     return sent
                 for row in rows:
-                    await broker.publish(
-                        bytes(row["payload"]),
-                        row["subject"],
-                        headers={"Nats-Msg-Id": row["msg_id"], "content-type": "application/json"},
-                        stream=row["stream"],
-                    )
+                    # Published in the trace of what caused it, whoever flushes it and when.
+                    carrier = json.loads(row["trace"]) if row["trace"] else {}
+                    token = otel_context.attach(propagate.extract(carrier))
+                    try:
+                        await broker.publish(
+                            bytes(row["payload"]),
+                            row["subject"],
+                            headers={
+                                "Nats-Msg-Id": row["msg_id"],
+                                "content-type": "application/json",
+                            },
+                            stream=row["stream"],
+                        )
+                    finally:
+                        otel_context.detach(token)
                 await conn.execute(
                     f"UPDATE {self.table} SET published_at = now() WHERE id = ANY($1::bigint[])",
                     [r["id"] for r in rows],

@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncpg
 from nats.js.kv import KeyValue
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
 
 from headwater.contracts import (
     CodeChanged,
@@ -60,24 +62,32 @@ class Scheduler:
     subjects: Subjects
     task_resend_s: float = 300.0
     _cancels: KeyValue | None = field(default=None, repr=False)
+    _causes: dict[tuple[str, str | None], Context] = field(default_factory=dict, repr=False)
     _cancel_pending: bool = True  # marks to write: look once at start-up
 
     # --- events -----------------------------------------------------------------------
-    async def handle(self, events: Sequence[SchedulerEvent]) -> list[HeadwaterError | None]:
+    async def handle(
+        self, events: Sequence[SchedulerEvent], traces: Sequence[Context] | None = None
+    ) -> list[HeadwaterError | None]:
         """Apply a batch of events in one transaction, then reconcile once over the union of
         the partitions they touch, and commit. Each event runs in a savepoint: one rejected
         as bad input leaves no trace and is returned (per event: its error, or None); an
         event processed before (the inbox) is skipped. Reconciling is a function of the
-        stored facts, so the batch ends where the same events one by one would."""
+        stored facts, so the batch ends where the same events one by one would. `traces`
+        (each event's trace context) put each task in the trace of the event that caused it."""
         errors: list[HeadwaterError | None] = [None] * len(events)
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock(conn)
+            self._causes = {}  # under the lock: one batch (or reconcile) at a time
             work: Work = {}
             for i, event in enumerate(events):
                 try:
                     async with conn.transaction():  # a savepoint
                         if await store.first_time(conn, event.event_id):
-                            _merge(work, await self._effect(conn, event))
+                            effect = await self._effect(conn, event)
+                            if traces is not None:
+                                self._caused(effect, traces[i])
+                            _merge(work, effect)
                 except InputError as exc:
                     errors[i] = exc
             await self._run(conn, work)
@@ -85,6 +95,16 @@ class Scheduler:
         if self._cancel_pending:
             await self._write_cancels()
         return errors
+
+    # Which event of a batch caused the work on a partition (dataset, key; key None: every
+    # partition of the dataset), so what it publishes continues that event's trace.
+    def _caused(self, work: Work, trace: Context) -> None:
+        for name, keys in work.items():
+            for key in keys if keys is not None else [None]:
+                self._causes.setdefault((name, key), trace)
+
+    def _cause_of(self, dataset: str, key: str) -> Context | None:
+        return self._causes.get((dataset, key)) or self._causes.get((dataset, None))
 
     async def _effect(self, conn: asyncpg.Connection, event: SchedulerEvent) -> Work:
         if isinstance(event, CodeChanged):
@@ -457,6 +477,7 @@ class Scheduler:
     async def _transact(self, event_id: str | None, apply: Any) -> None:
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock(conn)
+            self._causes = {}  # its tasks continue the trace it runs in
             if event_id is not None and not await store.first_time(conn, event_id):
                 return
             work: Work = await apply(conn)
@@ -516,7 +537,10 @@ class Scheduler:
             for key in sorted(keys):
                 changed = await self._reconcile_one(conn, d, key, facts, key in candidates, index)
                 if changed:
-                    _merge(work, await self._downstream(conn, d.name, {key}))
+                    more = await self._downstream(conn, d.name, {key})
+                    if (cause := self._cause_of(d.name, key)) is not None:
+                        self._caused(more, cause)
+                    _merge(work, more)
 
     async def _unsettled(
         self,
@@ -681,9 +705,15 @@ class Scheduler:
         msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:retry{attempt}"
         if resend:
             msg_id = f"{msg_id}:resend:{uuid.uuid4().hex[:8]}"
-        await self.res.outbox.add(
-            conn, self.subjects.task_requested(d.name), self.subjects.tasks_stream, msg_id, task
-        )
+        cause = self._cause_of(d.name, key)
+        token = otel_context.attach(cause) if cause is not None else None
+        try:  # the outbox keeps the trace it is added in
+            await self.res.outbox.add(
+                conn, self.subjects.task_requested(d.name), self.subjects.tasks_stream, msg_id, task
+            )
+        finally:
+            if token is not None:
+                otel_context.detach(token)
 
     async def _reason(
         self, conn: asyncpg.Connection, d: DatasetDefinition, key: str, decision: Desired
