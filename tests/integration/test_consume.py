@@ -5,9 +5,12 @@ deliveries that takes (a retryable failure is never dropped); only bad input is 
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 import pytest
+from faststream import Context
 from faststream.nats import NatsBroker, NatsMessage
+from faststream.nats.message import NatsBatchMessage
 
 from headwater.contracts import PartitionLanded, Subjects
 from headwater.runtime import messaging, topology
@@ -166,3 +169,58 @@ async def test_a_body_the_bus_library_cannot_decode_is_dead_lettered_at_once(
     assert calls == []
     [letter] = await letters(nats_url, namespace)
     assert letter["delivered"] == 1
+
+
+async def test_one_event_that_always_fails_does_not_hold_back_its_batch(
+    broker: NatsBroker, nats_url: str, namespace: str
+) -> None:
+    """`consume_batch`: when a batch fails, its events are processed one by one, so the others
+    are acked and only the failing one is retried (never dead-lettered: it may pass later)."""
+    subjects = Subjects(namespace)
+    done: list[str] = []
+    poison_tries: list[int] = []
+
+    async def process(events: list[PartitionLanded], traces: list[object]) -> list[None]:
+        if any(e.event_id == "poison" for e in events):
+            poison_tries.append(len(events))
+            raise RuntimeError("a bug this event hits")
+        done.extend(e.event_id for e in events)
+        return [None] * len(events)
+
+    @messaging.durable_subscriber(broker, subjects, "lineage-indexer", batch_size=10, batch=True)
+    async def handle(
+        _body: list[bytes], batch: Annotated[NatsBatchMessage, Context("message")]
+    ) -> None:
+        await messaging.consume_batch(
+            batch,
+            lambda raw: PartitionLanded.model_validate_json(raw.data),
+            process,
+            broker=broker,
+            subjects=subjects,
+            service="test",
+        )
+
+    await broker.connect()
+    await topology.declare(broker.connection.jetstream(), subjects)
+    js = broker.connection.jetstream()
+    for event_id in ("good-1", "poison", "good-2"):
+        event = PartitionLanded(
+            event_id=event_id,
+            dataset="x",
+            partition_key="k",
+            data_sha=SHA,
+            fingerprint=SHA,
+            object_key=f"{SHA}.parquet",
+            rows=1,
+            bytes=1,
+        )
+        await js.publish(subjects.partition_landed("x"), event.model_dump_json().encode())
+    await broker.start()
+    deadline = time.monotonic() + 30
+    while sorted(done) != ["good-1", "good-2"] or len(poison_tries) < 3:
+        assert time.monotonic() < deadline, (done, poison_tries)
+        await asyncio.sleep(0.05)
+    assert "poison" not in done
+    assert poison_tries[0] == 3  # the whole batch first, then the poison alone, again and again
+    assert set(poison_tries[1:]) == {1}
+    assert await letters(nats_url, namespace) == []

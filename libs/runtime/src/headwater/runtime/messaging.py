@@ -210,28 +210,63 @@ async def consume_batch(
         owners.append(raw)
     if not events:
         return
-    delivered = max(raw.metadata.num_delivered or 1 for raw in owners)
+    traces = [propagate.extract(r.headers or {}) for r in owners]
     try:
         with _batch_span(service, owners):
-            rejected = await process(events, [propagate.extract(r.headers or {}) for r in owners])
+            rejected = await process(events, traces)
     except Superseded as exc:
         _log.warning("batch of %d: %s; leaving it to the newer delivery", len(owners), exc)
         return
     except Exception as exc:
-        if delivered == 1 or delivered % STUCK_LOG_EVERY == 0:
-            _log.exception("processing a batch of %d failed (delivery %d)", len(owners), delivered)
-        delay = exc.delay if isinstance(exc, RetryLater) else _backoff(delivered)
-        _log.warning("will retry a batch of %d in %.1fs: %s", len(owners), delay, exc)
-        for raw in owners:
-            await raw.nak(delay=delay)
+        if len(owners) == 1:
+            await _nak_with_backoff(owners, exc)
+            return
+        # One event that always fails must not hold back the others: each on its own, so
+        # only what fails is retried.
+        _log.warning(
+            "a batch of %d failed (%s); processing its events one by one", len(owners), exc
+        )
+        for raw, event, ctx in zip(owners, events, traces, strict=True):
+            try:
+                with _batch_span(service, [raw]):
+                    [error] = await process([event], [ctx])
+            except Superseded:
+                continue  # a newer delivery owns it
+            except Exception as one:
+                await _nak_with_backoff([raw], one)
+                continue
+            await _settle(broker, subjects, service, raw, error)
         return
     for raw, error in zip(owners, rejected, strict=True):
-        if error is None:
-            await raw.ack()
-            continue
-        field, reason = getattr(error, "field", "processing"), getattr(error, "reason", str(error))
-        await dead_letter(broker, subjects, service, raw, field, reason)
-        await raw.term()
+        await _settle(broker, subjects, service, raw, error)
+
+
+async def _nak_with_backoff(owners: list[Msg], exc: BaseException) -> None:
+    delivered = max(raw.metadata.num_delivered or 1 for raw in owners)
+    if delivered == 1 or delivered % STUCK_LOG_EVERY == 0:
+        _log.error(
+            "processing %d message(s) failed (delivery %d)", len(owners), delivered, exc_info=exc
+        )
+    delay = exc.delay if isinstance(exc, RetryLater) else _backoff(delivered)
+    _log.warning("will retry %d message(s) in %.1fs: %s", len(owners), delay, exc)
+    for raw in owners:
+        await raw.nak(delay=delay)
+
+
+async def _settle(
+    broker: NatsBroker,
+    subjects: Subjects,
+    service: str,
+    raw: Msg,
+    error: HeadwaterError | None,
+) -> None:
+    """Ack a processed message, or dead-letter and terminate one rejected as bad input."""
+    if error is None:
+        await raw.ack()
+        return
+    field, reason = getattr(error, "field", "processing"), getattr(error, "reason", str(error))
+    await dead_letter(broker, subjects, service, raw, field, reason)
+    await raw.term()
 
 
 def _batch_span(service: str, owners: list[Msg]) -> Any:
