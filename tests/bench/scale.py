@@ -20,18 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from faststream.nats import NatsBroker
 
 from headwater.contracts import CodeChanged, PartitionLanded
 from headwater.core import hashing
-from headwater.runtime import db, topology
-from headwater.runtime.service import Resources
 from headwater.sdk.servers import NatsServer, PostgresServer
-from headwater.services.scheduler import store
 from headwater.services.scheduler.handlers import Scheduler
-from headwater.services.scheduler.settings import SchedulerSettings
 from tests.bench._figures import BenchSizes, Figure
-from tests.integration.scheduler_harness import MIGRATIONS, definitions, sha
+from tests.integration.scheduler_harness import definitions, scheduler, sha
 
 
 def _key(i: int) -> str:
@@ -149,22 +144,16 @@ async def measure(
     await admin.execute(f"CREATE DATABASE {name}")
     await admin.close()
     database = dsn.rsplit("/", 1)[0] + f"/{name}"
-    settings = SchedulerSettings(namespace=name, nats_url=nats_url, pg_dsn=database)
-    broker = NatsBroker(nats_url)
-    await broker.connect()
-    await topology.declare(broker.connection.jetstream(), settings.subjects)
-    pool = await db.create_pool(database)
-    res = Resources(
-        settings,
-        broker,
-        schema=store.SCHEMA,
-        migrations=MIGRATIONS,
-        buckets=[],
-        pool=pool,
-        store=None,
-    )
-    await res.open()
-    app = Scheduler(res, settings.subjects, task_resend_s=1e9)
+    async with scheduler(database, nats_url, name) as app:
+        return await _measure_on(app, keys, reactions=reactions, steps=steps, cap_s=cap_s)
+
+
+async def _measure_on(
+    app: Scheduler, keys: int, *, reactions: int, steps: list[str], cap_s: float
+) -> dict[str, Any]:
+    """The steps of `measure` on a scheduler whose database holds nothing yet."""
+    app.task_resend_s = 1e9
+    pool, res = app.res.pool, app.res
     for d in definitions():
         await app.on_code_changed(CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d))
     start = time.perf_counter()

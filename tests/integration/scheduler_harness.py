@@ -8,7 +8,7 @@ from pathlib import Path
 
 from faststream.nats import NatsBroker
 
-from headwater.contracts import DatasetDefinition, InputDefinition
+from headwater.contracts import DatasetDefinition, InputDefinition, PartitionLanded
 from headwater.runtime import db, topology
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
@@ -39,6 +39,26 @@ def definitions(daily_code: str = "daily") -> list[DatasetDefinition]:
             inputs=(InputDefinition(dataset="daily", mapping="window", size=2),),
         ),
     ]
+
+
+def source_landed(key: str, version: int = 1) -> PartitionLanded:
+    """What the change-detector says of `sales/key` at content `version`."""
+    data = source_sha(key, version)
+    return PartitionLanded(
+        event_id=f"landed:sales:{key}:v{version}",
+        dataset="sales",
+        partition_key=key,
+        data_sha=data,
+        fingerprint=data,
+        object_key=f"{data}.parquet",
+        rows=1,
+        bytes=1,
+        source_version=version,
+    )
+
+
+def source_sha(key: str, version: int = 1) -> str:
+    return sha(f"sales/{key}/v{version}")
 
 
 @contextlib.asynccontextmanager

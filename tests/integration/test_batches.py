@@ -20,29 +20,20 @@ from headwater.contracts import (
 )
 from headwater.core import hashing
 from headwater.services.scheduler.handlers import SchedulerEvent
-from tests.integration.scheduler_harness import definitions, scheduler, sha
+from tests.integration.scheduler_harness import (
+    definitions,
+    scheduler,
+    sha,
+    source_landed,
+    source_sha,
+)
 
 pytestmark = pytest.mark.timeout(120)
 DAYS = ["2024-05-01", "2024-05-02", "2024-05-03", "2024-05-04"]
 
 
-def landed(day: str, version: int = 1) -> PartitionLanded:
-    data = sha(f"sales/{day}/v{version}")
-    return PartitionLanded(
-        event_id=f"landed:sales:{day}:v{version}",
-        dataset="sales",
-        partition_key=day,
-        data_sha=data,
-        fingerprint=data,
-        object_key=f"{data}.parquet",
-        rows=1,
-        bytes=1,
-        source_version=version,
-    )
-
-
 def daily_fingerprint(day: str, code: str = "daily", version: int = 1) -> str:
-    return hashing.fingerprint(sha(code), [("sales", day, sha(f"sales/{day}/v{version}"))])
+    return hashing.fingerprint(sha(code), [("sales", day, source_sha(day, version))])
 
 
 def history() -> list[SchedulerEvent]:
@@ -51,7 +42,7 @@ def history() -> list[SchedulerEvent]:
     result = sha("daily result")
     return [
         *(CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d) for d in v1),
-        *(landed(day) for day in DAYS),
+        *(source_landed(day) for day in DAYS),
         # The executor's answers for the first code: a result, and a final failure.
         PartitionLanded(
             event_id=f"landed:{fp1}",
@@ -78,8 +69,8 @@ def history() -> list[SchedulerEvent]:
             partition_key=DAYS[2],
             source_version=2,
         ),
-        landed(DAYS[3], version=2),  # new content for the last day
-        landed(DAYS[0]),  # a duplicate: the inbox absorbs it
+        source_landed(DAYS[3], version=2),  # new content for the last day
+        source_landed(DAYS[0]),  # a duplicate: the inbox absorbs it
         CodeChanged(event_id="code:daily:2", spec_version=2, dataset=v2[1]),
     ]
 
@@ -190,7 +181,7 @@ async def test_each_task_of_a_batch_continues_the_trace_of_the_event_that_caused
     code = [
         CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d) for d in definitions()
     ]
-    events: list[SchedulerEvent] = [*code, landed(DAYS[0])]
+    events: list[SchedulerEvent] = [*code, source_landed(DAYS[0])]
     traces = [traced(apply_trace)] * len(code) + [traced(landing_trace)]
     async with scheduler(database, nats_url, namespace) as app:
         assert await app.handle(events, traces) == [None] * len(events)

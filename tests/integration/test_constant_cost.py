@@ -7,8 +7,8 @@ import asyncio
 import asyncpg
 import pytest
 
-from headwater.contracts import CodeChanged, PartitionLanded
-from tests.integration.scheduler_harness import definitions, scheduler, sha
+from headwater.contracts import CodeChanged
+from tests.integration.scheduler_harness import definitions, scheduler, sha, source_landed
 
 pytestmark = pytest.mark.timeout(120)
 DEFINITIONS = definitions()
@@ -62,20 +62,7 @@ async def one_landing(database: str, nats_url: str, namespace: str, held: int) -
 
         async with scheduler(database, nats_url, f"{namespace}{held}", pool_size=1) as app:
             new = f"k{held // 2:06d}-b"  # lands in the middle of what is held
-            data = sha(f"sales/{new}")
-            await app.on_partition_landed(
-                PartitionLanded(
-                    event_id="landed:new",
-                    dataset="sales",
-                    partition_key=new,
-                    data_sha=data,
-                    fingerprint=data,
-                    object_key=f"{data}.parquet",
-                    rows=1,
-                    bytes=1,
-                    source_version=1,
-                )
-            )
+            await app.on_partition_landed(source_landed(new))
             async with app.res.pool.acquire() as conn:
                 states = dict(
                     await conn.fetch(

@@ -151,7 +151,6 @@ async def consume(
 ) -> None:
     """Parse, process and settle one message (see the module docstring)."""
     raw: Msg = msg.raw_message
-    delivered = raw.metadata.num_delivered or 1
     try:
         event = parse_model(model, raw.data)
         await process(event)
@@ -168,13 +167,11 @@ async def consume(
             await dead_letter(broker, subjects, service, raw, "processing", str(exc))
             await msg.reject()
             return
-        await _retry_later(msg, delivered, exc)
+        await _nak_with_backoff([raw], exc)
         return
     except Exception as exc:
         # An outage or a bug: never drop the message, retry it with backoff until it passes.
-        if delivered == 1 or delivered % STUCK_LOG_EVERY == 0:
-            _log.exception("processing %s failed (delivery %d)", raw.subject, delivered)
-        await _retry_later(msg, delivered, exc)
+        await _nak_with_backoff([raw], exc)
         return
     await msg.ack()
 
@@ -212,7 +209,7 @@ async def consume_batch(
         return
     traces = [propagate.extract(r.headers or {}) for r in owners]
     try:
-        with _batch_span(service, owners):
+        with _batch_span(service, traces):
             rejected = await process(events, traces)
     except Superseded as exc:
         _log.warning("batch of %d: %s; leaving it to the newer delivery", len(owners), exc)
@@ -228,7 +225,7 @@ async def consume_batch(
         )
         for raw, event, ctx in zip(owners, events, traces, strict=True):
             try:
-                with _batch_span(service, [raw]):
+                with _batch_span(service, [ctx]):
                     [error] = await process([event], [ctx])
             except Superseded:
                 continue  # a newer delivery owns it
@@ -242,13 +239,15 @@ async def consume_batch(
 
 
 async def _nak_with_backoff(owners: list[Msg], exc: BaseException) -> None:
+    """Redeliver `owners` after a delay (capped exponential, or the error's own). An
+    unexpected error logs its traceback on the 1st and every STUCK_LOG_EVERY-th delivery."""
     delivered = max(raw.metadata.num_delivered or 1 for raw in owners)
-    if delivered == 1 or delivered % STUCK_LOG_EVERY == 0:
-        _log.error(
-            "processing %d message(s) failed (delivery %d)", len(owners), delivered, exc_info=exc
-        )
+    if not isinstance(exc, HeadwaterError) and (delivered == 1 or delivered % STUCK_LOG_EVERY == 0):
+        _log.error("processing %s failed (delivery %d)", owners[0].subject, delivered, exc_info=exc)
     delay = exc.delay if isinstance(exc, RetryLater) else _backoff(delivered)
-    _log.warning("will retry %d message(s) in %.1fs: %s", len(owners), delay, exc)
+    _log.warning(
+        "will retry %s (%d message(s)) in %.1fs: %s", owners[0].subject, len(owners), delay, exc
+    )
     for raw in owners:
         await raw.nak(delay=delay)
 
@@ -269,32 +268,24 @@ async def _settle(
     await raw.term()
 
 
-def _batch_span(service: str, owners: list[Msg]) -> Any:
-    """A span for processing a batch, in the trace of its first message and linked to every
-    other's. FastStream's span for a batch only links the messages, so without this what the
-    batch publishes (tasks, through the outbox) would start a trace of its own and a landing
-    would no longer be one trace across the services."""
-    contexts = [propagate.extract(raw.headers or {}) for raw in owners]
+def _batch_span(service: str, traces: list[Context]) -> Any:
+    """A span for processing a batch: in the trace of its first message, linked to the
+    others' (FastStream's own span for a batch only links them). What each event causes is
+    published in that event's trace (`process` gets `traces`; the outbox keeps them)."""
     links = [
         trace.Link(span.get_span_context())
-        for ctx in contexts[1:]
+        for ctx in traces[1:]
         if (span := trace.get_current_span(ctx)).get_span_context().is_valid
     ]
     tracer = trace.get_tracer("headwater.runtime.messaging")
     return tracer.start_as_current_span(
         f"{service} process batch",
-        context=contexts[0],
+        context=traces[0],
         links=links,
-        attributes={"messaging.batch.message_count": len(owners)},
+        attributes={"messaging.batch.message_count": len(traces)},
     )
 
 
 def _backoff(delivered: int) -> float:
     delay: float = NAK_BASE_DELAY_S * 2.0 ** min(delivered - 1, 16)
     return min(NAK_MAX_DELAY_S, delay)
-
-
-async def _retry_later(msg: NatsMessage, delivered: int, exc: BaseException) -> None:
-    delay = exc.delay if isinstance(exc, RetryLater) else _backoff(delivered)
-    _log.warning("will retry %s in %.1fs: %s", msg.raw_message.subject, delay, exc)
-    await msg.nack(delay=delay)

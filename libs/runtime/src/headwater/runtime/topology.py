@@ -123,30 +123,23 @@ async def declare(
             await js.update_stream(config)
         except NotFoundError:
             await js.add_stream(config)
-    try:
-        await js.key_value(s.leases_bucket)
-    except BucketNotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=s.leases_bucket,
-                history=1,
-                storage=StorageType.FILE,
-                ttl=7 * 24 * 3600.0,
-                description="task leases: who may commit the result of a fingerprint",
+    buckets = {
+        s.leases_bucket: "task leases: who may commit the result of a fingerprint",
+        s.cancels_bucket: "cancelled fingerprints: executors drop their tasks",
+    }
+    for bucket, description in buckets.items():
+        try:
+            await js.key_value(bucket)
+        except BucketNotFoundError:
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=bucket,
+                    history=1,
+                    storage=StorageType.FILE,
+                    ttl=7 * 24 * 3600.0,
+                    description=description,
+                )
             )
-        )
-    try:
-        await js.key_value(s.cancels_bucket)
-    except BucketNotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=s.cancels_bucket,
-                history=1,
-                storage=StorageType.FILE,
-                ttl=7 * 24 * 3600.0,
-                description="cancelled fingerprints: executors drop their tasks",
-            )
-        )
     for spec in consumers(s, task_ack_wait_s, event_ack_wait_s).values():
         await js.add_consumer(
             spec.stream,

@@ -294,7 +294,7 @@ class Scheduler:
                 raise InputError("partition", f"{dataset}/{key} is not errored")
             return {}
 
-        await self._transact(None, apply)
+        await self._transact(apply)
         return {"dataset": dataset, "retried": retried}
 
     async def reconcile_all(self) -> None:
@@ -305,7 +305,7 @@ class Scheduler:
             await self._resend_unanswered(conn, defs)
             return {d.name: None for d in defs.values() if d.kind != "source"}
 
-        await self._transact(None, apply)
+        await self._transact(apply)
 
     async def _resend_unanswered(
         self, conn: asyncpg.Connection, defs: dict[str, DatasetDefinition]
@@ -474,17 +474,15 @@ class Scheduler:
         return {"datasets": result, "downstream": downstream}
 
     # --- the reconciler -------------------------------------------------------------------
-    async def _transact(self, event_id: str | None, apply: Any) -> None:
+    async def _transact(self, apply: Any) -> None:
+        """A command's or the timer's reconcile (events go through `handle`)."""
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock(conn)
             self._causes = {}  # its tasks continue the trace it runs in
-            if event_id is not None and not await store.first_time(conn, event_id):
-                return
             work: Work = await apply(conn)
             await self._run(conn, work)
         await self.res.flush()
-        if self._cancel_pending or event_id is None:
-            await self._write_cancels()
+        await self._write_cancels()
 
     # --- cancellation -------------------------------------------------------------------
     # A task no longer wanted is `cancelled` in the same transaction that stops wanting it;
@@ -525,17 +523,19 @@ class Scheduler:
             if d.name not in work or d.kind == "source":
                 continue
             keys = work.pop(d.name)
-            index = None
+            decided: dict[str, reconcile.Decision | None] = {}
             if keys is None:  # every partition: a code change, or the reconcile timer
                 facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
                 candidates = reconcile.output_keys(d, facts)
-                index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
-                keys = await self._unsettled(conn, d, candidates, facts, index)
+                decided = await self._unsettled(conn, d, candidates, facts)
+                keys = set(decided)
             else:  # only what these keys read: the cost does not grow with what is held
                 facts = await store.scoped_facts(conn, reconcile.scopes(d, keys))
                 candidates = reconcile.output_keys(d, facts) & keys
             for key in sorted(keys):
-                changed = await self._reconcile_one(conn, d, key, facts, key in candidates, index)
+                changed = await self._reconcile_one(
+                    conn, d, key, facts, key in candidates, decided.get(key)
+                )
                 if changed:
                     more = await self._downstream(conn, d.name, {key})
                     if (cause := self._cause_of(d.name, key)) is not None:
@@ -548,23 +548,24 @@ class Scheduler:
         d: DatasetDefinition,
         candidates: set[str],
         facts: dict[str, dict[str, PartitionFact]],
-        index: reconcile.Index,
-    ) -> set[str]:
+    ) -> dict[str, reconcile.Decision | None]:
         """Of every partition of `d`, those whose stored state may disagree with today's
-        decision: decided in memory over one load, so the reconcile timer and a code change
-        touch rows only where something is to be done."""
+        decision, with that decision (None: what it read went away): decided in memory over
+        one load (input keys sorted once), so the reconcile timer and a code change touch rows
+        only where something is to be done."""
+        index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
         stored = await store.partition_states(conn, d.name)
-        out = set(stored) - candidates  # what they read went away: retract them
+        out: dict[str, reconcile.Decision | None] = dict.fromkeys(set(stored) - candidates)
         for key in candidates:
             row = stored.get(key)
             decision = reconcile.decide(d, key, facts, index)
             if row is None:
-                out.add(key)
+                out[key] = decision
             elif isinstance(decision, Desired):
                 if not (row.state == "ready" and row.fingerprint == decision.fingerprint):
-                    out.add(key)
+                    out[key] = decision
             elif row.state != ("blocked" if decision.blocked else "waiting"):
-                out.add(key)
+                out[key] = decision
         return out
 
     async def _reconcile_one(
@@ -574,7 +575,7 @@ class Scheduler:
         key: str,
         facts: dict[str, dict[str, PartitionFact]],
         candidate: bool,
-        index: reconcile.Index | None = None,
+        decision: reconcile.Decision | None = None,
     ) -> bool:
         """Bring one partition's state in line with its desired fingerprint; True if it changed."""
         current = await store.partition(conn, d.name, key)
@@ -587,7 +588,8 @@ class Scheduler:
                 await store.delete_partition(conn, d.name, key)
                 facts[d.name].pop(key, None)
             return current is not None
-        decision = reconcile.decide(d, key, facts, index)
+        if decision is None:  # not decided by the caller over the same facts
+            decision = reconcile.decide(d, key, facts)
         # A task asked for earlier and not wanted now is dropped, not computed: superseded,
         # or its inputs are changing (if they end as they were, early cutoff asks again).
         if isinstance(decision, Desired) and wanted not in (None, decision.fingerprint):
