@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import hashlib
 import random
+from dataclasses import replace
 
 import pytest
 
 from headwater.contracts import DatasetDefinition, InputDefinition, InputRef
 from headwater.core import hashing
 from headwater.core.reconcile import (
+    Decision,
     Desired,
     Facts,
     NotReady,
+    Output,
     PartitionFact,
+    Row,
+    Step,
+    Task,
     affected_outputs,
     decide,
+    index_of,
     output_keys,
     topological,
+    transition,
 )
 
 
@@ -316,3 +324,134 @@ def test_topological_puts_every_dataset_after_its_inputs() -> None:
 def test_topological_skips_inputs_it_was_not_given() -> None:
     defs = [definition(inp("flights"), name="daily"), definition(inp("daily"), name="weekly")]
     assert [d.name for d in topological(defs)] == ["daily", "weekly"]
+
+
+# --- the state transition, row by row ---------------------------------------------------------
+
+FP, OLD = sha("fingerprint wanted"), sha("fingerprint before")
+WANT = Desired(FP, ())
+MADE = Output(data_sha=sha("made"), object_key="data/made.parquet", rows=3, bytes=10)
+READY_OLD = Row("ready", OLD, OLD, sha("old data"), "data/old.parquet", 2, 8)
+
+
+@pytest.mark.parametrize(
+    ("row", "decision", "made", "task", "expected"),
+    [
+        # nothing maps to it any more: it goes; what it asked for is cancelled
+        (None, None, None, None, Step(None)),
+        (READY_OLD, None, None, None, Step(None, (OLD, "what it read went away"))),
+        # an input is not ready: it waits (keeping its last data); errored input: blocked
+        (
+            None,
+            NotReady(False, "a/1 is queued"),
+            None,
+            None,
+            Step(Row("waiting", reason="a/1 is queued")),
+        ),
+        (
+            READY_OLD,
+            NotReady(True, "a/1 is errored"),
+            None,
+            None,
+            Step(
+                Row(
+                    "blocked", OLD, OLD, sha("old data"), "data/old.parquet", 2, 8, "a/1 is errored"
+                ),
+                (OLD, "not ready: a/1 is errored"),
+            ),
+        ),
+        # already current: nothing to do; current but marked otherwise: ready again
+        (Row("ready", FP, FP, "d", "o"), WANT, None, None, Step(Row("ready", FP, FP, "d", "o"))),
+        (
+            Row("waiting", FP, FP, "d", "o", reason="x"),
+            WANT,
+            None,
+            None,
+            Step(Row("ready", FP, FP, "d", "o")),
+        ),
+        # made before (a revert, early cutoff upstream): adopted, the old task cancelled
+        (
+            Row("queued", OLD, sha("other"), "d", "o"),
+            WANT,
+            MADE,
+            None,
+            Step(
+                Row("ready", FP, FP, MADE.data_sha, MADE.object_key, 3, 10),
+                (sha("other"), f"superseded by {FP[:12]}"),
+            ),
+        ),
+        # never asked: a new task
+        (None, WANT, None, None, Step(Row("queued", desired_fingerprint=FP), None, "new")),
+        (
+            READY_OLD,
+            WANT,
+            None,
+            None,
+            Step(
+                Row("queued", OLD, FP, sha("old data"), "data/old.parquet", 2, 8),
+                (OLD, f"superseded by {FP[:12]}"),
+                "new",
+            ),
+        ),
+        # its task: in flight (nothing new), failed (errored), succeeded but its object is
+        # unusable (repair), interrupted (again), cancelled and wanted again (revive)
+        (None, WANT, None, Task("requested"), Step(Row("queued", desired_fingerprint=FP))),
+        (
+            None,
+            WANT,
+            None,
+            Task("failed", "boom"),
+            Step(Row("errored", desired_fingerprint=FP, reason="boom")),
+        ),
+        (
+            None,
+            WANT,
+            None,
+            Task("succeeded"),
+            Step(Row("queued", desired_fingerprint=FP), None, "repair"),
+        ),
+        (
+            None,
+            WANT,
+            None,
+            Task("interrupted"),
+            Step(Row("queued", desired_fingerprint=FP), None, "again"),
+        ),
+        (
+            None,
+            WANT,
+            None,
+            Task("cancelled"),
+            Step(Row("queued", desired_fingerprint=FP), None, "revive"),
+        ),
+    ],
+)
+def test_transition(
+    row: Row | None,
+    decision: Decision | None,
+    made: Output | None,
+    task: Task | None,
+    expected: Step,
+) -> None:
+    assert transition(row, decision, made, task) == expected
+
+
+def test_a_step_changes_readers_only_when_state_or_data_moves() -> None:
+    assert not Step(READY_OLD).changed(READY_OLD)
+    assert not Step(replace(READY_OLD, reason="x", desired_fingerprint=FP)).changed(READY_OLD)
+    assert Step(replace(READY_OLD, state="queued")).changed(READY_OLD)
+    assert Step(replace(READY_OLD, data_sha="new")).changed(READY_OLD)
+    assert Step(None).changed(READY_OLD)
+    assert Step(READY_OLD).changed(None)
+    assert not Step(None).changed(None)
+
+
+def test_affected_outputs_with_an_index_answers_as_without() -> None:
+    window = definition(inp("a", "window", size=3))
+    keys = [f"2013-01-{d:02d}" for d in range(1, 20, 2)]
+    facts = {"a": {k: ready("a", k) for k in keys}}
+    index = index_of(facts, ["a"])
+    for key in [*keys, "2012-12-31", "2013-01-04", "2013-01-19", "2013-02-01"]:
+        assert affected_outputs(window, "a", key, facts, index) == affected_outputs(
+            window, "a", key, facts
+        )

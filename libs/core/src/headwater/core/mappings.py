@@ -163,12 +163,17 @@ class Mapping(BaseModel):
             return Scope(after={(input_key, self.size)})
         return Scope()
 
-    def affected_outputs(self, input_key: str, input_keys: Iterable[str]) -> set[str]:
-        """The output partitions whose inputs include `input_key`."""
+    def affected_outputs(
+        self, input_key: str, input_keys: Iterable[str], ordered: Sequence[str] | None = None
+    ) -> set[str]:
+        """The output partitions whose inputs include `input_key`. `ordered`, the same keys
+        sorted, makes asking for many input keys a bisection each."""
         if self.kind != "window":
             out = self.output_key(input_key)
             return {out} if out is not None else set()
         assert self.size is not None
         # `input_key` counts even when it is gone (retracted): the windows it was in change.
-        later = sorted(k for k in {*input_keys, input_key} if k >= input_key)
-        return set(later[: self.size])
+        existing = ordered if ordered is not None else sorted(input_keys)
+        start = bisect_left(existing, input_key)
+        later = [k for k in existing[start : start + self.size + 1] if k != input_key]
+        return {input_key, *later[: self.size - 1]}

@@ -6,7 +6,8 @@ The scheduler feeds it stored facts; the oracle in the tests feeds it a from-scr
 
 from collections.abc import Iterable, Sequence
 from collections.abc import Mapping as MappingT
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from headwater.contracts import DatasetDefinition, InputRef
 from headwater.core import hashing
@@ -87,14 +88,20 @@ def affected_scope(
 
 
 def affected_outputs(
-    definition: DatasetDefinition, input_dataset: str, input_key: str, facts: Facts
+    definition: DatasetDefinition,
+    input_dataset: str,
+    input_key: str,
+    facts: Facts,
+    index: "Index | None" = None,
 ) -> set[str]:
-    """The output partitions of `definition` that read `input_dataset`/`input_key`."""
+    """The output partitions of `definition` that read `input_dataset`/`input_key`.
+    `index` (from `index_of`, over the same facts) makes asking for many keys cheap."""
     out: set[str] = set()
     for inp in definition.inputs:
         if inp.dataset == input_dataset:
             keys = facts.get(input_dataset, {}).keys()
-            out |= mapping_of(inp).affected_outputs(input_key, keys)
+            ordered = index.get(input_dataset) if index is not None else None
+            out |= mapping_of(inp).affected_outputs(input_key, keys, ordered)
     return out
 
 
@@ -167,3 +174,119 @@ def topological(definitions: Iterable[DatasetDefinition]) -> list[DatasetDefinit
     for name in sorted(by_name):
         visit(name)
     return order
+
+
+# --- the state transition of one partition --------------------------------------------------
+# The reconciler, applied row by row: given a partition as stored, today's decision for it,
+# what is known of the desired fingerprint (a usable materialization, a task), the new row and
+# what to do. Pure, so a batch of thousands is decided in memory and written in bulk.
+
+
+@dataclass(frozen=True)
+class Row:
+    """A partition as the scheduler stores it (the columns a transition reads or writes)."""
+
+    state: str
+    fingerprint: str | None = None  # of its current materialization
+    desired_fingerprint: str | None = None
+    data_sha: str | None = None
+    object_key: str | None = None
+    rows: int | None = None
+    bytes: int | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A usable materialization of a fingerprint (its object was not found damaged)."""
+
+    data_sha: str
+    object_key: str
+    rows: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """What the scheduler knows of a task: `requested`, `succeeded`, `failed`, `cancelled`
+    or `interrupted` (it could not read an input that has since been recomputed)."""
+
+    state: str
+    error: str | None = None
+
+
+# What a transition asks for the desired fingerprint: `new` (a first request), `again` (its
+# object is unusable or it was interrupted: computed again), `repair` (as `again`, the
+# object was lost or damaged), `revive` (it was cancelled and is wanted again: a revert).
+Request = Literal["new", "again", "repair", "revive"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """The outcome of one transition."""
+
+    row: Row | None  # the new row (None: the partition goes away, or never existed)
+    cancel: tuple[str, str] | None = None  # (fingerprint, reason): no longer wanted
+    request: Request | None = None  # a task for the decision's fingerprint
+
+    def changed(self, before: Row | None) -> bool:
+        """Whether readers must look again: it appeared, went, or its state or data moved."""
+        if before is None or self.row is None:
+            return before is not self.row
+        return (before.state, before.data_sha) != (self.row.state, self.row.data_sha)
+
+
+def transition(
+    row: Row | None, decision: Decision | None, made: Output | None, task: Task | None
+) -> Step:
+    """One partition's step towards its decision. `decision` None: no input maps to it any
+    more (it goes, and what it asked for is cancelled). `made`: the usable materialization
+    of the desired fingerprint, if any; `task`: that fingerprint's task, if any."""
+    wanted = row.desired_fingerprint if row is not None else None
+    if decision is None:
+        if row is None:
+            return Step(None)
+        cancel = (wanted, "what it read went away") if wanted is not None else None
+        return Step(None, cancel)
+    if isinstance(decision, NotReady):
+        cancel = (wanted, f"not ready: {decision.reason}") if wanted is not None else None
+        state = "blocked" if decision.blocked else "waiting"
+        if row is not None and row.state == state:
+            return Step(row, cancel)
+        base = row if row is not None else Row(state)
+        return Step(replace(base, state=state, reason=decision.reason), cancel)
+    fp = decision.fingerprint
+    # A task asked for earlier and not wanted now is dropped, not computed: superseded, or
+    # its inputs are changing (if they end as they were, early cutoff asks again).
+    cancel = (wanted, f"superseded by {fp[:12]}") if wanted not in (None, fp) else None
+    base = row if row is not None else Row("queued")
+    if row is not None and row.fingerprint == fp:
+        if row.state == "ready":
+            return Step(row, cancel)
+        return Step(replace(row, state="ready", desired_fingerprint=fp, reason=None), cancel)
+    if made is not None:  # computed before (a revert, an unchanged input): reused
+        adopted = replace(
+            base,
+            state="ready",
+            fingerprint=fp,
+            desired_fingerprint=fp,
+            data_sha=made.data_sha,
+            object_key=made.object_key,
+            rows=made.rows,
+            bytes=made.bytes,
+            reason=None,
+        )
+        return Step(adopted, cancel)
+    queued = replace(base, state="queued", desired_fingerprint=fp)
+    if task is None:
+        return Step(queued, cancel, "new")
+    if task.state in ("succeeded", "interrupted"):
+        # Computed before but its object is unusable (a repair), or it could not read an
+        # input that has since been recomputed: sent again.
+        return Step(queued, cancel, "repair" if task.state == "succeeded" else "again")
+    if task.state == "cancelled":  # wanted again (a revert, a re-added dataset)
+        return Step(queued, cancel, "revive")
+    if task.state == "failed":  # waits for `retry` (a fix changes the fingerprint)
+        errored = replace(base, state="errored", desired_fingerprint=fp, reason=task.error)
+        return Step(errored, cancel)
+    return Step(queued, cancel)  # requested: in flight

@@ -45,7 +45,8 @@ class Resources:
         self.buckets = buckets
         # Only services that keep objects need object storage configured.
         self._objects = store or (open_store(settings) if buckets else None)
-        self.outbox = Outbox(schema) if schema else None
+        tasks = settings.subjects.tasks_stream  # a work queue: its tasks need no order
+        self.outbox = Outbox(schema, unordered=[tasks]) if schema else None
         self._pool = pool
         self._own_pool = pool is None
 

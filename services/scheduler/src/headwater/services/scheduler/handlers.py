@@ -6,12 +6,11 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
 from nats.js.kv import KeyValue
-from opentelemetry import context as otel_context
 from opentelemetry.context import Context
 
 from headwater.contracts import (
@@ -27,6 +26,7 @@ from headwater.contracts import (
 from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
 from headwater.runtime.errors import HeadwaterError, InputError
+from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
 
@@ -136,7 +136,7 @@ class Scheduler:
         await store.put_dataset(conn, event.dataset, event.removed)
         if event.removed:  # its partitions leave `status`; what it had asked for stops
             fingerprints = await store.requested_tasks_of(conn, event.dataset.name)
-            await self._cancel(conn, fingerprints, "its dataset was removed")
+            await self._cancel(conn, [(fp, "its dataset was removed") for fp in fingerprints])
             return {}
         if event.dataset.kind == "source":
             return {}
@@ -164,7 +164,7 @@ class Scheduler:
                 reason=None,
                 source_version=event.source_version,
             )
-            return await self._downstream(conn, event.dataset, {event.partition_key})
+            return await self._downstream_of(conn, event.dataset, {event.partition_key})
         task = await store.task(conn, event.fingerprint)
         await store.add_materialization(conn, event, task["reason"] if task else None)
         if event.repaired:  # the object was written anew: what it backs is usable again
@@ -174,7 +174,7 @@ class Scheduler:
         if current is None or current["desired_fingerprint"] != event.fingerprint:
             return {}  # a result for an older desire: kept for reuse, not current
         await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
-        return await self._downstream(conn, event.dataset, {event.partition_key})
+        return await self._downstream_of(conn, event.dataset, {event.partition_key})
 
     async def _partition_retracted(
         self, conn: asyncpg.Connection, event: PartitionRetracted
@@ -185,7 +185,7 @@ class Scheduler:
         known = current["source_version"]
         if known is not None and event.source_version <= known:
             return {}  # a newer landing already superseded this retraction
-        work = await self._downstream(conn, event.dataset, {event.partition_key})
+        work = await self._downstream_of(conn, event.dataset, {event.partition_key})
         # Kept as `retracted` with its version, so an older landing replayed later loses.
         await store.set_partition(
             conn,
@@ -220,7 +220,7 @@ class Scheduler:
         await store.set_partition(
             conn, event.dataset, event.partition_key, state="errored", reason=event.error
         )
-        return await self._downstream(conn, event.dataset, {event.partition_key})
+        return await self._downstream_of(conn, event.dataset, {event.partition_key})
 
     async def _input_damaged(
         self, conn: asyncpg.Connection, event: TaskFailed, ref: InputRef
@@ -282,14 +282,22 @@ class Scheduler:
             if d is None:
                 raise InputError("dataset", f"{dataset!r} is not a dataset of any applied pipeline")
             facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
-            for k, fact in sorted(facts[d.name].items()):
-                if fact.state != "errored" or (key is not None and k != key):
+            stored = await store.rows(conn, d.name, None if key is None else [key])
+            index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
+            requests: dict[str, tuple[reconcile.Request, Desired]] = {}
+            for k, row in sorted(stored.items()):
+                if row.state != "errored":
                     continue
-                decision = reconcile.decide(d, k, facts)
+                decision = reconcile.decide(d, k, facts, index)
                 if isinstance(decision, Desired):
-                    generation = await store.reopen_task(conn, decision.fingerprint)
-                    await self._request(conn, d, k, decision, generation)
-                    retried.append(k)
+                    requests[k] = ("again", decision)
+            queued = {
+                k: replace(stored[k], state="queued", desired_fingerprint=dec.fingerprint)
+                for k, (_, dec) in requests.items()
+            }
+            await store.put_rows(conn, d.name, queued)
+            await self._request(conn, d, requests, stored)
+            retried.extend(sorted(requests))
             if key is not None and not retried:
                 raise InputError("partition", f"{dataset}/{key} is not errored")
             return {}
@@ -332,8 +340,9 @@ class Scheduler:
             _log.warning("re-sending task %s: unanswered", task["fingerprint"][:12])
             await self._uncancel(task["fingerprint"])  # wanted: no stray mark may drop it
             await store.mark_sent(conn, task["fingerprint"])
-            await self._send(
-                conn, d, task["partition_key"], decision, task["attempts"], resend=True
+            await self._publish(
+                conn,
+                [self._task(d, task["partition_key"], decision, task["attempts"], resend=True)],
             )
 
     # --- queries ------------------------------------------------------------------------
@@ -451,20 +460,27 @@ class Scheduler:
                 if d.kind == "source":
                     continue
                 index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
-                for key in sorted(reconcile.output_keys(d, facts)):
-                    decision = reconcile.decide(d, key, facts, index)
+                decided = {
+                    key: reconcile.decide(d, key, facts, index)
+                    for key in sorted(reconcile.output_keys(d, facts))
+                }
+                asked = {
+                    dec.fingerprint
+                    for key, dec in decided.items()
+                    if isinstance(dec, Desired) and current.get((d.name, key)) != dec.fingerprint
+                }
+                made = await store.outputs(conn, asked)  # one query for the dataset
+                for key, decision in decided.items():
                     if isinstance(decision, Desired):
                         if current.get((d.name, key)) == decision.fingerprint:
                             continue
-                        m = await store.materialization(conn, decision.fingerprint)
+                        m = made.get(decision.fingerprint)
                         if m is not None:
-                            facts[d.name][key] = PartitionFact(
-                                m["data_sha"], m["object_key"], "ready"
-                            )
+                            facts[d.name][key] = PartitionFact(m.data_sha, m.object_key, "ready")
                             if d.name in result:
                                 result[d.name]["reuse"].append(key)
                             continue
-                    elif not _reads_pending(d, key, facts):
+                    elif not _reads_pending(d, key, facts, index):
                         continue  # waits on something this change does not touch
                     facts[d.name][key] = PartitionFact(None, None, "pending")
                     if d.name in result:
@@ -489,8 +505,9 @@ class Scheduler:
     # executors learn it from a mark (fingerprint -> reason) in the cancels bucket, written
     # after that commit, and drop the task before it runs or kill it while it runs. Asking
     # for a cancelled fingerprint again (a revert) deletes the mark before the task is sent.
-    async def _cancel(self, conn: asyncpg.Connection, fingerprints: list[str], reason: str) -> None:
-        if fingerprints and await store.cancel_tasks(conn, fingerprints, f"cancelled: {reason}"):
+    async def _cancel(self, conn: asyncpg.Connection, cancels: list[tuple[str, str]]) -> None:
+        """Cancel the tasks named ((fingerprint, reason) pairs) if still requested."""
+        if await store.cancel_tasks(conn, [(fp, f"cancelled: {why}") for fp, why in cancels]):
             self._cancel_pending = True
 
     async def _write_cancels(self) -> None:
@@ -523,38 +540,39 @@ class Scheduler:
             if d.name not in work or d.kind == "source":
                 continue
             keys = work.pop(d.name)
-            decided: dict[str, reconcile.Decision | None] = {}
+            stored: dict[str, reconcile.Row] | None = None
             if keys is None:  # every partition: a code change, or the reconcile timer
                 facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
-                candidates = reconcile.output_keys(d, facts)
-                decided = await self._unsettled(conn, d, candidates, facts)
-                keys = set(decided)
+                stored = await store.rows(conn, d.name)
+                decided = self._unsettled(d, stored, facts)
             else:  # only what these keys read: the cost does not grow with what is held
                 facts = await store.scoped_facts(conn, reconcile.scopes(d, keys))
                 candidates = reconcile.output_keys(d, facts) & keys
-            for key in sorted(keys):
-                changed = await self._reconcile_one(
-                    conn, d, key, facts, key in candidates, decided.get(key)
-                )
-                if changed:
-                    more = await self._downstream(conn, d.name, {key})
-                    if (cause := self._cause_of(d.name, key)) is not None:
-                        self._caused(more, cause)
-                    _merge(work, more)
+                index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
+                decided = {
+                    k: reconcile.decide(d, k, facts, index) if k in candidates else None
+                    for k in keys
+                }
+            changed = await self._settle(conn, d, decided, facts, stored)
+            if not changed:
+                continue
+            for key, more in (await self._downstream(conn, d.name, changed)).items():
+                if (cause := self._cause_of(d.name, key)) is not None:
+                    self._caused(more, cause)
+                _merge(work, more)
 
-    async def _unsettled(
-        self,
-        conn: asyncpg.Connection,
+    @staticmethod
+    def _unsettled(
         d: DatasetDefinition,
-        candidates: set[str],
+        stored: dict[str, reconcile.Row],
         facts: dict[str, dict[str, PartitionFact]],
     ) -> dict[str, reconcile.Decision | None]:
         """Of every partition of `d`, those whose stored state may disagree with today's
         decision, with that decision (None: what it read went away): decided in memory over
         one load (input keys sorted once), so the reconcile timer and a code change touch rows
         only where something is to be done."""
+        candidates = reconcile.output_keys(d, facts)
         index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
-        stored = await store.partition_states(conn, d.name)
         out: dict[str, reconcile.Decision | None] = dict.fromkeys(set(stored) - candidates)
         for key in candidates:
             row = stored.get(key)
@@ -568,82 +586,60 @@ class Scheduler:
                 out[key] = decision
         return out
 
-    async def _reconcile_one(
+    async def _settle(
         self,
         conn: asyncpg.Connection,
         d: DatasetDefinition,
-        key: str,
+        decided: dict[str, reconcile.Decision | None],
         facts: dict[str, dict[str, PartitionFact]],
-        candidate: bool,
-        decision: reconcile.Decision | None = None,
-    ) -> bool:
-        """Bring one partition's state in line with its desired fingerprint; True if it changed."""
-        current = await store.partition(conn, d.name, key)
-        before = (current["state"], current["data_sha"]) if current else None
-        wanted = current["desired_fingerprint"] if current is not None else None
-        if not candidate:  # what it read was retracted: so is it (its readers follow)
-            if current is not None:
-                if wanted is not None:
-                    await self._cancel(conn, [wanted], "what it read went away")
-                await store.delete_partition(conn, d.name, key)
-                facts[d.name].pop(key, None)
-            return current is not None
-        if decision is None:  # not decided by the caller over the same facts
-            decision = reconcile.decide(d, key, facts)
-        # A task asked for earlier and not wanted now is dropped, not computed: superseded,
-        # or its inputs are changing (if they end as they were, early cutoff asks again).
-        if isinstance(decision, Desired) and wanted not in (None, decision.fingerprint):
-            await self._cancel(conn, [wanted], f"superseded by {decision.fingerprint[:12]}")
-        elif isinstance(decision, reconcile.NotReady) and wanted is not None:
-            await self._cancel(conn, [wanted], f"not ready: {decision.reason}")
-        if isinstance(decision, reconcile.NotReady):
-            state = "blocked" if decision.blocked else "waiting"
-            if before is None or before[0] != state:
-                await store.set_partition(conn, d.name, key, state=state, reason=decision.reason)
-        elif current is not None and current["fingerprint"] == decision.fingerprint:
-            if current["state"] != "ready":
-                await store.set_partition(
-                    conn,
-                    d.name,
-                    key,
-                    state="ready",
-                    desired_fingerprint=decision.fingerprint,
-                    reason=None,
-                )
-        elif await store.materialization(conn, decision.fingerprint) is not None:
-            await self._adopt(conn, d.name, key, decision.fingerprint)
-        else:
-            task = await store.task(conn, decision.fingerprint)
-            if task is None:
-                await self._request(conn, d, key, decision, 1)
-            elif task["state"] in ("succeeded", "interrupted"):
-                # Computed before but its object is unusable (a repair), or it could not read
-                # an input that has since been recomputed: send it again.
-                generation = await store.reopen_task(conn, decision.fingerprint)
-                repair = task["state"] == "succeeded"
-                await self._request(conn, d, key, decision, generation, repair=repair)
-            elif task["state"] == "cancelled":  # wanted again (a revert, a re-added dataset)
-                await self._uncancel(decision.fingerprint)
-                generation = await store.reopen_task(conn, decision.fingerprint)
-                await self._request(conn, d, key, decision, generation)
-            elif task["state"] == "failed":
-                await store.set_partition(
-                    conn,
-                    d.name,
-                    key,
-                    state="errored",
-                    desired_fingerprint=decision.fingerprint,
-                    reason=task["error"],
-                )
-            else:
-                await store.set_partition(
-                    conn, d.name, key, state="queued", desired_fingerprint=decision.fingerprint
-                )
-        after = await store.partition(conn, d.name, key)
-        assert after is not None
-        fact = PartitionFact(after["data_sha"], after["object_key"], after["state"])
-        facts[d.name][key] = fact
-        return before != (after["state"], after["data_sha"])
+        stored: dict[str, reconcile.Row] | None = None,
+    ) -> set[str]:
+        """Bring the partitions `decided` in line with their decisions (None: no input maps
+        to it any more) in a fixed number of statements, whatever their number; returns the
+        keys whose readers must look again. Each row's step is `reconcile.transition`."""
+        if not decided:
+            return set()
+        if stored is None:
+            stored = await store.rows(conn, d.name, decided.keys())
+        asked = {
+            dec.fingerprint
+            for key, dec in decided.items()
+            if isinstance(dec, Desired)
+            and (stored.get(key) is None or stored[key].fingerprint != dec.fingerprint)
+        }
+        made = await store.outputs(conn, asked)
+        tasks = await store.tasks(conn, asked - made.keys())
+        steps: dict[str, reconcile.Step] = {}
+        for key in sorted(decided):
+            decision = decided[key]
+            fp = decision.fingerprint if isinstance(decision, Desired) else None
+            step = reconcile.transition(
+                stored.get(key),
+                decision,
+                made.get(fp) if fp else None,
+                tasks.get(fp) if fp else None,
+            )
+            if step.request is not None and fp is not None:
+                tasks[fp] = reconcile.Task("requested")  # asked once, even if read twice
+            steps[key] = step
+        await self._cancel(conn, [s.cancel for s in steps.values() if s.cancel is not None])
+        gone = [k for k, s in steps.items() if s.row is None and stored.get(k) is not None]
+        for key in gone:
+            await store.delete_partition(conn, d.name, key)
+            facts[d.name].pop(key, None)
+        written = {
+            k: s.row for k, s in steps.items() if s.row is not None and s.row != stored.get(k)
+        }
+        await store.put_rows(conn, d.name, written)
+        for key, row in written.items():
+            facts[d.name][key] = PartitionFact(row.data_sha, row.object_key, row.state)
+        requests: dict[str, tuple[reconcile.Request, Desired]] = {}
+        for key, step in steps.items():
+            decision = decided[key]
+            if step.request is not None and isinstance(decision, Desired):
+                requests[key] = (step.request, decision)
+        await self._request(conn, d, requests, stored)
+        return {k for k, s in steps.items() if s.changed(stored.get(k))}
 
     async def _adopt(self, conn: asyncpg.Connection, dataset: str, key: str, fp: str) -> None:
         """Make the materialization `fp` current for the partition."""
@@ -667,24 +663,38 @@ class Scheduler:
         self,
         conn: asyncpg.Connection,
         d: DatasetDefinition,
-        key: str,
-        decision: Desired,
-        attempt: int,
-        *,
-        repair: bool = False,
+        requests: dict[str, tuple[reconcile.Request, Desired]],
+        stored: dict[str, reconcile.Row],
     ) -> None:
-        if attempt == 1:  # a retry re-opens its task row instead
-            await store.add_task(
-                conn, decision.fingerprint, d.name, key, await self._reason(conn, d, key, decision)
-            )
-        await store.set_partition(
-            conn, d.name, key, state="queued", desired_fingerprint=decision.fingerprint
+        """Record and send the tasks `requests` asks for (key -> what, decision): a first
+        request adds its task row with why it is needed; any other re-opens it (a new
+        generation)."""
+        if not requests:
+            return
+        again = {dec.fingerprint for kind, dec in requests.values() if kind != "new"}
+        generations = await store.reopen_tasks(conn, again)
+        # A first request adds its task row (as does a lost one asked again).
+        first = {k: dec for k, (_, dec) in requests.items() if dec.fingerprint not in generations}
+        before = {stored[k].fingerprint for k in first if k in stored}
+        made_from = await store.made_from(conn, {fp for fp in before if fp is not None})
+        await store.add_tasks(
+            conn,
+            d.name,
+            [
+                (dec.fingerprint, k, _reason(d, dec, made_from, stored.get(k)))
+                for k, dec in first.items()
+            ],
         )
-        await self._send(conn, d, key, decision, attempt, repair=repair)
+        for fp in {dec.fingerprint for kind, dec in requests.values() if kind == "revive"}:
+            await self._uncancel(fp)
+        messages = []
+        for key, (kind, dec) in sorted(requests.items()):
+            attempt = generations.get(dec.fingerprint, 1)
+            messages.append(self._task(d, key, dec, attempt, repair=kind == "repair"))
+        await self._publish(conn, messages)
 
-    async def _send(
+    def _task(
         self,
-        conn: asyncpg.Connection,
         d: DatasetDefinition,
         key: str,
         decision: Desired,
@@ -692,7 +702,7 @@ class Scheduler:
         *,
         resend: bool = False,
         repair: bool = False,
-    ) -> None:
+    ) -> OutboxItem:
         task = TaskRequested(
             fingerprint=decision.fingerprint,
             dataset=d,
@@ -701,68 +711,78 @@ class Scheduler:
             attempt=attempt,
             repair=repair,
         )
-        assert self.res.outbox is not None
         # A retry or a re-send is a new message for JetStream: its own message id, so the
         # duplicate window does not swallow it.
         msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:retry{attempt}"
         if resend:
             msg_id = f"{msg_id}:resend:{uuid.uuid4().hex[:8]}"
-        cause = self._cause_of(d.name, key)
-        token = otel_context.attach(cause) if cause is not None else None
-        try:  # the outbox keeps the trace it is added in
-            await self.res.outbox.add(
-                conn, self.subjects.task_requested(d.name), self.subjects.tasks_stream, msg_id, task
-            )
-        finally:
-            if token is not None:
-                otel_context.detach(token)
-
-    async def _reason(
-        self, conn: asyncpg.Connection, d: DatasetDefinition, key: str, decision: Desired
-    ) -> str:
-        """Why this computation is needed: which code or input change."""
-        current = await store.partition(conn, d.name, key)
-        previous = (
-            await store.materialization(conn, current["fingerprint"])
-            if current is not None and current["fingerprint"]
-            else None
+        return OutboxItem(
+            self.subjects.task_requested(d.name),
+            self.subjects.tasks_stream,
+            msg_id,
+            task,
+            self._cause_of(d.name, key),  # the outbox publishes it in that trace
         )
-        if previous is None:
-            return "new partition"
-        parts = []
-        if previous["code_sha"] != d.code_sha:
-            parts.append(f"code changed {str(previous['code_sha'])[:12]} -> {d.code_sha[:12]}")
-        old = {
-            (i["dataset"], i["partition_key"]): i["data_sha"]
-            for i in json.loads(previous["inputs"])
-        }
-        new = {(i.dataset, i.partition_key): i.data_sha for i in decision.inputs}
-        for ref in sorted(set(old) | set(new)):
-            if old.get(ref) != new.get(ref):
-                what = "added" if ref not in old else "removed" if ref not in new else "changed"
-                parts.append(f"input {ref[0]}/{ref[1]} {what}")
-        return "; ".join(parts) or "recomputed"
 
-    async def _downstream(self, conn: asyncpg.Connection, dataset: str, keys: set[str]) -> Work:
-        """The partitions of datasets reading `dataset` that read one of `keys`."""
-        work: Work = {}
+    async def _publish(self, conn: asyncpg.Connection, items: list[OutboxItem]) -> None:
+        assert self.res.outbox is not None
+        await self.res.outbox.add_many(conn, items)
+
+    async def _downstream(
+        self, conn: asyncpg.Connection, dataset: str, keys: set[str]
+    ) -> dict[str, Work]:
+        """Per key of `keys`: the partitions of datasets reading `dataset` that read it."""
         defs = await store.definitions(conn)
         readers = [d for d in defs.values() if any(i.dataset == dataset for i in d.inputs)]
         if not readers:
-            return work
+            return {}
         scope = reconcile.affected_scope(readers, dataset, keys)
         facts = await store.scoped_facts(conn, {dataset: scope})
-        for reader in readers:
-            affected: set[str] = set()
-            for key in keys:
-                affected |= reconcile.affected_outputs(reader, dataset, key, facts)
-            work[reader.name] = affected
+        index = reconcile.index_of(facts, [dataset])
+        return {
+            key: {
+                reader.name: reconcile.affected_outputs(reader, dataset, key, facts, index)
+                for reader in readers
+            }
+            for key in keys
+        }
+
+    async def _downstream_of(self, conn: asyncpg.Connection, dataset: str, keys: set[str]) -> Work:
+        """The partitions of datasets reading `dataset` that read one of `keys`."""
+        work: Work = {}
+        for more in (await self._downstream(conn, dataset, keys)).values():
+            _merge(work, more)
         return work
 
 
+def _reason(
+    d: DatasetDefinition,
+    decision: Desired,
+    made_from: dict[str, store.Made],
+    row: reconcile.Row | None,
+) -> str:
+    """Why this computation is needed: which code or input change since what is current."""
+    previous = made_from.get(row.fingerprint) if row is not None and row.fingerprint else None
+    if previous is None:
+        return "new partition"
+    parts = []
+    if previous.code_sha != d.code_sha:
+        parts.append(f"code changed {str(previous.code_sha)[:12]} -> {d.code_sha[:12]}")
+    old = previous.inputs
+    new = {(i.dataset, i.partition_key): i.data_sha for i in decision.inputs}
+    for ref in sorted(set(old) | set(new)):
+        if old.get(ref) != new.get(ref):
+            what = "added" if ref not in old else "removed" if ref not in new else "changed"
+            parts.append(f"input {ref[0]}/{ref[1]} {what}")
+    return "; ".join(parts) or "recomputed"
+
+
 def _reads_pending(
-    d: DatasetDefinition, key: str, facts: dict[str, dict[str, PartitionFact]]
+    d: DatasetDefinition,
+    key: str,
+    facts: dict[str, dict[str, PartitionFact]],
+    index: reconcile.Index,
 ) -> bool:
     """Whether output partition `key` reads a partition this plan will recompute."""
-    found = reconcile.reads(d, key, facts)
+    found = reconcile.reads(d, key, facts, index)
     return not isinstance(found, str) and any(f.state == "pending" for _, _, f in found)

@@ -1,6 +1,7 @@
 """scheduler's queries over its own schema."""
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -9,7 +10,7 @@ import asyncpg
 from headwater.contracts import DatasetDefinition, PartitionLanded
 from headwater.core.hashing import FINGERPRINT_VERSION
 from headwater.core.mappings import Scope
-from headwater.core.reconcile import PartitionFact
+from headwater.core.reconcile import Output, PartitionFact, Row, Task
 
 SCHEMA = "scheduler"
 Conn: TypeAlias = asyncpg.Connection
@@ -131,24 +132,148 @@ async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, Partitio
     return out
 
 
-@dataclass(frozen=True)
-class StoredState:
-    state: str
-    fingerprint: str | None
-    desired_fingerprint: str | None
+_ROW = "partition_key, state, fingerprint, desired_fingerprint, data_sha, object_key, rows, bytes, reason"
+# Above this many keys, a dataset's rows are read whole (one scan) rather than key by key.
+_WHOLE_AT = 5000
 
 
-async def partition_states(conn: Conn, dataset: str) -> dict[str, StoredState]:
-    """Every partition of `dataset` (retracted ones aside): its state and fingerprints."""
-    rows = await conn.fetch(
-        f"SELECT partition_key, state, fingerprint, desired_fingerprint FROM {SCHEMA}.partitions"
-        " WHERE dataset = $1 AND state <> 'retracted'",
+def _row(r: asyncpg.Record) -> Row:
+    return Row(
+        r["state"],
+        r["fingerprint"],
+        r["desired_fingerprint"],
+        r["data_sha"],
+        r["object_key"],
+        r["rows"],
+        r["bytes"],
+        r["reason"],
+    )
+
+
+async def rows(conn: Conn, dataset: str, keys: Collection[str] | None = None) -> dict[str, Row]:
+    """The stored partitions `keys` of `dataset` (None: all of them), retracted ones aside."""
+    if keys is not None and len(keys) < _WHOLE_AT:
+        found = await conn.fetch(
+            f"SELECT {_ROW} FROM {SCHEMA}.partitions WHERE dataset = $1"
+            f" AND partition_key = ANY($2::text[]) AND {_LIVE}",
+            dataset,
+            list(keys),
+        )
+    else:
+        found = await conn.fetch(
+            f"SELECT {_ROW} FROM {SCHEMA}.partitions WHERE dataset = $1 AND {_LIVE}", dataset
+        )
+    wanted = set(keys) if keys is not None else None
+    return {
+        r["partition_key"]: _row(r) for r in found if wanted is None or r["partition_key"] in wanted
+    }
+
+
+async def put_rows(conn: Conn, dataset: str, changed: dict[str, Row]) -> None:
+    """Write these partitions of `dataset` whole, in one statement."""
+    if not changed:
+        return
+    keys = list(changed)
+    values = [changed[k] for k in keys]
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.partitions (dataset, {_ROW})"
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        " $7::text[], $8::bigint[], $9::bigint[], $10::text[])"
+        " ON CONFLICT (dataset, partition_key) DO UPDATE SET state = excluded.state,"
+        " fingerprint = excluded.fingerprint, desired_fingerprint = excluded.desired_fingerprint,"
+        " data_sha = excluded.data_sha, object_key = excluded.object_key, rows = excluded.rows,"
+        " bytes = excluded.bytes, reason = excluded.reason, updated_at = now()",
         dataset,
+        keys,
+        [v.state for v in values],
+        [v.fingerprint for v in values],
+        [v.desired_fingerprint for v in values],
+        [v.data_sha for v in values],
+        [v.object_key for v in values],
+        [v.rows for v in values],
+        [v.bytes for v in values],
+        [v.reason for v in values],
+    )
+
+
+async def outputs(conn: Conn, fingerprints: Collection[str]) -> dict[str, Output]:
+    """The usable materializations (not found damaged) of `fingerprints`."""
+    if not fingerprints:
+        return {}
+    found = await conn.fetch(
+        f"SELECT fingerprint, data_sha, object_key, rows, bytes FROM {SCHEMA}.materializations"
+        " WHERE fingerprint = ANY($1::text[]) AND damaged IS NULL",
+        list(fingerprints),
     )
     return {
-        r["partition_key"]: StoredState(r["state"], r["fingerprint"], r["desired_fingerprint"])
-        for r in rows
+        r["fingerprint"]: Output(r["data_sha"], r["object_key"], r["rows"], r["bytes"])
+        for r in found
     }
+
+
+async def tasks(conn: Conn, fingerprints: Collection[str]) -> dict[str, Task]:
+    if not fingerprints:
+        return {}
+    found = await conn.fetch(
+        f"SELECT fingerprint, state, error FROM {SCHEMA}.tasks WHERE fingerprint = ANY($1::text[])",
+        list(fingerprints),
+    )
+    return {r["fingerprint"]: Task(r["state"], r["error"]) for r in found}
+
+
+@dataclass(frozen=True)
+class Made:
+    """What a materialization was made from, for saying why it is recomputed."""
+
+    code_sha: str | None
+    inputs: dict[tuple[str, str], str]  # (dataset, key) -> data SHA
+
+
+async def made_from(conn: Conn, fingerprints: Collection[str]) -> dict[str, Made]:
+    """What the materializations `fingerprints` (damaged or not) were made from."""
+    if not fingerprints:
+        return {}
+    found = await conn.fetch(
+        f"SELECT fingerprint, code_sha, inputs FROM {SCHEMA}.materializations"
+        " WHERE fingerprint = ANY($1::text[])",
+        list(fingerprints),
+    )
+    return {
+        r["fingerprint"]: Made(
+            r["code_sha"],
+            {(i["dataset"], i["partition_key"]): i["data_sha"] for i in json.loads(r["inputs"])},
+        )
+        for r in found
+    }
+
+
+async def add_tasks(conn: Conn, dataset: str, new: list[tuple[str, str, str]]) -> None:
+    """Record requested tasks: (fingerprint, partition key, reason) each."""
+    if not new:
+        return
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.tasks (fingerprint, dataset, partition_key, state, reason)"
+        " SELECT f, $1, k, 'requested', r FROM unnest($2::text[], $3::text[], $4::text[])"
+        " AS n(f, k, r)",
+        dataset,
+        [f for f, _, _ in new],
+        [k for _, k, _ in new],
+        [r for _, _, r in new],
+    )
+
+
+async def reopen_tasks(conn: Conn, fingerprints: Collection[str]) -> dict[str, int]:
+    """Request failed, cancelled or unusable tasks again; fingerprint -> its generation."""
+    if not fingerprints:
+        return {}
+    found = await conn.fetch(
+        f"UPDATE {SCHEMA}.tasks SET state = 'requested', attempts = attempts + 1,"
+        " error = NULL, traceback = NULL, finished_at = NULL, sent_at = now(),"
+        " cancel_pending = false WHERE fingerprint = ANY($1::text[])"
+        " RETURNING fingerprint, attempts",
+        list(fingerprints),
+    )
+    return {r["fingerprint"]: int(r["attempts"]) for r in found}
 
 
 async def partition(conn: Conn, dataset: str, key: str) -> asyncpg.Record | None:
@@ -264,20 +389,6 @@ async def finish_task(
         tb,
         executions,
     )
-
-
-async def reopen_task(conn: Conn, fingerprint: str) -> int:
-    """Request a failed or cancelled task again; returns its generation (1 for the first
-    request)."""
-    value = await conn.fetchval(
-        f"UPDATE {SCHEMA}.tasks SET state = 'requested', attempts = attempts + 1,"
-        " error = NULL, traceback = NULL, finished_at = NULL, sent_at = now(),"
-        " cancel_pending = false"
-        " WHERE fingerprint = $1"
-        " RETURNING attempts",
-        fingerprint,
-    )
-    return int(value)
 
 
 async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
@@ -413,13 +524,17 @@ async def current_fingerprints(conn: Conn) -> dict[tuple[str, str], str | None]:
     return {(r["dataset"], r["partition_key"]): r["fingerprint"] for r in rows}
 
 
-async def cancel_tasks(conn: Conn, fingerprints: list[str], reason: str) -> int:
-    """Cancel those of `fingerprints` still requested; their marks are to be written."""
+async def cancel_tasks(conn: Conn, cancels: Collection[tuple[str, str]]) -> int:
+    """Cancel those tasks still requested, each with its reason ((fingerprint, reason)
+    pairs); their marks are to be written."""
+    if not cancels:
+        return 0
     status = await conn.execute(
-        f"UPDATE {SCHEMA}.tasks SET state = 'cancelled', cancel_pending = true, error = $2,"
-        " finished_at = now() WHERE fingerprint = ANY($1::text[]) AND state = 'requested'",
-        fingerprints,
-        reason,
+        f"UPDATE {SCHEMA}.tasks t SET state = 'cancelled', cancel_pending = true, error = c.r,"
+        " finished_at = now() FROM unnest($1::text[], $2::text[]) AS c(f, r)"
+        " WHERE t.fingerprint = c.f AND t.state = 'requested'",
+        [f for f, _ in cancels],
+        [r for _, r in cancels],
     )
     return int(status.split()[-1])
 
