@@ -4,6 +4,7 @@ failing transform and shows each run's error, once; a partition that went away i
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ async def test_why_shows_every_run_of_a_failing_transform_with_its_own_error(
         (1, 2, TIMEOUT),
         (1, 3, run_error(3)),
     ]
-    assert [a["at"] for a in runs] == sorted(a["at"] for a in runs)
+    times = [datetime.fromisoformat(a["at"]) for a in runs]
+    assert times == sorted(times)
     assert all(re.fullmatch(r".+-\d+", a["executor"]) for a in runs)  # host-pid
     assert "raise ValueError" in runs[0]["traceback"]
     assert runs[1]["traceback"] == ""  # the worker was killed: no traceback
