@@ -1,8 +1,10 @@
 """Explanations that stay true, through the CLI of a running stack: `why` counts the runs of a
-failing transform and shows its error once; a partition that went away is explained (when,
-why, what it was); `lineage` shows the current graph, and with --all its history, marked."""
+failing transform and shows each run's error, once; a partition that went away is explained
+(when, why, what it was); `lineage` shows the current graph, and with --all its history, marked."""
 
 import json
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +36,31 @@ datasets:
   daily:
     python: t.py:daily
     inputs: {flights: identity}
+    timeout: 3
 """
-# The message is built when it is raised, so the traceback's source line does not hold it.
-FAILING_PY = "def daily(flights):\n    raise ValueError('no flights ' + 'on this day')\n"
-ERROR = "ValueError: no flights on this day"
+# Each run fails its own way, counted in a file: run 2 outlives the timeout (its worker is
+# killed), the others raise. Messages are built when raised, so no traceback line holds one.
+FAILING_PY = """\
+import time
+from pathlib import Path
+
+RUNS = Path(%r)
+
+
+def daily(flights):
+    run = int(RUNS.read_text()) + 1 if RUNS.exists() else 1
+    RUNS.write_text(str(run))
+    if run == 2:
+        time.sleep(60)
+    raise ValueError('run ' + str(run) + ' found no flights')
+"""
+
+
+def run_error(run: int) -> str:
+    return f"ValueError: run {run} found no flights"
+
+
+TIMEOUT = "timed out after 3s"
 
 
 def as_json(stack: RunningStack, *args: str) -> Any:
@@ -48,6 +71,11 @@ def land(stack: RunningStack, tmp_path: Path, day: str) -> None:
     csv = tmp_path / f"flights-{day}.csv"
     csv.write_text(f"delay\n{int(day[-2:])}\n5\n")
     stack.cli("publish", "flights", day, str(csv))
+
+
+def attempt_lines(text: str) -> list[str]:
+    """The lines of `why` that show one attempt each."""
+    return [line.strip() for line in text.splitlines() if line.strip().startswith("request ")]
 
 
 def edges(found: list[dict[str, Any]]) -> set[tuple[str, str, bool]]:
@@ -62,29 +90,62 @@ def edges(found: list[dict[str, Any]]) -> set[tuple[str, str, bool]]:
     }
 
 
-async def test_why_counts_every_run_of_a_failing_transform_and_shows_its_error_once(
+async def test_why_shows_every_run_of_a_failing_transform_with_its_own_error(
     stack: RunningStack, tmp_path: Path
 ) -> None:
     (tmp_path / "failing.yaml").write_text(FAILING_SPEC)
-    (tmp_path / "t.py").write_text(FAILING_PY)
+    (tmp_path / "t.py").write_text(FAILING_PY % str(tmp_path / "runs"))
     stack.cli("apply", str(tmp_path / "failing.yaml"))
     land(stack, tmp_path, DAYS[0])
     stack.cli("wait")
 
-    # The executor ran it 3 times (HEADWATER_ATTEMPTS' default) for the one request.
+    # The executor ran it 3 times (HEADWATER_ATTEMPTS' default) for the one request, and each
+    # run's error is kept: the timeout that killed its worker too.
     task = as_json(stack, "why", "daily", DAYS[0])["task"]
     assert (task["state"], task["attempts"], task["requests"]) == ("failed", 3, 1)
-    assert task["error"] == ERROR
+    assert task["error"] == run_error(3)
+    runs = task["attempt_errors"]
+    assert [(a["request"], a["attempt"], a["error"]) for a in runs] == [
+        (1, 1, run_error(1)),
+        (1, 2, TIMEOUT),
+        (1, 3, run_error(3)),
+    ]
+    times = [datetime.fromisoformat(a["at"]) for a in runs]
+    assert times == sorted(times)
+    assert all(re.fullmatch(r".+-\d+", a["executor"]) for a in runs)  # host-pid
+    assert "raise ValueError" in runs[0]["traceback"]
+    assert runs[1]["traceback"] == ""  # the worker was killed: no traceback
     text = stack.cli("why", "daily", DAYS[0]).stdout
-    assert text.count("no flights on this day") == 1, text
-    assert f"failed after 3 run(s) over 1 request(s): {ERROR}" in " ".join(text.split())
-    assert "raise ValueError" in text  # the traceback is there, without the error again
+    assert "failed after 3 run(s) over 1 request(s):" in " ".join(text.split())
+    # One line per attempt, and each error once: the final one is not repeated.
+    assert attempt_lines(text) == [
+        f"request 1 attempt {a['attempt']} at {a['at']} on {a['executor']}: {a['error']}"
+        for a in runs
+    ]
+    for a in runs:
+        assert text.count(a["error"]) == 1, text
+    assert "raise ValueError" in text  # the final traceback is there, without the error again
+    assert as_json(stack, "dlq") == []  # no service rejected the attempts' events
 
-    # A retry is a second request, run 3 times more: the count is of runs, over both.
+    # A retry is a second request, run 3 times more: the runs of both requests are counted and
+    # kept, each labelled with its request.
     stack.cli("retry", "daily", DAYS[0])
     stack.cli("wait")
     task = as_json(stack, "why", "daily", DAYS[0])["task"]
     assert (task["state"], task["attempts"], task["requests"]) == ("failed", 6, 2)
+    assert [(a["request"], a["attempt"], a["error"]) for a in task["attempt_errors"]] == [
+        (1, 1, run_error(1)),
+        (1, 2, TIMEOUT),
+        (1, 3, run_error(3)),
+        (2, 1, run_error(4)),
+        (2, 2, run_error(5)),
+        (2, 3, run_error(6)),
+    ]
+    text = stack.cli("why", "daily", DAYS[0]).stdout
+    assert "failed after 6 run(s) over 2 request(s):" in " ".join(text.split())
+    assert len(attempt_lines(text)) == 6
+    for a in task["attempt_errors"]:
+        assert text.count(a["error"]) == 1, text
 
 
 async def test_a_retracted_partition_is_explained_and_lineage_separates_current_from_history(

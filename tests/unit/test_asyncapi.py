@@ -23,6 +23,7 @@ def test_every_event_channel_is_documented() -> None:
         "hw.ev.partition.landed.{dataset}",
         "hw.ev.partition.retracted.{dataset}",
         "hw.ev.task.failed.{dataset}",
+        "hw.ev.task.attempt_failed.{dataset}",
         "hw.task.requested.{dataset}",
         "hw.dlq.{service}",
     ):

@@ -291,6 +291,15 @@ def test_nats_lets_each_durable_consumer_ack() -> None:
         assert f'"{subject}"' in text, f"nats.conf lets nobody ack {spec.durable}: add {subject}"
 
 
+def test_nats_lets_the_executor_publish_every_event_it_sends() -> None:
+    text = NATS_CONF.read_text()
+    executor = text[text.index('user: "executor"') :]
+    executor = executor[: executor.index("user:", 1)]
+    s = Subjects()
+    for subject in (s.partition_landed("*"), s.task_attempt_failed("*"), s.task_failed("*")):
+        assert f'"{subject}"' in executor, f"nats.conf does not let the executor publish {subject}"
+
+
 def test_depends_on_existing_services() -> None:
     names = services().keys()
     for name, service in services().items():

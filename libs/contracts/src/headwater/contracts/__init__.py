@@ -13,7 +13,7 @@ from headwater.contracts.keys import (
 )
 from headwater.contracts.partitions import InputRef, PartitionLanded, PartitionRetracted
 from headwater.contracts.subjects import Subjects
-from headwater.contracts.tasks import TaskFailed, TaskRequested
+from headwater.contracts.tasks import TaskAttemptFailed, TaskFailed, TaskRequested
 from headwater.contracts.upstream import (
     FORMATS,
     S3EventRecords,
@@ -37,6 +37,7 @@ __all__ = [
     "PartitionRetracted",
     "S3EventRecords",
     "Subjects",
+    "TaskAttemptFailed",
     "TaskFailed",
     "TaskRequested",
     "UpstreamEvent",

@@ -38,6 +38,9 @@ class Subjects:
     def task_failed(self, dataset: str) -> str:
         return f"{self.ns}.ev.task.failed.{dataset}"
 
+    def task_attempt_failed(self, dataset: str) -> str:
+        return f"{self.ns}.ev.task.attempt_failed.{dataset}"
+
     @property
     def events_all(self) -> str:
         return f"{self.ns}.ev.>"

@@ -15,6 +15,7 @@ from headwater.contracts import (
     PartitionRetracted,
     S3EventRecords,
     Subjects,
+    TaskAttemptFailed,
     TaskFailed,
     TaskRequested,
     UpstreamEvent,
@@ -63,6 +64,13 @@ def document() -> str:
             TaskFailed,
             "task-failed",
             "executor: a transform failed after its retries; the partition is errored.",
+        ),
+        (
+            s.task_attempt_failed("{dataset}"),
+            TaskAttemptFailed,
+            "task-attempt-failed",
+            "executor: one attempt of a transform failed (raised, timed out, or its worker died);"
+            " sent for every failed attempt, the last included.",
         ),
         (
             s.task_requested("{dataset}"),

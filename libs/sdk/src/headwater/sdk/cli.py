@@ -278,15 +278,31 @@ def why(
         out(f"{dataset}/{partition}: {p['state']} data {str(p['data_sha'] or '-')[:12]}")
     task = result.get("task")
     error = task.get("error") if task else None
+    failures = (task.get("attempt_errors") or []) if task else []
     # An errored partition's reason is its task's error, shown below.
     unsettled = p["state"] in ("errored", "blocked", "waiting", "queued")
     if gone is None and unsettled and p["reason"] != error:
         out(f"  {p['state']}: {p['reason'] or '-'}", markup=False)
     if task and error:
+        # The final error is the last attempt's, on its line below: said here only if not.
+        last = failures[-1] if failures else None
+        said = last is not None and (last["request"], last["error"]) == (task["requests"], error)
         out(
-            f"  failed after {task['attempts']} run(s) over {task['requests']} request(s): {error}",
+            f"  failed after {task['attempts']} run(s) over {task['requests']} request(s)"
+            + (":" if said else f": {error}"),
             markup=False,
         )
+    elif failures:  # it succeeded, or runs, after failed attempts
+        out(f"  {len(failures)} failed attempt(s):")
+    for f in failures:
+        out(
+            f"    request {f['request']} attempt {f['attempt']} at {f['at']}"
+            f" on {f['executor']}: {_one_line(f['error'])}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,  # one line each, however narrow the terminal (and for grep)
+        )
+    if task and error:
         lines = (task.get("traceback") or "").rstrip("\n").split("\n")
         if lines[-1] == error:  # its last line is the error, just shown
             lines.pop()
@@ -299,6 +315,13 @@ def why(
             f" {mark} {m['created_at']} fingerprint {m['fingerprint'][:12]} -> data "
             f"{m['data_sha'][:12]}: {m['reason'] or '-'}" + (f" (from {inputs})" if inputs else "")
         )
+
+
+def _one_line(text: str) -> str:
+    """The first line of `text`, saying how many more there are (--json has them all)."""
+    lines = text.strip().split("\n")
+    more = f" [{len(lines) - 1} more line(s): --json]" if len(lines) > 1 else ""
+    return lines[0] + more
 
 
 @app.command()

@@ -10,13 +10,22 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from headwater.contracts import InputRef, PartitionLanded, Subjects, TaskFailed, TaskRequested
+from headwater.contracts import (
+    InputRef,
+    PartitionLanded,
+    Subjects,
+    TaskAttemptFailed,
+    TaskFailed,
+    TaskRequested,
+)
+from headwater.contracts.tasks import ATTEMPT_ERROR_BYTES, ATTEMPT_TRACEBACK_BYTES, head, tail
 from headwater.runtime import failpoints
 from headwater.runtime.errors import RetryLater, Superseded, TransformError
 from headwater.runtime.messaging import publish
@@ -117,6 +126,8 @@ class Executor:
                 policy.attempts,
                 exc,
             )
+            # Every failed attempt is reported, before its retry: the next may run elsewhere.
+            await self._attempt_failed(task, delivery, str(exc), exc.traceback)
             if delivery < policy.attempts:
                 delay = min(policy.retry_cap_s, policy.retry_base_s * 2 ** (delivery - 1))
                 raise RetryLater(str(exc), delay) from exc
@@ -133,8 +144,10 @@ class Executor:
             try:
                 await asyncio.to_thread(verified, body, _output_ref(task, data_sha, object_key))
             except InputDamaged as exc:
+                error = f"the repaired output is unusable: {exc}"
+                await self._attempt_failed(task, delivery, error)
                 await self._commit_lease(task.fingerprint, lease)
-                await self._failed(task, delivery, f"the repaired output is unusable: {exc}")
+                await self._failed(task, delivery, error)
                 return
         # A repair writes the object anew: the one stored there was found missing or damaged.
         if task.repair or not await self.res.objects.exists(settings.data_bucket, object_key):
@@ -200,6 +213,30 @@ class Executor:
         await publish(
             self.broker,
             self.subjects.task_failed(task.dataset.name),
+            failed,
+            msg_id=failed.event_id,
+            stream=self.subjects.events_stream,
+        )
+
+    async def _attempt_failed(
+        self, task: TaskRequested, delivery: int, error: str, traceback: str = ""
+    ) -> None:
+        """Report that this attempt of `task` failed: its error (bounded), when, and where."""
+        failed = TaskAttemptFailed(
+            event_id=f"attempt-failed:{task.fingerprint}:{task.attempt}:{delivery}",
+            fingerprint=task.fingerprint,
+            dataset=task.dataset.name,
+            partition_key=task.partition_key,
+            request=task.attempt,
+            attempt=delivery,
+            error=head(error, ATTEMPT_ERROR_BYTES),
+            traceback=tail(traceback, ATTEMPT_TRACEBACK_BYTES),
+            executor=self.owner[:256],
+            at=datetime.now(UTC),
+        )
+        await publish(
+            self.broker,
+            self.subjects.task_attempt_failed(task.dataset.name),
             failed,
             msg_id=failed.event_id,
             stream=self.subjects.events_stream,

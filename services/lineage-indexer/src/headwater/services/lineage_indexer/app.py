@@ -16,6 +16,7 @@ from headwater.services.lineage_indexer.store import SCHEMA
 
 NAME = "lineage-indexer"
 MIGRATIONS = Path(__file__).parent / "migrations"
+# Other facts (a task's failed attempts: the scheduler keeps them for `why`) are acked unread.
 _MODELS: dict[str, type[Event]] = {
     "code.changed.": CodeChanged,
     "partition.landed.": PartitionLanded,

@@ -20,6 +20,7 @@ from headwater.contracts import (
     PartitionLanded,
     PartitionRetracted,
     Subjects,
+    TaskAttemptFailed,
     TaskFailed,
     TaskRequested,
 )
@@ -32,13 +33,14 @@ from headwater.services.scheduler import store
 
 _log = logging.getLogger(__name__)
 Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: all)
-SchedulerEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed
+SchedulerEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed | TaskAttemptFailed
 # Which event a subject of the events stream carries (the rest are not the scheduler's).
 EVENT_MODELS: tuple[tuple[str, type[SchedulerEvent]], ...] = (
     ("code.changed.", CodeChanged),
     ("partition.landed.", PartitionLanded),
     ("partition.retracted.", PartitionRetracted),
     ("task.failed.", TaskFailed),
+    ("task.attempt_failed.", TaskAttemptFailed),
 )
 
 
@@ -113,6 +115,8 @@ class Scheduler:
             return await self._partition_landed(conn, event)
         if isinstance(event, PartitionRetracted):
             return await self._partition_retracted(conn, event)
+        if isinstance(event, TaskAttemptFailed):
+            return await self._attempt_failed(conn, event)
         return await self._task_failed(conn, event)
 
     async def _one(self, event: SchedulerEvent) -> None:
@@ -221,6 +225,11 @@ class Scheduler:
             conn, event.dataset, event.partition_key, state="errored", reason=event.error
         )
         return await self._downstream_of(conn, event.dataset, {event.partition_key})
+
+    async def _attempt_failed(self, conn: asyncpg.Connection, event: TaskAttemptFailed) -> Work:
+        # Kept for `why`; what the failure means for the partition waits for `task failed`.
+        await store.add_attempt(conn, event)
+        return {}
 
     async def _input_damaged(
         self, conn: asyncpg.Connection, event: TaskFailed, ref: InputRef
@@ -360,9 +369,10 @@ class Scheduler:
             current = await store.partition(conn, dataset, key)
             history = await store.materializations_of(conn, dataset, key)
             gone = await store.retraction(conn, dataset, key) if current is None else None
-            task = None
+            task, attempts = None, []
             if current is not None and current["desired_fingerprint"]:
                 task = await store.task(conn, current["desired_fingerprint"])
+                attempts = await store.attempts_of(conn, current["desired_fingerprint"])
         retracted: dict[str, Any] | None = None
         if current is None:
             if gone is None:
@@ -405,10 +415,12 @@ class Scheduler:
         explained = None
         if task is not None:
             # `attempts`: how many times the transform ran; `requests`: how many times the
-            # scheduler asked for it (the first request, then each retry).
+            # scheduler asked for it (the first request, then each retry); `attempt_errors`:
+            # each failed attempt, of every request, in the order they ran.
             explained = dict(task)
             explained["requests"] = explained.pop("attempts")
             explained["attempts"] = explained.pop("executions")
+            explained["attempt_errors"] = attempts
         return {
             "partition": partition,
             "retracted": retracted,

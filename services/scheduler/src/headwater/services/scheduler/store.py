@@ -7,7 +7,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from headwater.contracts import DatasetDefinition, PartitionLanded
+from headwater.contracts import DatasetDefinition, PartitionLanded, TaskAttemptFailed
 from headwater.core.hashing import FINGERPRINT_VERSION
 from headwater.core.mappings import Scope
 from headwater.core.reconcile import Output, PartitionFact, Row, Task
@@ -560,3 +560,39 @@ async def cancels_written(conn: Conn, fingerprints: list[str]) -> None:
         f"UPDATE {SCHEMA}.tasks SET cancel_pending = false WHERE fingerprint = ANY($1::text[])",
         fingerprints,
     )
+
+
+ATTEMPTS_KEPT = 50  # failed attempts kept per task (over all its requests): the newest
+
+
+async def add_attempt(conn: Conn, e: TaskAttemptFailed) -> None:
+    """Keep a failed attempt of a task; past ATTEMPTS_KEPT, the task's oldest goes."""
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.task_attempts (fingerprint, request, attempt, failed_at,"
+        " executor, error, traceback) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        " ON CONFLICT (fingerprint, request, attempt) DO NOTHING",
+        e.fingerprint,
+        e.request,
+        e.attempt,
+        e.at,
+        e.executor,
+        e.error,
+        e.traceback,
+    )
+    await conn.execute(
+        f"DELETE FROM {SCHEMA}.task_attempts WHERE fingerprint = $1 AND (request, attempt) IN"
+        f" (SELECT request, attempt FROM {SCHEMA}.task_attempts WHERE fingerprint = $1"
+        " ORDER BY request DESC, attempt DESC OFFSET $2)",
+        e.fingerprint,
+        ATTEMPTS_KEPT,
+    )
+
+
+async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[dict[str, Any]]:
+    """The kept failed attempts of a task, in the order they ran."""
+    rows = await conn.fetch(
+        f"SELECT request, attempt, error, failed_at AS at, executor, traceback"
+        f" FROM {SCHEMA}.task_attempts WHERE fingerprint = $1 ORDER BY request, attempt",
+        fingerprint,
+    )
+    return [dict(r) for r in rows]
