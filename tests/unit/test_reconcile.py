@@ -23,6 +23,7 @@ from headwater.core.reconcile import (
     Task,
     affected_outputs,
     decide,
+    decide_keys,
     index_of,
     output_keys,
     topological,
@@ -455,3 +456,29 @@ def test_affected_outputs_with_an_index_answers_as_without() -> None:
         assert affected_outputs(window, "a", key, facts, index) == affected_outputs(
             window, "a", key, facts
         )
+
+
+def test_a_key_only_some_inputs_have_waits_incomplete_and_one_no_input_has_goes() -> None:
+    join = definition(inp("a"), inp("b"))
+    facts = {"a": {k: ready("a", k) for k in DAYS}, "b": {k: ready("b", k) for k in DAYS[:2]}}
+    decided = decide_keys(join, [*DAYS, "2014-01-01"], facts)
+    assert isinstance(decided[DAYS[0]], Desired)
+    assert decided[DAYS[2]] == NotReady(False, f"b has no partition for {DAYS[2]}", True)
+    assert decided["2014-01-01"] is None
+    assert output_keys(join, facts, some=True) == set(DAYS)
+    assert output_keys(join, facts) == set(DAYS[:2])
+
+
+def test_an_incomplete_partition_becomes_whole_again() -> None:
+    waits = Row("waiting", OLD, FP, "d", "o", reason="b has no partition", incomplete=True)
+    assert transition(READY_OLD, NotReady(False, "b has none", True), None, None).row == replace(
+        READY_OLD, state="waiting", reason="b has none", incomplete=True
+    )
+    step = transition(waits, WANT, MADE, None)
+    assert step.row == Row("ready", FP, FP, MADE.data_sha, MADE.object_key, 3, 10)
+    assert step.changed(waits)
+    # current again without a run (the other side came back as it was): whole, ready
+    back = transition(replace(waits, fingerprint=FP), WANT, None, None)
+    assert back.row is not None
+    assert (back.row.state, back.row.incomplete) == ("ready", False)
+    assert back.changed(waits)

@@ -34,29 +34,56 @@ class Desired:
 
 @dataclass(frozen=True)
 class NotReady:
-    """An output partition that must wait: `blocked` when an input errored."""
+    """An output partition that must wait: `blocked` when an input errored; `incomplete`
+    when some input has no partition for it (a join with one side missing): it is shown,
+    but what reads it does not see it."""
 
     blocked: bool
     reason: str
+    incomplete: bool = False
 
 
 Decision = Desired | NotReady
 Facts = MappingT[str, MappingT[str, PartitionFact]]  # dataset -> partition key -> fact
+Index = MappingT[str, Sequence[str]]  # dataset -> its partition keys, sorted
 
 
-def output_keys(definition: DatasetDefinition, facts: Facts) -> set[str]:
-    """The output partitions a derived dataset has, given its inputs' partitions."""
+def output_keys(definition: DatasetDefinition, facts: Facts, *, some: bool = False) -> set[str]:
+    """The output partitions a derived dataset has, given its inputs' partitions: those every
+    input feeds, or with `some`, those at least one input feeds."""
     keys: set[str] | None = None
     for inp in definition.inputs:
         mapping = mapping_of(inp)
         if not mapping.partitions_output:
             continue
         mapped = mapping.output_keys(facts.get(inp.dataset, {}).keys())
-        keys = mapped if keys is None else keys & mapped
+        keys = mapped if keys is None else keys | mapped if some else keys & mapped
     if keys is None:  # every input is `all`: one unpartitioned output, once there is input
-        has_all = all(facts.get(i.dataset) for i in definition.inputs)
-        return {UNPARTITIONED_KEY} if has_all else set()
+        has = any if some else all
+        return (
+            {UNPARTITIONED_KEY} if has(facts.get(i.dataset) for i in definition.inputs) else set()
+        )
     return keys
+
+
+def decide_keys(
+    definition: DatasetDefinition, keys: Iterable[str], facts: Facts, index: Index | None = None
+) -> dict[str, Decision | None]:
+    """The decision for each of `keys` (None: no input feeds it, so it does not exist); a key
+    only some inputs feed waits, `incomplete`, for the others."""
+    full = output_keys(definition, facts)
+    some = output_keys(definition, facts, some=True)
+    out: dict[str, Decision | None] = {}
+    for key in keys:
+        if key in full:
+            out[key] = decide(definition, key, facts, index)
+        elif key in some:
+            why = reads(definition, key, facts, index)
+            reason = why if isinstance(why, str) else "an input has no partition for it"
+            out[key] = NotReady(False, reason, incomplete=True)
+        else:
+            out[key] = None
+    return out
 
 
 def scopes(definition: DatasetDefinition, keys: Iterable[str]) -> dict[str, Scope]:
@@ -92,7 +119,7 @@ def affected_outputs(
     input_dataset: str,
     input_key: str,
     facts: Facts,
-    index: "Index | None" = None,
+    index: Index | None = None,
 ) -> set[str]:
     """The output partitions of `definition` that read `input_dataset`/`input_key`.
     `index` (from `index_of`, over the same facts) makes asking for many keys cheap."""
@@ -103,9 +130,6 @@ def affected_outputs(
             ordered = index.get(input_dataset) if index is not None else None
             out |= mapping_of(inp).affected_outputs(input_key, keys, ordered)
     return out
-
-
-Index = MappingT[str, Sequence[str]]  # dataset -> its partition keys, sorted
 
 
 def index_of(facts: Facts, datasets: Iterable[str]) -> dict[str, list[str]]:
@@ -194,6 +218,7 @@ class Row:
     rows: int | None = None
     bytes: int | None = None
     reason: str | None = None
+    incomplete: bool = False  # waits for an input partition that does not exist (NotReady)
 
 
 @dataclass(frozen=True)
@@ -233,7 +258,8 @@ class Step:
         """Whether readers must look again: it appeared, went, or its state or data moved."""
         if before is None or self.row is None:
             return before is not self.row
-        return (before.state, before.data_sha) != (self.row.state, self.row.data_sha)
+        seen = (before.state, before.data_sha, before.incomplete)
+        return seen != (self.row.state, self.row.data_sha, self.row.incomplete)
 
 
 def transition(
@@ -251,19 +277,20 @@ def transition(
     if isinstance(decision, NotReady):
         cancel = (wanted, f"not ready: {decision.reason}") if wanted is not None else None
         state = "blocked" if decision.blocked else "waiting"
-        if row is not None and row.state == state:
+        if row is not None and (row.state, row.incomplete) == (state, decision.incomplete):
             return Step(row, cancel)
         base = row if row is not None else Row(state)
-        return Step(replace(base, state=state, reason=decision.reason), cancel)
+        waits = replace(base, state=state, reason=decision.reason, incomplete=decision.incomplete)
+        return Step(waits, cancel)
     fp = decision.fingerprint
     # A task asked for earlier and not wanted now is dropped, not computed: superseded, or
     # its inputs are changing (if they end as they were, early cutoff asks again).
     cancel = (wanted, f"superseded by {fp[:12]}") if wanted not in (None, fp) else None
-    base = row if row is not None else Row("queued")
+    base = replace(row, incomplete=False) if row is not None else Row("queued")
     if row is not None and row.fingerprint == fp:
-        if row.state == "ready":
+        if row.state == "ready" and not row.incomplete:
             return Step(row, cancel)
-        return Step(replace(row, state="ready", desired_fingerprint=fp, reason=None), cancel)
+        return Step(replace(base, state="ready", desired_fingerprint=fp, reason=None), cancel)
     if made is not None:  # computed before (a revert, an unchanged input): reused
         adopted = replace(
             base,

@@ -174,11 +174,9 @@ class Scheduler:
         if event.repaired:  # the object was written anew: what it backs is usable again
             await store.mark_repaired(conn, event.object_key)
         await store.finish_task(conn, event.fingerprint, "succeeded", executions=1)
-        current = await store.partition(conn, event.dataset, event.partition_key)
-        if current is None or current["desired_fingerprint"] != event.fingerprint:
-            return {}  # a result for an older desire: kept for reuse, not current
-        await self._adopt(conn, event.dataset, event.partition_key, event.fingerprint)
-        return await self._downstream_of(conn, event.dataset, {event.partition_key})
+        # Reconciled like any partition: adopted if it is still what is wanted (a result for
+        # an older desire is kept for reuse, not made current).
+        return {event.dataset: {event.partition_key}}
 
     async def _partition_retracted(
         self, conn: asyncpg.Connection, event: PartitionRetracted
@@ -559,12 +557,8 @@ class Scheduler:
                 decided = self._unsettled(d, stored, facts)
             else:  # only what these keys read: the cost does not grow with what is held
                 facts = await store.scoped_facts(conn, reconcile.scopes(d, keys))
-                candidates = reconcile.output_keys(d, facts) & keys
                 index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
-                decided = {
-                    k: reconcile.decide(d, k, facts, index) if k in candidates else None
-                    for k in keys
-                }
+                decided = reconcile.decide_keys(d, keys, facts, index)
             changed = await self._settle(conn, d, decided, facts, stored)
             if not changed:
                 continue
@@ -583,18 +577,23 @@ class Scheduler:
         decision, with that decision (None: what it read went away): decided in memory over
         one load (input keys sorted once), so the reconcile timer and a code change touch rows
         only where something is to be done."""
-        candidates = reconcile.output_keys(d, facts)
         index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
-        out: dict[str, reconcile.Decision | None] = dict.fromkeys(set(stored) - candidates)
-        for key in candidates:
+        keys = set(stored) | reconcile.output_keys(d, facts, some=True)
+        out: dict[str, reconcile.Decision | None] = {}
+        for key, decision in reconcile.decide_keys(d, keys, facts, index).items():
             row = stored.get(key)
-            decision = reconcile.decide(d, key, facts, index)
-            if row is None:
-                out[key] = decision
+            if row is None or decision is None:
+                settled = row is None and decision is None
             elif isinstance(decision, Desired):
-                if not (row.state == "ready" and row.fingerprint == decision.fingerprint):
-                    out[key] = decision
-            elif row.state != ("blocked" if decision.blocked else "waiting"):
+                settled = (row.state, row.fingerprint, row.incomplete) == (
+                    "ready",
+                    decision.fingerprint,
+                    False,
+                )
+            else:
+                state = "blocked" if decision.blocked else "waiting"
+                settled = (row.state, row.incomplete) == (state, decision.incomplete)
+            if not settled:
                 out[key] = decision
         return out
 
@@ -652,24 +651,6 @@ class Scheduler:
                 requests[key] = (step.request, decision)
         await self._request(conn, d, requests, stored)
         return {k for k, s in steps.items() if s.changed(stored.get(k))}
-
-    async def _adopt(self, conn: asyncpg.Connection, dataset: str, key: str, fp: str) -> None:
-        """Make the materialization `fp` current for the partition."""
-        m = await store.materialization(conn, fp)
-        assert m is not None
-        await store.set_partition(
-            conn,
-            dataset,
-            key,
-            state="ready",
-            fingerprint=fp,
-            desired_fingerprint=fp,
-            data_sha=m["data_sha"],
-            object_key=m["object_key"],
-            rows=m["rows"],
-            bytes=m["bytes"],
-            reason=None,
-        )
 
     async def _request(
         self,

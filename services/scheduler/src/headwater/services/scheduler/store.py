@@ -60,7 +60,8 @@ async def definitions(conn: Conn) -> dict[str, DatasetDefinition]:
 
 
 _FACT = "dataset, partition_key, data_sha, object_key, state"
-_LIVE = "state <> 'retracted'"
+_STORED = "state <> 'retracted'"
+_LIVE = "state <> 'retracted' AND NOT incomplete"  # what readers see
 
 
 async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[str, PartitionFact]]:
@@ -121,7 +122,7 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
 async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, PartitionFact]]:
     rows = await conn.fetch(
         f"SELECT dataset, partition_key, data_sha, object_key, state FROM {SCHEMA}.partitions"
-        " WHERE dataset = ANY($1::text[]) AND state <> 'retracted'",
+        f" WHERE dataset = ANY($1::text[]) AND {_LIVE}",
         datasets,
     )
     out: dict[str, dict[str, PartitionFact]] = {d: {} for d in datasets}
@@ -132,7 +133,10 @@ async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, Partitio
     return out
 
 
-_ROW = "partition_key, state, fingerprint, desired_fingerprint, data_sha, object_key, rows, bytes, reason"
+_ROW = (
+    "partition_key, state, fingerprint, desired_fingerprint, data_sha, object_key, rows, bytes,"
+    " reason, incomplete"
+)
 # Above this many keys, a dataset's rows are read whole (one scan) rather than key by key.
 _WHOLE_AT = 5000
 
@@ -147,6 +151,7 @@ def _row(r: asyncpg.Record) -> Row:
         r["rows"],
         r["bytes"],
         r["reason"],
+        r["incomplete"],
     )
 
 
@@ -155,13 +160,13 @@ async def rows(conn: Conn, dataset: str, keys: Collection[str] | None = None) ->
     if keys is not None and len(keys) < _WHOLE_AT:
         found = await conn.fetch(
             f"SELECT {_ROW} FROM {SCHEMA}.partitions WHERE dataset = $1"
-            f" AND partition_key = ANY($2::text[]) AND {_LIVE}",
+            f" AND partition_key = ANY($2::text[]) AND {_STORED}",
             dataset,
             list(keys),
         )
     else:
         found = await conn.fetch(
-            f"SELECT {_ROW} FROM {SCHEMA}.partitions WHERE dataset = $1 AND {_LIVE}", dataset
+            f"SELECT {_ROW} FROM {SCHEMA}.partitions WHERE dataset = $1 AND {_STORED}", dataset
         )
     wanted = set(keys) if keys is not None else None
     return {
@@ -178,11 +183,12 @@ async def put_rows(conn: Conn, dataset: str, changed: dict[str, Row]) -> None:
     await conn.execute(
         f"INSERT INTO {SCHEMA}.partitions (dataset, {_ROW})"
         " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
-        " $7::text[], $8::bigint[], $9::bigint[], $10::text[])"
+        " $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::bool[])"
         " ON CONFLICT (dataset, partition_key) DO UPDATE SET state = excluded.state,"
         " fingerprint = excluded.fingerprint, desired_fingerprint = excluded.desired_fingerprint,"
         " data_sha = excluded.data_sha, object_key = excluded.object_key, rows = excluded.rows,"
-        " bytes = excluded.bytes, reason = excluded.reason, updated_at = now()",
+        " bytes = excluded.bytes, reason = excluded.reason, incomplete = excluded.incomplete,"
+        " updated_at = now()",
         dataset,
         keys,
         [v.state for v in values],
@@ -193,6 +199,7 @@ async def put_rows(conn: Conn, dataset: str, changed: dict[str, Row]) -> None:
         [v.rows for v in values],
         [v.bytes for v in values],
         [v.reason for v in values],
+        [v.incomplete for v in values],
     )
 
 
@@ -296,15 +303,6 @@ async def set_partition(conn: Conn, dataset: str, key: str, **values: Any) -> No
         f" ON CONFLICT (dataset, partition_key) DO UPDATE SET {assigns}, updated_at = now()",
         *params,
     )
-
-
-async def materialization(conn: Conn, fingerprint: str) -> asyncpg.Record | None:
-    """The materialization of `fingerprint`, if its object is usable (not found damaged)."""
-    row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT * FROM {SCHEMA}.materializations WHERE fingerprint = $1 AND damaged IS NULL",
-        fingerprint,
-    )
-    return row
 
 
 async def materialization_any(conn: Conn, fingerprint: str | None) -> asyncpg.Record | None:
@@ -465,6 +463,8 @@ async def _inputs_gone(conn: Conn, fingerprint: str | None) -> tuple[list[dict[s
         row = await partition(conn, ref["dataset"], ref["partition_key"])
         if row is not None and row["state"] == "retracted":  # a source: its files were deleted
             reasons.append(f"input {name} was retracted ({row['reason']})")
+        elif row is not None and row["incomplete"]:  # a join that lost one side
+            reasons.append(f"input {name} lost an input of its own ({row['reason']})")
         elif row is None:
             earlier = await retraction(conn, ref["dataset"], ref["partition_key"])
             why = f", as {earlier['reason']}" if earlier is not None else ""
