@@ -56,7 +56,13 @@ async def two_executors(
     settings = stack_settings(namespace, nats_url, database, None).model_copy(
         update={"executors": 2}
     )
-    env = {"HEADWATER_TASK_ACK_WAIT_S": str(ACK_WAIT_S), "HEADWATER_HEARTBEAT_S": "0.5"}
+    # One task at a time per executor: a paused executor then has no fetch outstanding that
+    # the redelivery could go to (with two in flight it may, and be redelivered once more).
+    env = {
+        "HEADWATER_TASK_ACK_WAIT_S": str(ACK_WAIT_S),
+        "HEADWATER_HEARTBEAT_S": "0.5",
+        "HEADWATER_EXECUTOR_CONCURRENCY": "1",
+    }
     (tmp_path / "slow.py").write_text(SLOW_PY)
     stack = FaultStack(tmp_path, settings, env, spec=SPEC)
     try:
