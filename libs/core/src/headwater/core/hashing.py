@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import itertools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -102,16 +104,17 @@ def data_sha(table: pa.Table, *, ordered: bool = False, version: int = DATA_SHA_
     Floats are hashed by their bits, so -0.0 != 0.0, but every NaN is the one canonical quiet
     NaN. Null differs from every value.
 
-    How (version 2): each column becomes canonical streams hashed with BLAKE3 in large buffers,
-    columns in parallel: fixed-width values (little-endian, zeros under nulls), or the lengths
-    and bytes of variable-width values (strings, binaries, and nested values as an injective
-    byte encoding per row); a column with nulls adds its validity, a byte per row. Unless
-    `ordered`, the rows are put in a canonical order first, by a 64-bit key mixed from every
-    canonical value (one vectorised sort) with rows of equal keys ordered by their content, so
-    rows end up placed differently only when they are equal; to make that cheap, an integer
-    column is hashed as offsets from its minimum, as narrow as they fit, and a variable-width
-    one as its sorted distinct values plus each row's rank among them. The order arranges the
-    values, it replaces none: every value is hashed, so collision resistance is BLAKE3's
+    How (version 2): each column becomes a few canonical byte streams, each hashed with BLAKE3
+    straight from Arrow's buffers where nothing needs changing, columns on several threads:
+    fixed-width values (little-endian, zeros under nulls) or the lengths and bytes of
+    variable-width values (strings, binaries, and nested values as an injective byte encoding
+    per row), plus the validity, a byte per row, when there are nulls. Unless `ordered`, the
+    rows are first put in a canonical order: by a 64-bit key mixed from every value (one
+    vectorised sort), rows of equal keys by their content, so only equal rows can end up
+    swapped. To sort and move less, an integer column is then hashed as one plus the offset
+    from its minimum (0 for null) in the narrowest type that holds it, and a variable-width one
+    as its sorted distinct values plus one plus each row's rank among them. The order arranges
+    the values, it replaces none: every value is hashed, so collision resistance is BLAKE3's
     whatever the key does (a key collision costs time, never a false match). The SHA is BLAKE3
     over length-prefixed parts: label, version, row count, then per column its name, logical
     type and the digest of its streams.
@@ -122,14 +125,14 @@ def data_sha(table: pa.Table, *, ordered: bool = False, version: int = DATA_SHA_
         raise ValueError(f"data SHA version {version} is not 1 or {DATA_SHA_VERSION}")
     n = table.num_rows
     units = [_canonical_unit(chunked) for chunked in table.columns]
-    workers = _workers(table.nbytes, len(units))
-    columns = _map(_Canonical.of, list(zip(units, table.column_names, strict=True)), workers)
-    if ordered:
-        digests = _map(_Canonical.digest_in_order, columns, workers)
-    else:
-        sortable = _map(_Canonical.sortable, columns, workers)
-        order = _row_order(sortable, n)
-        digests = _map(lambda col: col.digest(order), sortable, workers)
+    with _Threads.for_bytes(table.nbytes) as threads:
+        columns = threads.map(_Canonical.of, list(zip(units, table.column_names, strict=True)))
+        if ordered:
+            digests = threads.map(_Canonical.digest_in_order, columns)
+        else:
+            sortable = threads.map(_Canonical.sortable, columns)
+            order = _row_order(sortable, n, threads)
+            digests = threads.map(lambda col: col.digest(order), sortable)
     parts: list[str | bytes] = [
         "headwater.data_sha",
         str(DATA_SHA_VERSION),
@@ -154,25 +157,35 @@ def holds_data_sha(table: pa.Table, sha: str) -> bool:
 
 # Below this many bytes a table is hashed on the calling thread: threads would cost more.
 _PARALLEL_BYTES: Final = 1 << 22
+_MAX_THREADS: Final = 8  # starting more costs more than the columns of one table repay
 
 
-def _workers(nbytes: int, tasks: int) -> int:
-    if nbytes < _PARALLEL_BYTES or tasks < 2:
-        return 1
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, tasks))
+class _Threads:
+    """Runs a function over items on a few threads (numpy, Arrow and BLAKE3 release the GIL
+    while they work), or on the calling thread for small tables."""
 
+    def __init__(self, pool: ThreadPoolExecutor | None = None, count: int = 1) -> None:
+        self.pool = pool
+        self.count = count  # threads in the pool
 
-def _map(fn: Callable[[_T], _R], items: Sequence[_T], workers: int) -> list[_R]:
-    """`[fn(x) for x in items]` on up to `workers` threads (numpy, Arrow and BLAKE3 release the
-    GIL for the work that counts)."""
-    if workers <= 1:
-        return [fn(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="data-sha") as pool:
-        return list(pool.map(fn, items))
+    @classmethod
+    @contextmanager
+    def for_bytes(cls, nbytes: int) -> Iterator[_Threads]:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpus = os.cpu_count() or 1
+        count = min(cpus, _MAX_THREADS)
+        if nbytes < _PARALLEL_BYTES or count < 2:
+            yield cls()
+            return
+        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="data-sha") as pool:
+            yield cls(pool, count)
+
+    def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
+        if self.pool is None or len(items) < 2:
+            return [fn(item) for item in items]
+        return list(self.pool.map(fn, items))
 
 
 def _blake3_parts(*parts: str | bytes) -> bytes:
@@ -185,90 +198,111 @@ def _blake3_parts(*parts: str | bytes) -> bytes:
     return digest.digest()
 
 
-def _digest(data: Any) -> bytes:
-    """BLAKE3 of the bytes of `data`: a numpy array (in C order), an Arrow buffer or bytes."""
-    if isinstance(data, np.ndarray):
-        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
-    return blake3.blake3(data).digest()
+def _digest(chunks: Iterable[Any]) -> bytes:
+    """BLAKE3 of the concatenated bytes of `chunks` (numpy arrays, in C order; Arrow buffers;
+    bytes), fed in one by one: nothing is joined to be hashed."""
+    digest = blake3.blake3()
+    for chunk in chunks:
+        if isinstance(chunk, np.ndarray):
+            chunk = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+        digest.update(chunk)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One chunk of a column in canonical form."""
+
+    rows: int
+    valid: _BoolArray | None  # None when the chunk has no null
+    # fixed: (rows,) little-endian unsigned ints or (rows, width) uint8, zeros under nulls (a
+    # view of Arrow's buffer when nothing needed changing); var: a string or binary array
+    values: Any
+
+    def validity(self) -> _BoolArray:
+        return np.ones(self.rows, dtype=np.bool_) if self.valid is None else self.valid
 
 
 @dataclass(frozen=True)
 class _Canonical:
-    """A column in canonical form, one contiguous array whatever the chunking."""
+    """A column in canonical form, chunk by chunk: hashing it in order copies nothing."""
 
     kind: str  # "null", "fixed" or "var"
-    valid: _BoolArray | None  # None when the column has no null
-    # fixed: (n,) little-endian unsigned ints or (n, width) uint8, zeros under nulls;
-    # var: the values as a string/binary array of either offset width, or large_binary
-    values: npt.NDArray[Any] | pa.Array | None
+    pieces: list[_Piece]
     width: int = 0  # bytes per fixed value
-    signed: bool = False  # fixed values are two's complement ints (offsets from the minimum)
+    signed: bool = False  # fixed values are two's complement integers
     floating: bool = False
 
     @classmethod
     def of(cls, column: tuple[pa.ChunkedArray, str]) -> _Canonical:
         chunked, name = column
-        chunks = [_physical(chunk) for chunk in chunked.chunks]
-        if not chunks:
-            chunks = [_physical(pa.array([], type=chunked.type))]
-        t = chunks[0].type
+        t = chunked.type
+        chunks = chunked.chunks or [pa.array([], type=t)]
+        if isinstance(t, pa.BaseExtensionType) or pa.types.is_dictionary(t) or _is_view(t):
+            chunks = [_physical(chunk) for chunk in chunks]
+            t = chunks[0].type
+        if pa.types.is_null(t):
+            return cls("null", [])
         if _is_nested(t):
             chunks = [pa.array(_tokens(chunk, name), type=pa.large_binary()) for chunk in chunks]
             t = pa.large_binary()
-        arr = _concat(chunks)
-        valid = _valid_bits(arr)
-        if pa.types.is_null(t):
-            return cls("null", None, None)
         if _is_string_like(t) or _is_binary_like(t):
-            return cls("var", valid, arr)
+            return cls("var", [_Piece(len(chunk), _valid_bits(chunk), chunk) for chunk in chunks])
         width = _fixed_width(t, name)
-        signed = bool(pa.types.is_signed_integer(t) or pa.types.is_temporal(t))
-        values = _fixed_values(arr, width, valid)
-        return cls("fixed", valid, values, width, signed and width <= 8, pa.types.is_floating(t))
+        pieces = []
+        for chunk in chunks:
+            valid = _valid_bits(chunk)
+            pieces.append(_Piece(len(chunk), valid, _fixed_values(chunk, width, valid)))
+        signed = bool(pa.types.is_signed_integer(t) or pa.types.is_temporal(t)) and width <= 8
+        return cls("fixed", pieces, width, signed, pa.types.is_floating(t))
 
-    def _validity(self) -> list[str | bytes]:
-        return ["no nulls"] if self.valid is None else ["nulls", _digest(self.valid)]
+    @property
+    def valid(self) -> _BoolArray | None:
+        if all(piece.valid is None for piece in self.pieces):
+            return None
+        return np.concatenate([piece.validity() for piece in self.pieces])
 
     def digest_in_order(self) -> bytes:
-        head = [self.kind, str(self.width), *self._validity()]
-        if isinstance(self.values, np.ndarray):
-            return _blake3_parts(*head, _digest(self.values))
-        if self.values is not None:
-            return _blake3_parts(*head, *_var_digests(self.values, self.valid))
-        return _blake3_parts(*head)
+        parts: list[str | bytes] = [self.kind, str(self.width)]
+        if any(piece.valid is not None for piece in self.pieces):
+            parts += ["nulls", _digest(piece.validity() for piece in self.pieces)]
+        else:
+            parts.append("no nulls")
+        if self.kind == "fixed":
+            parts.append(_digest(piece.values for piece in self.pieces))
+        elif self.kind == "var":
+            parts += _var_digests(self.pieces)
+        return _blake3_parts(*parts)
 
     def sortable(self) -> _Sortable:
-        if isinstance(self.values, np.ndarray):
-            if self.values.ndim == 2 or self.floating or self.width == 1:
-                return _Sortable(("fixed", str(self.width)), self.valid, self.values)
-            base, offsets = _offsets_from_min(self.values, self.signed)
-            head = ("fixed", str(self.width), "offsets from", str(base), str(offsets.itemsize))
-            return _Sortable(head, self.valid, offsets)
-        if self.values is not None:
-            return _ranked(self.values, self.valid)
-        return _Sortable(("null", "0"), None, None)
+        if self.kind == "null":
+            return _Sortable(("null", "0"), None, None)
+        if self.kind == "var":
+            return _ranked(self.pieces)
+        values = [piece.values for piece in self.pieces]
+        if values[0].ndim == 1 and not self.floating:
+            offsets = _offsets_from_min(self.pieces, self.width, self.signed)
+            if offsets is not None:
+                return offsets
+        joined = values[0] if len(values) == 1 else np.concatenate(values)
+        return _Sortable(("fixed", str(self.width)), self.valid, joined)
+
+
+def _is_view(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string_view(t) or pa.types.is_binary_view(t))
 
 
 def _physical(arr: pa.Array) -> pa.Array:
-    """`arr` in a physical form of its logical type that `_Canonical` reads (see `_unwrap`;
-    string and binary keep their offsets, view types become large_binary)."""
+    """`arr` as the physical form of its logical type that `_Canonical` reads: as `_unwrap`, but
+    string and binary keep their own offsets (no copy); view types become large_binary."""
     t = arr.type
     if isinstance(t, pa.BaseExtensionType):
         return _physical(arr.storage)
     if pa.types.is_dictionary(t):
         return _physical(arr.dictionary_decode())
-    if pa.types.is_string_view(t) or pa.types.is_binary_view(t):
+    if _is_view(t):
         return arr.cast(pa.large_binary())
     return arr
-
-
-def _concat(chunks: list[pa.Array]) -> pa.Array:
-    if len(chunks) == 1:
-        return chunks[0]
-    try:
-        return pa.concat_arrays(chunks)
-    except pa.ArrowInvalid:  # 32-bit offsets overflow: over 2 GiB of strings
-        return pa.concat_arrays([chunk.cast(pa.large_binary()) for chunk in chunks])
 
 
 def _fixed_width(t: pa.DataType, name: str) -> int:
@@ -289,9 +323,9 @@ def _fixed_width(t: pa.DataType, name: str) -> int:
 
 def _valid_bits(arr: pa.Array) -> _BoolArray | None:
     """Validity of `arr`, one bool per row; None when it has no null."""
-    n = len(arr)
-    if arr.null_count == 0 or pa.types.is_null(arr.type):
+    if arr.null_count == 0:
         return None
+    n = len(arr)
     bitmap = arr.buffers()[0]
     if bitmap is None:  # nulls not kept in a bitmap (no type hashed here does that)
         return np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
@@ -327,47 +361,68 @@ def _fixed_values(arr: pa.Array, width: int, valid: _BoolArray | None) -> npt.ND
     return values.astype(dtype.newbyteorder("<"), copy=False)
 
 
-def _var_digests(arr: pa.Array, valid: _BoolArray | None) -> tuple[bytes, bytes]:
+def _var_digests(pieces: Sequence[_Piece]) -> list[str | bytes]:
     """Digests of the lengths (u64 little-endian, 0 under nulls) and of the concatenated bytes
-    of the non-null values of a string/binary array."""
-    n = len(arr)
-    large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
-    offset_type = np.int64 if large else np.int32
-    size = np.dtype(offset_type).itemsize
-    if n == 0:
-        return _digest(b""), _digest(b"")
-    offsets = np.frombuffer(arr.buffers()[1], offset_type, count=n + 1, offset=arr.offset * size)
-    lengths = np.diff(offsets).astype("<u8")
-    if valid is not None:
-        lengths[~valid] = 0
-        data: pa.Buffer | bytes = _var_data(pc.drop_null(arr).cast(pa.large_binary()))
-    else:
-        buf = arr.buffers()[2]
-        data = b"" if buf is None else buf[int(offsets[0]) : int(offsets[-1])]
-    return _digest(lengths), _digest(data)
+    of the non-null values of string/binary pieces."""
+    lengths, data = [], []
+    for piece in pieces:
+        arr = piece.values
+        if piece.rows == 0:
+            continue
+        large = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+        offset_type = np.dtype(np.int64 if large else np.int32)
+        offsets = np.frombuffer(
+            arr.buffers()[1],
+            offset_type,
+            count=piece.rows + 1,
+            offset=arr.offset * offset_type.itemsize,
+        )
+        sizes = np.diff(offsets).astype("<u8")
+        if piece.valid is not None and sizes[~piece.valid].any():
+            sizes[~piece.valid] = 0  # bytes under a null slot: leave them out
+            data.append(_var_data(pc.drop_null(arr).cast(pa.large_binary())))
+        elif arr.buffers()[2] is not None:
+            data.append(arr.buffers()[2][int(offsets[0]) : int(offsets[-1])])
+        lengths.append(sizes)
+    return [_digest(lengths), _digest(data)]
 
 
-def _offsets_from_min(values: npt.NDArray[Any], signed: bool) -> tuple[int, npt.NDArray[Any]]:
-    """Integers as (minimum, offsets from it in the narrowest unsigned type they fit): fewer
-    bytes to sort, move and hash, the same content (nulls, zeros here, count as values)."""
-    view = values.view(f"<i{values.itemsize}") if signed else values
-    low, high = (int(view.min()), int(view.max())) if len(values) else (0, 0)
-    width = next(w for w in (1, 2, 4, 8) if high - low < 1 << (8 * w))
-    if width == values.itemsize:
-        return 0, values
-    offsets = np.empty(len(values), dtype=f"<u{width}")
-    base = values.dtype.type(low % (1 << (8 * values.itemsize)))
-    np.subtract(values, base, out=offsets, casting="unsafe")  # wraps: exact below 2**(8*width)
-    return low, offsets
+def _offsets_from_min(pieces: Sequence[_Piece], width: int, signed: bool) -> _Sortable | None:
+    """Integers as one plus their offset from the minimum value, 0 for a null, in the narrowest
+    unsigned type that holds them: fewer bytes to sort, move and hash, and no validity of their
+    own. None when that takes more bytes than the values (nothing would be saved)."""
+    ints = [
+        (piece.values if piece.valid is None else piece.values[piece.valid]).view(
+            f"<i{width}" if signed else f"<u{width}"
+        )
+        for piece in pieces
+    ]
+    low = min((int(v.min()) for v in ints if len(v)), default=0)
+    high = max((int(v.max()) for v in ints if len(v)), default=-1)
+    narrow = next((w for w in (1, 2, 4, 8) if high - low + 1 < 1 << (8 * w)), 16)
+    if narrow > width:
+        return None
+    offsets = np.empty(sum(piece.rows for piece in pieces), dtype=f"<u{narrow}")
+    below = np.dtype(f"<u{width}").type((low - 1) % (1 << (8 * width)))
+    start = 0
+    for piece in pieces:
+        out = offsets[start : start + piece.rows]
+        # wraps around: exact, since every offset fits in `narrow` bytes
+        np.subtract(piece.values, below, out=out, casting="unsafe")
+        if piece.valid is not None:
+            out[~piece.valid] = 0
+        start += piece.rows
+    head = ("fixed", str(width), "1 + offset from", str(low), "0 for null", str(narrow))
+    return _Sortable(head, None, offsets)
 
 
 @dataclass(frozen=True)
 class _Sortable:
     """A column ready for the unordered hash: the parts that do not depend on row order, and
-    per row its validity and one fixed-width value (a rank, for variable-width columns)."""
+    per row one fixed-width value (a rank, for variable-width columns) and maybe its validity."""
 
     head: tuple[str | bytes, ...]
-    valid: _BoolArray | None  # None when the column has no null
+    valid: _BoolArray | None  # None when the column has no null, or its values say which
     values: npt.NDArray[Any] | None  # (n,) or (n, width); None for a null column
 
     def words(self) -> list[npt.NDArray[Any]]:
@@ -387,41 +442,49 @@ class _Sortable:
         if self.valid is None:
             parts.append("no nulls")
         else:
-            valid = self.valid if order is None else self.valid[order]
-            parts += ["nulls", _digest(valid)]
+            parts += ["nulls", _digest([self.valid if order is None else self.valid[order]])]
         if self.values is not None:
             values = self.values if order is None else np.take(self.values, order, axis=0)
-            parts.append(_digest(values))
+            parts.append(_digest([values]))
         return _blake3_parts(*parts)
 
 
-def _ranked(arr: pa.Array, valid: _BoolArray | None) -> _Sortable:
-    """A string/binary column as its sorted distinct non-null values and each row's rank."""
-    encoded = pc.dictionary_encode(arr)
-    distinct = encoded.dictionary.cast(pa.large_binary())  # sorted by bytes, whatever the type
+def _ranked(pieces: Sequence[_Piece]) -> _Sortable:
+    """A string/binary column as its sorted distinct non-null values, and per row one plus the
+    rank of its value among them (0 for a null)."""
+    encoded = pc.dictionary_encode(pa.chunked_array([piece.values for piece in pieces]))
+    if any(not chunk.dictionary.equals(encoded.chunk(0).dictionary) for chunk in encoded.chunks):
+        encoded = encoded.unify_dictionaries()  # Arrow shares one; do not depend on it
+    chunks = encoded.chunks
+    distinct = (
+        chunks[0].dictionary.cast(pa.large_binary())  # sorted by bytes, whatever the type
+        if chunks
+        else pa.array([], pa.large_binary())
+    )
     by_value = np.asarray(pc.sort_indices(distinct).to_numpy(), dtype=np.intp)
     count = len(distinct)
-    dtype = np.dtype(next(f"<u{w}" for w in (1, 2, 4, 8) if count <= 1 << (8 * w)))
-    rank = np.empty(count, dtype=dtype)
-    rank[by_value] = np.arange(count, dtype=dtype)
-    if count:
-        ranks = rank[pc.fill_null(encoded.indices, 0).to_numpy()]
-        if valid is not None:
-            ranks[~valid] = 0
-    else:
-        ranks = np.zeros(len(arr), dtype=dtype)
-    lengths, data = _var_digests(distinct.take(pa.array(by_value)), None)
-    return _Sortable(("var", str(count), lengths, data), valid, ranks)
+    dtype = np.dtype(next(f"<u{w}" for w in (1, 2, 4, 8) if count < 1 << (8 * w)))
+    rank = np.empty(count + 1, dtype=dtype)
+    rank[by_value] = np.arange(1, count + 1, dtype=dtype)
+    rank[count] = 0  # a null's index is filled with `count`
+    indices = [pc.fill_null(chunk.indices, count).to_numpy() for chunk in chunks]
+    ranks = rank[np.concatenate(indices)] if indices else np.zeros(0, dtype=dtype)
+    digests = _var_digests([_Piece(count, None, distinct.take(pa.array(by_value)))])
+    return _Sortable(("var", str(count), *digests, "1 + rank, 0 for null"), None, ranks)
 
 
-def _row_order(columns: Sequence[_Sortable], n: int) -> npt.NDArray[np.intp] | None:
+def _row_order(
+    columns: Sequence[_Sortable], n: int, threads: _Threads
+) -> npt.NDArray[np.intp] | None:
     """A canonical order of the rows: by a key mixed from every canonical value, rows with
     equal keys by their content. Rows end up placed differently only if they are equal."""
     words = [word for col in columns for word in col.words()]
     words += [col.valid for col in columns if col.valid is not None]
     if n < 2 or not words:
         return None
-    key = _row_key(words, n)
+    bounds = [n * i // threads.count for i in range(threads.count + 1)]
+    keys = threads.map(lambda span: _row_key(words, *span), list(itertools.pairwise(bounds)))
+    key = keys[0] if len(keys) == 1 else np.concatenate(keys)
     # The row number rides in the key's low bits, so a plain sort (faster than argsort)
     # gives the order; the key proper is what is left above it.
     shift = np.uint64(max(1, int(n - 1).bit_length()))
@@ -433,23 +496,30 @@ def _row_order(columns: Sequence[_Sortable], n: int) -> npt.NDArray[np.intp] | N
     return _break_ties(order, key >> shift, columns)
 
 
-def _row_key(words: Sequence[npt.NDArray[Any]], n: int) -> npt.NDArray[np.uint64]:
-    """Sum of the words, each (its high half folded in) times an odd constant of version 2."""
-    multipliers = blake3.blake3(b"headwater.data_sha 2 row key").digest(length=8 * len(words))
-    key = np.zeros(n, dtype=np.uint64)
-    term = np.empty(n, dtype=np.uint64)
-    for word, multiplier in zip(
-        words, np.frombuffer(multipliers, "<u8") | np.uint64(1), strict=True
-    ):
-        if word.dtype.itemsize == 8:
-            # values differing only in high bits (float exponents) would otherwise collide
-            # after the multiply far more often than 2**-64
-            np.right_shift(word, np.uint64(32), out=term)
-            np.bitwise_xor(term, word, out=term)
-            np.multiply(term, multiplier, out=term)
-        else:
-            np.multiply(word, multiplier, out=term)
-        np.add(key, term, out=key)
+_KEY_BLOCK: Final = 1 << 15  # rows per step: the key, a term and a few words stay in cache
+
+
+def _row_key(words: Sequence[npt.NDArray[Any]], start: int, stop: int) -> npt.NDArray[np.uint64]:
+    """The key of rows [start, stop): the sum of their words, each (its high half folded in)
+    times an odd constant of version 2."""
+    stream = blake3.blake3(b"headwater.data_sha 2 row key").digest(length=8 * len(words))
+    multipliers = np.frombuffer(stream, "<u8") | np.uint64(1)
+    key = np.zeros(stop - start, dtype=np.uint64)
+    scratch = np.empty(min(_KEY_BLOCK, stop - start), dtype=np.uint64)
+    for first in range(start, stop, _KEY_BLOCK):
+        last = min(first + _KEY_BLOCK, stop)
+        block, term = key[first - start : last - start], scratch[: last - first]
+        for word, multiplier in zip(words, multipliers, strict=True):
+            part = word[first:last]
+            if part.dtype.itemsize == 8:
+                # values differing only in high bits (float exponents) would otherwise
+                # collide after the multiply far more often than 2**-64
+                np.right_shift(part, np.uint64(32), out=term)
+                np.bitwise_xor(term, part, out=term)
+                np.multiply(term, multiplier, out=term)
+            else:
+                np.multiply(part, multiplier, out=term)
+            np.add(block, term, out=block)
     return key
 
 
