@@ -674,9 +674,9 @@ def test_key_ties_between_different_rows_are_broken_the_same_way() -> None:
         assert data_sha(rows.slice(1)) not in all_tied
 
 
-def test_a_large_table_hashes_the_same_on_several_threads() -> None:
-    """Past `_PARALLEL_BYTES` columns are canonicalised and hashed on several threads: the same
-    SHA as on one, for any order and chunking."""
+def test_a_large_table_hashes_the_same_on_every_core() -> None:
+    """Buffers of `_THREADED_BYTES` and more are hashed on BLAKE3's threads: the same digests,
+    so the same SHA, whatever the order, the chunking and the threshold."""
     n = 300_000
     rng = np.random.default_rng(5)
     table = pa.table(
@@ -687,15 +687,16 @@ def test_a_large_table_hashes_the_same_on_several_threads() -> None:
             "n": pa.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 9, n))),
         }
     )
-    assert table.nbytes > hashing._PARALLEL_BYTES
+    assert table.column("x").nbytes > hashing._THREADED_BYTES
     shuffled = pa.Table.from_batches(
         table.take(rng.permutation(n)).to_batches(max_chunksize=30_000)
     )
-    threaded = (data_sha(table), data_sha(table, ordered=True))
-    assert data_sha(shuffled) == threaded[0]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hashing, "_PARALLEL_BYTES", 1 << 62)
-        assert (data_sha(table), data_sha(table, ordered=True)) == threaded
+    shas = (data_sha(table), data_sha(table, ordered=True))
+    assert data_sha(shuffled) == shas[0]
+    for threshold in (1, 1 << 62):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(hashing, "_THREADED_BYTES", threshold)
+            assert (data_sha(table), data_sha(table, ordered=True)) == shas
 
 
 @pytest.mark.parametrize(

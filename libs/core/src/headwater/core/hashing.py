@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import itertools
 import json
-import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import blake3
 import numpy as np
@@ -85,8 +81,6 @@ def hash_parts(*parts: str | bytes) -> str:
 _CANONICAL_NAN: Final = {2: 0x7E00, 4: 0x7FC00000, 8: 0x7FF8000000000000}
 
 _BoolArray = npt.NDArray[np.bool_]
-_T = TypeVar("_T")
-_R = TypeVar("_R")
 
 
 def data_sha(table: pa.Table, *, ordered: bool = False, version: int = DATA_SHA_VERSION) -> str:
@@ -105,7 +99,7 @@ def data_sha(table: pa.Table, *, ordered: bool = False, version: int = DATA_SHA_
     NaN. Null differs from every value.
 
     How (version 2): each column becomes a few canonical byte streams, each hashed with BLAKE3
-    straight from Arrow's buffers where nothing needs changing, columns on several threads:
+    straight from Arrow's buffers where nothing needs changing (on every core for large ones):
     fixed-width values (little-endian, zeros under nulls) or the lengths and bytes of
     variable-width values (strings, binaries, and nested values as an injective byte encoding
     per row), plus the validity, a byte per row, when there are nulls. Unless `ordered`, the
@@ -125,14 +119,16 @@ def data_sha(table: pa.Table, *, ordered: bool = False, version: int = DATA_SHA_
         raise ValueError(f"data SHA version {version} is not 1 or {DATA_SHA_VERSION}")
     n = table.num_rows
     units = [_canonical_unit(chunked) for chunked in table.columns]
-    with _Threads.for_bytes(table.nbytes) as threads:
-        columns = threads.map(_Canonical.of, list(zip(units, table.column_names, strict=True)))
-        if ordered:
-            digests = threads.map(_Canonical.digest_in_order, columns)
-        else:
-            sortable = threads.map(_Canonical.sortable, columns)
-            order = _row_order(sortable, n, threads)
-            digests = threads.map(lambda col: col.digest(order), sortable)
+    columns = [
+        _Canonical.of(chunked, name)
+        for chunked, name in zip(units, table.column_names, strict=True)
+    ]
+    if ordered:
+        digests = [col.digest_in_order() for col in columns]
+    else:
+        sortable = [col.sortable() for col in columns]
+        order = _row_order(sortable, n)
+        digests = [col.digest(order) for col in sortable]
     parts: list[str | bytes] = [
         "headwater.data_sha",
         str(DATA_SHA_VERSION),
@@ -155,37 +151,9 @@ def holds_data_sha(table: pa.Table, sha: str) -> bool:
     )
 
 
-# Below this many bytes a table is hashed on the calling thread: threads would cost more.
-_PARALLEL_BYTES: Final = 1 << 22
-_MAX_THREADS: Final = 8  # starting more costs more than the columns of one table repay
-
-
-class _Threads:
-    """Runs a function over items on a few threads (numpy, Arrow and BLAKE3 release the GIL
-    while they work), or on the calling thread for small tables."""
-
-    def __init__(self, pool: ThreadPoolExecutor | None = None, count: int = 1) -> None:
-        self.pool = pool
-        self.count = count  # threads in the pool
-
-    @classmethod
-    @contextmanager
-    def for_bytes(cls, nbytes: int) -> Iterator[_Threads]:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cpus = os.cpu_count() or 1
-        count = min(cpus, _MAX_THREADS)
-        if nbytes < _PARALLEL_BYTES or count < 2:
-            yield cls()
-            return
-        with ThreadPoolExecutor(max_workers=count, thread_name_prefix="data-sha") as pool:
-            yield cls(pool, count)
-
-    def map(self, fn: Callable[[_T], _R], items: Sequence[_T]) -> list[_R]:
-        if self.pool is None or len(items) < 2:
-            return [fn(item) for item in items]
-        return list(self.pool.map(fn, items))
+# From this many bytes an update is hashed on every core (BLAKE3's own threads, outside the
+# GIL); below it, handing the work out costs more than it saves.
+_THREADED_BYTES: Final = 1 << 20
 
 
 def _blake3_parts(*parts: str | bytes) -> bytes:
@@ -201,10 +169,14 @@ def _blake3_parts(*parts: str | bytes) -> bytes:
 def _digest(chunks: Iterable[Any]) -> bytes:
     """BLAKE3 of the concatenated bytes of `chunks` (numpy arrays, in C order; Arrow buffers;
     bytes), fed in one by one: nothing is joined to be hashed."""
-    digest = blake3.blake3()
-    for chunk in chunks:
-        if isinstance(chunk, np.ndarray):
-            chunk = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+    flat: list[Any] = [
+        np.ascontiguousarray(c).reshape(-1).view(np.uint8) if isinstance(c, np.ndarray) else c
+        for c in chunks
+    ]
+    # BLAKE3's threads speed up large updates only (the mode is the hasher's, not an update's)
+    large = sum(len(memoryview(c)) for c in flat) >= _THREADED_BYTES * max(1, len(flat))
+    digest = blake3.blake3(max_threads=blake3.blake3.AUTO if large else 1)
+    for chunk in flat:
         digest.update(chunk)
     return digest.digest()
 
@@ -234,8 +206,7 @@ class _Canonical:
     floating: bool = False
 
     @classmethod
-    def of(cls, column: tuple[pa.ChunkedArray, str]) -> _Canonical:
-        chunked, name = column
+    def of(cls, chunked: pa.ChunkedArray, name: str) -> _Canonical:
         t = chunked.type
         chunks = chunked.chunks or [pa.array([], type=t)]
         if isinstance(t, pa.BaseExtensionType) or pa.types.is_dictionary(t) or _is_view(t):
@@ -473,18 +444,14 @@ def _ranked(pieces: Sequence[_Piece]) -> _Sortable:
     return _Sortable(("var", str(count), *digests, "1 + rank, 0 for null"), None, ranks)
 
 
-def _row_order(
-    columns: Sequence[_Sortable], n: int, threads: _Threads
-) -> npt.NDArray[np.intp] | None:
+def _row_order(columns: Sequence[_Sortable], n: int) -> npt.NDArray[np.intp] | None:
     """A canonical order of the rows: by a key mixed from every canonical value, rows with
     equal keys by their content. Rows end up placed differently only if they are equal."""
     words = [word for col in columns for word in col.words()]
     words += [col.valid for col in columns if col.valid is not None]
     if n < 2 or not words:
         return None
-    bounds = [n * i // threads.count for i in range(threads.count + 1)]
-    keys = threads.map(lambda span: _row_key(words, *span), list(itertools.pairwise(bounds)))
-    key = keys[0] if len(keys) == 1 else np.concatenate(keys)
+    key = _row_key(words, 0, n)
     # The row number rides in the key's low bits, so a plain sort (faster than argsort)
     # gives the order; the key proper is what is left above it.
     shift = np.uint64(max(1, int(n - 1).bit_length()))
