@@ -47,8 +47,12 @@ EVENT_MODELS: tuple[tuple[str, type[SchedulerEvent]], ...] = (
 def _merge(work: Work, more: Work) -> None:
     """Add `more` to `work` (None, every partition, absorbs a set)."""
     for name, keys in more.items():
-        known = work.get(name, set())
-        work[name] = None if known is None or keys is None else known | keys
+        if name not in work:
+            work[name] = None if keys is None else set(keys)
+        elif keys is None:
+            work[name] = None
+        elif (known := work[name]) is not None:
+            known |= keys  # in place: merging many small sets stays linear
 
 
 _PARTITION_COLUMNS = (
