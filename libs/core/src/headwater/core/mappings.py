@@ -43,6 +43,10 @@ class Scope:
         self.everything = self.everything or other.everything
         return self
 
+    def asks(self) -> int:
+        """How many index look-ups answering this scope takes."""
+        return len(self.exact) + len(self.before) + len(self.after) + len(self.prefixes)
+
     def select(self, keys: Iterable[str]) -> set[str]:
         """The keys of `keys` this scope asks for (what a store's queries return)."""
         ordered = sorted(keys)

@@ -13,6 +13,8 @@ from headwater.core.mappings import Scope
 from headwater.core.reconcile import Output, PartitionFact, Row, Task
 
 SCHEMA = "scheduler"
+# Above this many keys, a dataset's rows are read whole (one scan) rather than key by key.
+_WHOLE_AT = 5000
 Conn: TypeAlias = asyncpg.Connection
 
 
@@ -68,6 +70,10 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
     """The facts of the partitions each dataset's scope asks for (not every partition held):
     one indexed query per kind of ask, whatever the number of keys in it."""
     out: dict[str, dict[str, PartitionFact]] = {d: {} for d in scopes}
+    # Past _WHOLE_AT asks (a code change's readers), one scan beats that many index probes.
+    scopes = {
+        d: Scope(everything=True) if sc.asks() > _WHOLE_AT else sc for d, sc in scopes.items()
+    }
     whole = [d for d, sc in scopes.items() if sc.everything]
     if whole:
         for d, found in (await facts(conn, whole)).items():
@@ -137,8 +143,6 @@ _ROW = (
     "partition_key, state, fingerprint, desired_fingerprint, data_sha, object_key, rows, bytes,"
     " reason, incomplete"
 )
-# Above this many keys, a dataset's rows are read whole (one scan) rather than key by key.
-_WHOLE_AT = 5000
 
 
 def _row(r: asyncpg.Record) -> Row:
