@@ -39,7 +39,7 @@ datasets:
     timeout: 3
 """
 # Each run fails its own way, counted in a file: run 2 outlives the timeout (its worker is
-# killed), the others raise. Messages are built when raised, so no traceback line holds one.
+# killed), run 8 succeeds, the others raise. Messages are built when raised, so no traceback line holds one.
 FAILING_PY = """\
 import time
 from pathlib import Path
@@ -52,6 +52,8 @@ def daily(flights):
     RUNS.write_text(str(run))
     if run == 2:
         time.sleep(60)
+    if run == 8:
+        return flights
     raise ValueError('run ' + str(run) + ' found no flights')
 """
 
@@ -146,6 +148,15 @@ async def test_why_shows_every_run_of_a_failing_transform_with_its_own_error(
     assert len(attempt_lines(text)) == 6
     for a in task["attempt_errors"]:
         assert text.count(a["error"]) == 1, text
+
+    # A third request fails once, then succeeds: the run that made it counts too.
+    stack.cli("retry", "daily", DAYS[0])
+    stack.cli("wait")
+    why = as_json(stack, "why", "daily", DAYS[0])
+    assert why["partition"]["state"] == "ready"
+    task = why["task"]
+    assert (task["state"], task["attempts"], task["requests"]) == ("succeeded", 8, 3)
+    assert [(a["request"], a["attempt"]) for a in task["attempt_errors"]][-1] == (3, 1)
 
 
 async def test_a_retracted_partition_is_explained_and_lineage_separates_current_from_history(

@@ -43,6 +43,9 @@ class PartitionLanded(Event):
     # The computation was run again because its stored object was missing or damaged; the
     # object under `object_key` was written anew.
     repaired: bool = False
+    # A computed partition: which delivery of its task ran the transform that made it (the
+    # earlier ones failed, or were lost), so `why` counts every run.
+    attempt: int = Field(default=1, ge=1)
 
 
 class PartitionRetracted(Event):

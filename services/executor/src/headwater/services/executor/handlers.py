@@ -172,6 +172,7 @@ class Executor:
             duration_ms=(time.perf_counter() - started) * 1000,
             trace_id=current_trace_id(),
             repaired=task.repair,
+            attempt=delivery,
         )
         await publish(
             self.broker,

@@ -177,7 +177,8 @@ class Scheduler:
         await store.add_materialization(conn, event, task["reason"] if task else None)
         if event.repaired:  # the object was written anew: what it backs is usable again
             await store.mark_repaired(conn, event.object_key)
-        await store.finish_task(conn, event.fingerprint, "succeeded", executions=1)
+        # Every delivery up to the one that made it ran the transform (or was lost running it).
+        await store.finish_task(conn, event.fingerprint, "succeeded", executions=event.attempt)
         # Reconciled like any partition: adopted if it is still what is wanted (a result for
         # an older desire is kept for reuse, not made current).
         return {event.dataset: {event.partition_key}}
