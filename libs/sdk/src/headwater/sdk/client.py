@@ -224,7 +224,8 @@ class HeadwaterClient:
         limit: int | None,
     ) -> AsyncIterator[tuple[dict[str, Any], int]]:
         """Rows of `dataset`, one page request at a time (limit None: every one), each with
-        how many match after it."""
+        how many match after it: right for the last row (limit None: 0), as only the last
+        page is counted (a count is a pass over the dataset)."""
         body: dict[str, Any] = {"dataset": dataset}
         if states is not None:
             body["states"] = states
@@ -233,12 +234,15 @@ class HeadwaterClient:
         left = limit
         while left is None or left > 0:
             size = LISTING_PAGE if left is None else min(left, LISTING_PAGE)
+            count = left is not None and left <= LISTING_PAGE
             page = await self.call(
-                "scheduler", "partitions", {**body, "after": after, "limit": size}
+                "scheduler",
+                "partitions",
+                {**body, "after": after, "limit": size, "count": count},
             )
             for i, row in enumerate(page["partitions"]):
                 rest = len(page["partitions"]) - i - 1 + page["more"]
-                yield row, rest
+                yield row, rest if count else 0
             if not page["more"] or not page["partitions"]:
                 return
             after = page["partitions"][-1]["partition_key"]

@@ -62,8 +62,10 @@ class StatusQueries:
         """A page of one dataset's partitions in key order: `dataset`; optional `states`
         (a list of states; default every state but retracted), `since` (ISO time with a
         zone: changed at or after it), `after` (the last key of the previous page), `limit`
-        (default 50, at most store.LISTING_MAX). `more`: how many match after this page;
-        `next`: the key to pass as `after` for the next page (None when none match)."""
+        (default 50, at most store.LISTING_MAX), `count` (default true; false: `more` only
+        says whether any row follows, 1 or 0, which spares a pass over the dataset when
+        reading every page). `more`: how many match after this page; `next`: the key to
+        pass as `after` for the next page (None when none match)."""
         dataset = body.get("dataset")
         if not isinstance(dataset, str) or not dataset:
             raise InputError("dataset", "partitions needs {dataset}")
@@ -77,6 +79,9 @@ class StatusQueries:
         if after is not None and not isinstance(after, str):
             raise InputError("after", "must be a partition key")
         limit = _int(body, "limit", 50, store.LISTING_MAX)
+        count = body.get("count", True)
+        if not isinstance(count, bool):
+            raise InputError("count", "must be true or false")
         async with self.res.pool.acquire() as conn:
             infos = await store.dataset_infos(conn)
             info = infos.get(dataset)
@@ -87,7 +92,7 @@ class StatusQueries:
                 known = ", ".join(sorted(n for n, i in infos.items() if not i.removed))
                 raise InputError("dataset", f"no dataset {dataset!r} (known: {known or '-'})")
             rows, more = await store.partitions_page(
-                conn, dataset, states=states, since=since, after=after, limit=limit
+                conn, dataset, states=states, since=since, after=after, limit=limit, count=count
             )
         return {
             "dataset": dataset,

@@ -691,12 +691,14 @@ async def partitions_page(
     since: datetime | None = None,
     after: str | None = None,
     limit: int = 50,
+    count: bool = True,
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of `dataset`'s partitions in key order (code points), after the key `after`,
     narrowed to `states` (None: every state but retracted) and to those changed at or after
     `since`; at most `limit` (<= LISTING_MAX) rows. Returns the rows and how many more
-    match after them. The key order uses the C-collated key index, so a page costs its
-    rows plus what the filters skip, and the count one pass over the dataset."""
+    match after them (without `count`: 1 if any does, else 0). The key order uses the
+    C-collated key index, so a page costs its rows plus what the filters skip; the count is
+    one pass over the rest of the dataset."""
     wanted = list(states) if states is not None else [s for s in STATES if s != "retracted"]
     params: list[Any] = [dataset, wanted, since, after]
     live = (
@@ -713,13 +715,16 @@ async def partitions_page(
         " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key)"
     )
     union = f"({live}) UNION ALL ({gone})" if "retracted" in wanted else live
+    size = min(max(limit, 0), LISTING_MAX)
     page = await conn.fetch(
         f"SELECT * FROM ({union}) AS u"
         ' WHERE ($4::text IS NULL OR (u.partition_key COLLATE "C") > $4)'
-        f' ORDER BY (u.partition_key COLLATE "C") LIMIT {min(max(limit, 0), LISTING_MAX)}',
+        f' ORDER BY (u.partition_key COLLATE "C") LIMIT {size + (0 if count else 1)}',
         *params,
     )
     rows = [dict(r) for r in page]
+    if not count:
+        return rows[:size], int(len(rows) > size)
     last = rows[-1]["partition_key"] if rows else after
     more = await conn.fetchval(
         f"SELECT count(*) FROM ({union}) AS u"
