@@ -181,7 +181,7 @@ def test_status_summarises_lists_and_narrows_and_wait_reports_what_is_left(
     short = stack.cli("wait", "--timeout", "1", check=False)
     assert short.returncode == 3, short.stderr
     assert "still busy after 1.0s" in short.stderr
-    assert re.search(r"waiting: [01] running, [01] queued; left: daily 1\n", short.stderr)
+    assert re.search(r"waiting: 0 done, [01] running, [01] queued; left: daily 1\n", short.stderr)
     stack.cli("wait")
 
     # `apply --wait` runs what the change needs and waits for it.

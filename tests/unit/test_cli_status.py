@@ -185,12 +185,11 @@ def activity(requested: dict[str, int], running: int, finished: int, **more: Any
 
 def test_the_progress_line_says_what_runs_and_what_is_left() -> None:
     busy = activity({"a": 50, "b": 7, "c": 3, "d": 1}, running=4, finished=100)
-    assert describe(busy, 40) == "4 running, 57 queued; left: a 50, b 7, c 3, +1 more"
+    assert describe(busy) == "4 running, 57 queued; left: a 50, b 7, c 3, +1 more"
     settling = activity({}, 0, 0, consumers={"scheduler": 3, "executor": 0}, outbox=2)
-    assert (
-        describe(settling, 9) == "9 task(s) done; settling: events to handle: outbox 2, scheduler 3"
-    )
-    assert describe(None, 0) == "a service does not answer: looking again"
+    assert describe(settling) == "settling: events to handle: outbox 2, scheduler 3"
+    assert describe(activity({}, 0, 0, consumers={})) == "idle"
+    assert describe(None) == "a service does not answer: looking again"
     assert not busy.idle
     assert activity({}, 0, 0, consumers={}).idle
     assert busy.counts() == {"executor": 4, "tasks_requested": 61, "outbox_pending": 0}
@@ -202,7 +201,7 @@ def test_without_a_terminal_progress_is_a_plain_line_now_and_then() -> None:
         shown.update(activity({"a": 5}, 1, 10))
         shown.update(activity({"a": 4}, 1, 11))  # within PLAIN_EVERY_S: not printed
         shown.update(activity({}, 0, 15, consumers={}))  # idle: `wait` says so itself
-    assert console.export_text().splitlines() == ["waiting: 1 running, 4 queued; left: a 5"]
+    assert console.export_text().splitlines() == ["waiting: 0 done, 1 running, 4 queued; left: a 5"]
 
 
 def test_status_options_are_checked_before_anything_is_asked(tmp_path: Path) -> None:

@@ -23,9 +23,9 @@ PLAIN_EVERY_S = 10.0  # at most one plain line per this many seconds (when somet
 SHOWN_DATASETS = 3  # datasets named in "left: ..." (the ones with most left)
 
 
-def describe(seen: Activity | None, finished: int) -> str:
-    """One line: what runs, what is queued, what is left per dataset (or what the system is
-    still settling: events not yet handled)."""
+def describe(seen: Activity | None) -> str:
+    """What runs, what is queued, what is left per dataset (or, when no task is left, what
+    the system still settles: events not yet handled)."""
     if seen is None:
         return "a service does not answer: looking again"
     left = sum(seen.tasks_requested.values())
@@ -34,9 +34,10 @@ def describe(seen: Activity | None, finished: int) -> str:
         if seen.outbox_pending:
             behind["outbox"] = seen.outbox_pending
         if not behind:
-            return f"{finished:,} task(s) done; idle"
-        todo = ", ".join(f"{n} {c:,}" for n, c in sorted(behind.items()))
-        return f"{finished:,} task(s) done; settling: events to handle: {todo}"
+            return "idle"
+        return "settling: events to handle: " + ", ".join(
+            f"{n} {c:,}" for n, c in sorted(behind.items())
+        )
     running = min(seen.running, left)
     most = sorted(seen.tasks_requested.items(), key=lambda kv: (-kv[1], kv[0]))
     named = ", ".join(f"{n} {c:,}" for n, c in most[:SHOWN_DATASETS] if c)
@@ -66,7 +67,7 @@ class WaitProgress:
                 TextColumn("waiting"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.description}"),
+                TextColumn("done, {task.description}"),
                 TimeElapsedColumn(),
                 console=self.console,
                 transient=True,
@@ -90,19 +91,19 @@ class WaitProgress:
         finished = 0
         if seen is not None and self._first is not None:
             finished = max(0, seen.tasks_finished - self._first.tasks_finished)
-        line = describe(seen, finished)
+        line = describe(seen)
         if self._progress is not None and self._task is not None:
-            left = sum(seen.tasks_requested.values()) if seen is not None else None
+            if seen is None:  # the numbers stay as last seen
+                self._progress.update(self._task, description=line)
+                return
+            left = sum(seen.tasks_requested.values())
             self._progress.update(
-                self._task,
-                description=line,
-                completed=finished,
-                total=finished + left if left is not None else None,
+                self._task, description=line, completed=finished, total=finished + left
             )
             return
         now = time.monotonic()
         if seen is not None and seen.idle:
             return  # nothing to report: `wait` says idle when it returns
         if line != self._last_line and now - self._last_at >= PLAIN_EVERY_S:
-            self.console.print(f"waiting: {line}", markup=False, highlight=False)
+            self.console.print(f"waiting: {finished:,} done, {line}", markup=False, highlight=False)
             self._last_line, self._last_at = line, now
