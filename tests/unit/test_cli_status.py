@@ -211,6 +211,7 @@ def test_status_options_are_checked_before_anything_is_asked(tmp_path: Path) -> 
         (["status", "daily", "--state", "done"], "'done' is not one of"),
         (["status", "daily", "--since", "soon"], "since: cannot read 'soon'"),
         (["status", "daily", "--limit", "0"], "limit: must be at least 1"),
+        (["status", "daily", "--all"], "--all and --summary are for the summary"),
     ):
         result = runner.invoke(app, [*args, "--state-dir", str(tmp_path)])
         assert result.exit_code == 2, (args, result.output)

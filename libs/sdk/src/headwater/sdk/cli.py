@@ -290,7 +290,7 @@ def status(
         str | None,
         typer.Option(
             help="with DATASET: only partitions changed since then: an ISO time "
-            "(2024-01-02T10:00) or a time ago (10m, 2h, 3d)"
+            "(2024-01-02T10:00; local unless it names a zone) or a time ago (10m, 2h, 3d)"
         ),
     ] = None,
     limit: Annotated[int, typer.Option(help="with DATASET: at most this many rows")] = 50,
@@ -329,6 +329,8 @@ def status(
         )
         _print_json(found) if as_json else print_summary(console, found)
         return
+    if every or summary_only:
+        _bad("dataset", "--all and --summary are for the summary, without a DATASET")
     if limit < 1:
         _bad("limit", "must be at least 1")
     try:

@@ -259,7 +259,7 @@ class HeadwaterClient:
             return
         try:
             kv = await self.nc.jetstream().key_value(self.subjects.leases_bucket)
-        except Exception:  # no bucket yet (nothing ran), or not allowed: not known
+        except NotFoundError:  # no bucket yet: no executor ever started
             return
         holders = await asyncio.gather(*(_holder(kv, r["desired_fingerprint"]) for r in queued))
         for row, holder in zip(queued, holders, strict=True):
@@ -270,7 +270,7 @@ class HeadwaterClient:
         spec = topology.consumers(self.subjects)["executor"]
         try:
             info = await self.nc.jetstream().consumer_info(spec.stream, spec.durable)
-        except Exception:
+        except NotFoundError:  # no executor ever started
             return None
         return int(info.num_ack_pending or 0), int(info.num_pending or 0)
 
