@@ -3,6 +3,7 @@ summary and a listing print (a summary of many partitions fits a terminal), the 
 line of `wait`, and exit codes."""
 
 import io
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta, timezone
@@ -230,3 +231,19 @@ def test_an_unexpected_error_is_one_line_and_exit_1_unless_debug(tmp_path: Path)
     debug = subprocess.run([*args, "--debug"], capture_output=True, text=True, timeout=60)
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr
+
+
+def test_on_a_terminal_progress_is_a_live_bar_cleared_at_the_end() -> None:
+    out = io.StringIO()
+    console = Console(width=100, file=out, force_terminal=True)
+    with WaitProgress(console, live=True) as shown:
+        assert shown._progress is not None
+        shown.update(activity({"daily": 40, "weekly": 5}, running=2, finished=100))
+        shown.update(activity({"daily": 30, "weekly": 5}, running=2, finished=110))
+        shown._progress.refresh()
+        shown.update(None)  # a service does not answer: the numbers stay
+        shown._progress.refresh()
+    drawn = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
+    assert "10/45 done" in drawn
+    assert "2 running, 33 queued; left: daily 30, weekly 5" in drawn
+    assert "10/45 done 0:00:00 a service does not answer" in drawn

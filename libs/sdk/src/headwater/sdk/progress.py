@@ -16,6 +16,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 from headwater.sdk.client import Activity
 
@@ -62,13 +63,21 @@ class WaitProgress:
 
     def __enter__(self) -> "WaitProgress":
         if self.live:
+            # The bar, the counts and the time keep their width; what is left gives way.
             self._progress = Progress(
                 SpinnerColumn(),
-                TextColumn("waiting"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("done, {task.description}"),
+                BarColumn(bar_width=12),
+                MofNCompleteColumn(table_column=Column(no_wrap=True)),
+                TextColumn("done", table_column=Column(no_wrap=True)),
                 TimeElapsedColumn(),
+                TextColumn(
+                    "{task.description}",
+                    table_column=Column(
+                        no_wrap=True,
+                        overflow="ellipsis",
+                        max_width=max(10, self.console.width - 42),
+                    ),
+                ),
                 console=self.console,
                 transient=True,
             )
