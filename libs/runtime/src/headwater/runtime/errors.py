@@ -4,6 +4,7 @@ HeadwaterError                 base; `retryable` decides nak-with-delay vs dead-
 ├── InputError                 permanent: bad input (names `field` and `reason`) -> dead-letter
 │   (headwater.contracts.ContractError is its sibling from the contracts lib, also permanent)
 ├── TransientError             retryable: a server was unreachable, a timeout -> delayed nak
+│   (headwater.sdk.client.StillBusy is one: `wait` ran out of time with work left)
 └── TransformError             the user's transform raised; retried by the scheduler's policy
 """
 

@@ -1,5 +1,14 @@
-"""The `headwater` command: the user's interface to a running stack. Every read command
-takes --json; errors name the field and the reason and exit non-zero."""
+"""The `headwater` command: the user's interface to a running stack.
+
+Every read command takes --json. An error names the field and the reason;
+no traceback unless --debug.
+
+Exit codes, for scripts:
+  0  done;
+  1  Headwater failed or did not answer, or an unexpected error;
+  2  bad input: usage, a spec, a name, a key, an option value;
+  3  wait (or apply --wait) timed out with work left;
+  4  wait --strict (or apply --wait --strict): errored or blocked partitions."""
 
 import asyncio
 import json
@@ -8,8 +17,9 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,13 +29,30 @@ from rich.table import Table
 from headwater.contracts import ContractError
 from headwater.core.errors import SpecError
 from headwater.runtime.errors import HeadwaterError, InputError
-from headwater.sdk.client import HeadwaterClient
+from headwater.sdk.client import Activity, HeadwaterClient, StillBusy
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackError
 from headwater.sdk.precheck import check_spec
+from headwater.sdk.progress import WaitProgress
 from headwater.sdk.servers import ServerError
+from headwater.sdk.status import (
+    check_states,
+    parse_since,
+    print_every_partition,
+    print_listing,
+    print_summary,
+)
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+# Exit codes (the module docstring, the README's CLI section).
+EXIT_FAILED, EXIT_INPUT, EXIT_TIMEOUT, EXIT_ERRORED = 1, 2, 3, 4
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    # No traceback (and never its local variables: settings hold passwords) unless --debug.
+    pretty_exceptions_enable=False,
+)
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -45,13 +72,25 @@ def _run(state_dir: Path, fn: Callable[[HeadwaterClient], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except (InputError, ContractError) as exc:
         err.print(f"[red]error[/red] {exc.field}: {exc.reason}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_INPUT) from None
     except SpecError as exc:
         err.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_INPUT) from None
+    except StillBusy as exc:
+        err.print(f"[red]error[/red] {exc}")
+        raise typer.Exit(EXIT_TIMEOUT) from None
     except HeadwaterError as exc:
         err.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="show the traceback of an unexpected error")
+    ] = False,
+) -> None:
+    """(Options before the command; `main` takes --debug anywhere on the line.)"""
 
 
 def _print_json(value: Any) -> None:
@@ -165,12 +204,39 @@ def _validate(file: Path) -> None:
         raise typer.Exit(2) from None
 
 
+Timeout = Annotated[float, typer.Option("--timeout", help="seconds to wait (then exit 3)")]
+Strict = Annotated[
+    bool, typer.Option("--strict", help="exit 4 if partitions are errored or blocked")
+]
+
+
 @app.command()
-def apply(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
-    """Apply a pipeline spec: store it and run what its changes require."""
+def apply(
+    file: Path,
+    state_dir: StateDir = Path(".state"),
+    as_json: Json = False,
+    wait_too: Annotated[
+        bool, typer.Option("--wait", help="then wait until nothing is left to run")
+    ] = False,
+    timeout: Timeout = 600,
+    strict: Strict = False,
+) -> None:
+    """Apply a pipeline spec: store it and run what its changes require.
+
+    With --wait, wait until nothing is left to run, as `wait` does."""
     _validate(file)
     result = _run(state_dir, lambda hw: hw.apply(file))
-    _print_json(result) if as_json else _print_changes(result, applied=True)
+    if not wait_too:
+        _print_json(result) if as_json else _print_changes(result, applied=True)
+        return
+    if not as_json:
+        _print_changes(result, applied=True)
+    counts = _wait(state_dir, timeout)
+    if as_json:
+        _print_json({**result, "idle": counts})
+    else:
+        console.print(f"idle: {counts}")
+    _exit_if_errored(counts, strict)
 
 
 @app.command()
@@ -208,48 +274,139 @@ def publish(
 
 
 @app.command()
-def status(state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
-    """Every partition's state, data SHA and where it is stored."""
-    result = _run(state_dir, lambda hw: hw.status())
-    if as_json:
-        _print_json(result)
-        return
-    table = Table()
-    # Objects are stored as DATA_SHA.parquet: `--json` has the full key.
-    for col in ("dataset", "partition", "state", "rows", "data SHA"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    for p in result["partitions"]:
-        table.add_row(
-            p["dataset"],
-            p["partition_key"],
-            p["state"],
-            str(p["rows"] if p["rows"] is not None else ""),
-            (p["data_sha"] or "")[:12],
-            p["error"] or p["reason"] or "",
+def status(
+    dataset: Annotated[
+        str | None, typer.Argument(help="list this dataset's partitions instead")
+    ] = None,
+    state: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--state",
+            help="with DATASET: only partitions in this state (repeatable): "
+            "ready, waiting, queued, errored, blocked, retracted",
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="with DATASET: only partitions changed since then: an ISO time "
+            "(2024-01-02T10:00; local unless it names a zone) or a time ago (10m, 2h, 3d)"
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="with DATASET: at most this many rows")] = 50,
+    after: Annotated[
+        str | None, typer.Option(help="with DATASET: the rows after this partition key")
+    ] = None,
+    errors: Annotated[
+        int, typer.Option("--errors", help="errored partitions listed in the summary")
+    ] = 20,
+    every: Annotated[
+        bool, typer.Option("--all", help="every partition, a row each (small pipelines)")
+    ] = False,
+    summary_only: Annotated[
+        bool, typer.Option("--summary", help="with --json: leave out `partitions`")
+    ] = False,
+    state_dir: StateDir = Path(".state"),
+    as_json: Json = False,
+) -> None:
+    """Partitions per dataset and state, and the errored ones; or one dataset's partitions.
+
+    Without DATASET: a row per dataset with its partitions per state, what executors run, and
+    the first --errors errored partitions with their errors. --json holds the same, plus
+    `partitions`: every partition, as `status --json` always had (--summary leaves it out).
+
+    With DATASET: its partitions in key order, at most --limit, narrowed by --state and
+    --since; --after KEY continues after a key. A queued partition an executor holds shows as
+    running."""
+    if dataset is None:
+        if state or since or after:
+            _bad("state", "--state, --since and --after need a DATASET")
+        if every and not as_json:
+            print_every_partition(console, _run(state_dir, lambda hw: hw.status()))
+            return
+        found = _run(
+            state_dir, lambda hw: _summary(hw, errors, listing=as_json and not summary_only)
         )
-    console.print(table)
-    console.print(f"tasks running: {result['tasks_requested']}")
+        _print_json(found) if as_json else print_summary(console, found)
+        return
+    if every or summary_only:
+        _bad("dataset", "--all and --summary are for the summary, without a DATASET")
+    if limit < 1:
+        _bad("limit", "must be at least 1")
+    try:
+        states = check_states(state) if state else None
+        changed = parse_since(since, datetime.now().astimezone()) if since else None
+    except InputError as exc:
+        _bad(exc.field, exc.reason)
+    listing = _run(
+        state_dir,
+        lambda hw: hw.partitions(dataset, states=states, since=changed, after=after, limit=limit),
+    )
+    _print_json(listing) if as_json else print_listing(console, listing, limit)
+
+
+async def _summary(hw: HeadwaterClient, errors: int, *, listing: bool) -> dict[str, Any]:
+    found = await hw.summary(errored=errors)
+    if listing:  # as `status --json` always had it
+        found["partitions"] = (await hw.status())["partitions"]
+    return found
+
+
+def _bad(field: str, reason: str) -> NoReturn:
+    err.print(f"[red]error[/red] {field}: {reason}", highlight=False)
+    raise typer.Exit(EXIT_INPUT)
 
 
 @app.command()
 def wait(
     state_dir: StateDir = Path(".state"),
-    timeout: Annotated[float, typer.Option(help="seconds")] = 600,
+    timeout: Timeout = 600,
+    strict: Strict = False,
     as_json: Json = False,
 ) -> None:
-    """Return when nothing is pending or running (showing what is still to do)."""
-    with err.status("waiting ...") as spinner:
+    """Return when nothing is pending or running, showing what runs and what is left.
 
-        def progress(busy: dict[str, int]) -> None:
-            todo = ", ".join(f"{name} {n}" for name, n in busy.items() if n)
-            spinner.update(f"waiting: {todo or 'settling'}")
-
-        result = _run(state_dir, lambda hw: hw.wait(timeout, on_progress=progress))
-    counts: dict[str, int] = {}
-    for p in result["partitions"]:
-        counts[p["state"]] = counts.get(p["state"], 0) + 1
+    Exit 3 if still busy after --timeout seconds; with --strict, exit 4 if partitions are
+    errored or blocked."""
+    counts = _wait(state_dir, timeout)
     _print_json(counts) if as_json else console.print(f"idle: {counts}")
+    _exit_if_errored(counts, strict)
+
+
+def _wait(state_dir: Path, timeout: float) -> dict[str, int]:
+    """Wait for idle (a live bar when stdout is a terminal), then the partitions per state
+    (retracted aside, zeros left out)."""
+
+    async def go(hw: HeadwaterClient) -> dict[str, int]:
+        with WaitProgress(
+            console if console.is_terminal else err, live=console.is_terminal
+        ) as shown:
+
+            def progress(seen: Activity | None) -> None:
+                shown.update(seen)
+
+            await hw.wait_idle(timeout, on_progress=progress)
+        found = await hw.summary(errored=0)
+        counts: dict[str, int] = {}
+        for d in found["datasets"]:
+            for name, n in d["counts"].items():
+                if n and name != "retracted":
+                    counts[name] = counts.get(name, 0) + n
+        return counts
+
+    return _run(state_dir, go)
+
+
+def _exit_if_errored(counts: dict[str, int], strict: bool) -> None:
+    bad = {s: counts[s] for s in ("errored", "blocked") if counts.get(s)}
+    if strict and bad:
+        err.print(
+            "[red]error[/red] "
+            + ", ".join(f"{n} partition(s) {s}" for s, n in bad.items())
+            + ": headwater status",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_ERRORED)
 
 
 @app.command()
@@ -425,4 +582,20 @@ def dlq_replay(
 
 
 def main() -> None:
-    app()
+    """The `headwater` command: an unexpected error is one line and exit 1, unless --debug
+    (anywhere on the command line) asks for its traceback."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv = [sys.argv[0], *(a for a in sys.argv[1:] if a != "--debug")]
+    try:
+        app()
+    except Exception as exc:
+        if debug:
+            raise
+        err.print(
+            f"[red]error[/red] unexpected: {type(exc).__name__}: {escape(str(exc))}"
+            " (a bug? --debug shows the traceback)",
+            markup=True,
+            highlight=False,
+        )
+        sys.exit(EXIT_FAILED)

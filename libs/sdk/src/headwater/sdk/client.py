@@ -6,7 +6,9 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -14,7 +16,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from headwater.contracts import (
     UpstreamEvent,
@@ -151,8 +154,125 @@ class HeadwaterClient:
 
     # --- reads -------------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call("scheduler", "status", {})
+        """Every partition (`partitions`: dataset, partition_key, state, data_sha, object_key,
+        rows, bytes, reason, fingerprint, error; retracted ones aside), and `tasks_requested`
+        and `outbox_pending`. Read a page at a time (no reply grows with what is held), so
+        it is not one snapshot while work goes on. For a pipeline of any size prefer
+        `summary` and `partitions`."""
+        summary = await self.summary(errored=0)
+        rows: list[dict[str, Any]] = []
+        for d in summary["datasets"]:
+            live = d["total"] - d["counts"]["retracted"]
+            if live:
+                async for row, _ in self._pages(d["dataset"], None, None, None, None):
+                    rows.append({k: row[k] for k in STATUS_COLUMNS})
+        return {
+            "partitions": rows,
+            "tasks_requested": summary["tasks_requested"],
+            "outbox_pending": summary["outbox_pending"],
+        }
+
+    async def summary(self, errored: int = 20) -> dict[str, Any]:
+        """Per dataset, how many partitions are in each state (`datasets`: dataset, kind,
+        counts, total), the first `errored` errored partitions with their errors (`errored`,
+        and `errored_total`), the tasks requested, the events not yet published, and from
+        the work queue `running` (tasks executors hold now: running, or between attempts)
+        and `work_queue` (tasks no executor has taken yet); those two are None when the work
+        queue cannot be read. The reply does not grow with the partitions held."""
+        result: dict[str, Any] = await self.call("scheduler", "summary", {"errored": errored})
+        work = await self._work_queue()
+        result["running"] = work[0] if work else None
+        result["work_queue"] = work[1] if work else None
         return result
+
+    async def partitions(
+        self,
+        dataset: str,
+        *,
+        states: list[str] | None = None,
+        since: datetime | None = None,
+        after: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """`dataset`'s partitions in key order: at most `limit`, after the key `after`, in
+        `states` (default: all but retracted), changed at or after `since`. Each row as in
+        `status` plus `desired_fingerprint`, `updated_at`, and `running` (a queued
+        partition's task is held by an executor, by its lease; False otherwise) with
+        `executor` (which one). `more`: how many match after these; `next`: the key to
+        continue after."""
+        rows: list[dict[str, Any]] = []
+        more, last = 0, after
+        async for row, left in self._pages(dataset, states, since, after, limit):
+            rows.append(row)
+            more, last = left, row["partition_key"]
+        if not rows:  # nothing on the first page: how many match at all is 0
+            more = 0
+        await self._mark_running(rows)
+        return {
+            "dataset": dataset,
+            "partitions": rows,
+            "more": more,
+            "next": last if rows and more else None,
+        }
+
+    async def _pages(
+        self,
+        dataset: str,
+        states: list[str] | None,
+        since: datetime | None,
+        after: str | None,
+        limit: int | None,
+    ) -> AsyncIterator[tuple[dict[str, Any], int]]:
+        """Rows of `dataset`, one page request at a time (limit None: every one), each with
+        how many match after it: right for the last row (limit None: 0), as only the last
+        page is counted (a count is a pass over the dataset)."""
+        body: dict[str, Any] = {"dataset": dataset}
+        if states is not None:
+            body["states"] = states
+        if since is not None:
+            body["since"] = since.isoformat()
+        left = limit
+        while left is None or left > 0:
+            size = LISTING_PAGE if left is None else min(left, LISTING_PAGE)
+            count = left is not None and left <= LISTING_PAGE
+            page = await self.call(
+                "scheduler",
+                "partitions",
+                {**body, "after": after, "limit": size, "count": count},
+            )
+            for i, row in enumerate(page["partitions"]):
+                rest = len(page["partitions"]) - i - 1 + page["more"]
+                yield row, rest if count else 0
+            if not page["more"] or not page["partitions"]:
+                return
+            after = page["partitions"][-1]["partition_key"]
+            if left is not None:
+                left -= len(page["partitions"])
+
+    async def _mark_running(self, rows: list[dict[str, Any]]) -> None:
+        """Mark each queued row whose task an executor holds (one lease read per queued row
+        shown: bounded by the page)."""
+        for row in rows:
+            row["running"], row["executor"] = False, None
+        queued = [r for r in rows if r["state"] == "queued" and r["desired_fingerprint"]]
+        if not queued:
+            return
+        try:
+            kv = await self.nc.jetstream().key_value(self.subjects.leases_bucket)
+        except NotFoundError:  # no bucket yet: no executor ever started
+            return
+        holders = await asyncio.gather(*(_holder(kv, r["desired_fingerprint"]) for r in queued))
+        for row, holder in zip(queued, holders, strict=True):
+            row["running"], row["executor"] = holder is not None, holder
+
+    async def _work_queue(self) -> tuple[int, int] | None:
+        """(tasks executors hold, tasks not yet taken) from the executors' consumer."""
+        spec = topology.consumers(self.subjects)["executor"]
+        try:
+            info = await self.nc.jetstream().consumer_info(spec.stream, spec.durable)
+        except NotFoundError:  # no executor ever started
+            return None
+        return int(info.num_ack_pending or 0), int(info.num_pending or 0)
 
     async def why(self, dataset: str, partition: str) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(
@@ -200,20 +320,39 @@ class HeadwaterClient:
                 result["not_shown"][direction] = len({_edge_id(e) for e in every}) - len(walked)
         return result
 
-    async def busy(self) -> dict[str, int]:
-        """What is still to do: messages not yet handled by each consumer, open tasks."""
+    async def activity(self) -> "Activity":
+        """What is still to do, from counters only (no partition is read): each consumer's
+        messages not yet handled, the tasks requested per dataset, the outbox, and the work
+        queue's tasks held by executors and finished."""
         js = self.nc.jetstream()
-        out: dict[str, int] = {}
+        consumers: dict[str, int] = {}
+        running = 0
         for name, spec in topology.consumers(self.subjects).items():
             try:
                 info = await js.consumer_info(spec.stream, spec.durable)
             except NotFoundError:
                 continue
-            out[name] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-        status = await self.status()
-        out["tasks_requested"] = int(status["tasks_requested"])
-        out["outbox_pending"] = int(status["outbox_pending"])
-        return out
+            consumers[name] = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+            if name == "executor":
+                running = int(info.num_ack_pending or 0)
+        try:
+            tasks = await js.stream_info(self.subjects.tasks_stream)
+            # A work queue deletes a task once acked: published minus still held is finished.
+            finished = int(tasks.state.last_seq) - int(tasks.state.messages)
+        except NotFoundError:
+            finished = 0
+        pending = await self.call("scheduler", "pending", {})
+        return Activity(
+            consumers=consumers,
+            tasks_requested={k: int(v) for k, v in pending["tasks_requested"].items()},
+            outbox_pending=int(pending["outbox_pending"]),
+            running=running,
+            tasks_finished=finished,
+        )
+
+    async def busy(self) -> dict[str, int]:
+        """What is still to do: messages not yet handled by each consumer, open tasks."""
+        return (await self.activity()).counts()
 
     async def ready(self, timeout: float = 60) -> None:
         """Return once every service answers or pulls from its consumer."""
@@ -224,7 +363,7 @@ class HeadwaterClient:
             missing = []
             for service, verb in (
                 ("spec-registry", "datasets"),
-                ("scheduler", "status"),
+                ("scheduler", "pending"),
                 ("lineage-indexer", "history"),
             ):
                 try:
@@ -245,29 +384,43 @@ class HeadwaterClient:
             await asyncio.sleep(0.25)
         raise TransientError(f"not ready after {timeout}s: {', '.join(missing)}")
 
+    async def wait_idle(
+        self,
+        timeout: float = 600,
+        poll: float = 0.2,
+        on_progress: Callable[["Activity | None"], None] | None = None,
+    ) -> "Activity":
+        """Return when nothing is pending or running (seen twice in a row), else raise
+        StillBusy. Each look reads counters only (`activity`), never the partitions;
+        `on_progress` is told what is still to do after every look (None: a service did
+        not answer)."""
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        seen: Activity | None = None
+        while time.monotonic() < deadline:
+            try:
+                seen = await self.activity()
+            except TransientError:  # a service is restarting: not idle, look again
+                seen = None
+            if on_progress is not None:
+                on_progress(seen)
+            quiet = quiet + 1 if seen is not None and seen.idle else 0
+            if quiet >= 2 and seen is not None:
+                return seen
+            await asyncio.sleep(poll)
+        busy = seen.counts() if seen is not None else {"unavailable": 1}
+        raise StillBusy(f"still busy after {timeout}s: {busy}")
+
     async def wait(
         self,
         timeout: float = 600,
         poll: float = 0.2,
-        on_progress: Callable[[dict[str, int]], None] | None = None,
+        on_progress: Callable[["Activity | None"], None] | None = None,
     ) -> dict[str, Any]:
-        """Return when nothing is pending or running (seen twice in a row), else raise.
-        `on_progress` is told what is still to do after every look."""
-        deadline = time.monotonic() + timeout
-        quiet = 0
-        busy: dict[str, int] = {}
-        while time.monotonic() < deadline:
-            try:
-                busy = await self.busy()
-            except TransientError:  # a service is restarting: not idle, look again
-                busy = {"unavailable": 1}
-            if on_progress is not None:
-                on_progress(busy)
-            quiet = quiet + 1 if not any(busy.values()) else 0
-            if quiet >= 2:
-                return await self.status()
-            await asyncio.sleep(poll)
-        raise TransientError(f"still busy after {timeout}s: {busy}")
+        """`wait_idle`, then `status` once (every partition: for tests and small pipelines;
+        `wait_idle` then `summary` reads no partition)."""
+        await self.wait_idle(timeout, poll, on_progress)
+        return await self.status()
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters, oldest first, with their payloads decoded when text."""
@@ -362,6 +515,53 @@ class HeadwaterClient:
 
 
 _CURRENT_BATCH = 1000  # partitions per `current` query to the scheduler
+LISTING_PAGE = 1000  # rows per `partitions` query to the scheduler (its most)
+# The columns of a partition in `status` (a listing row has more).
+STATUS_COLUMNS = (
+    *("dataset", "partition_key", "state", "data_sha", "object_key", "rows", "bytes"),
+    *("reason", "fingerprint", "error"),
+)
+
+
+class StillBusy(TransientError):
+    """`wait` ran out of time with work still to do."""
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What is still to do, from counters: per durable consumer its messages not yet
+    handled; per dataset its tasks requested; events not yet published; tasks executors hold
+    now (`running`: running, or between attempts) and have finished, ever (`tasks_finished`,
+    from the work queue: compare two looks for the work done between them)."""
+
+    consumers: dict[str, int]
+    tasks_requested: dict[str, int]
+    outbox_pending: int
+    running: int
+    tasks_finished: int
+
+    def counts(self) -> dict[str, int]:
+        """Every count that must be 0 when idle, by name."""
+        return {
+            **self.consumers,
+            "tasks_requested": sum(self.tasks_requested.values()),
+            "outbox_pending": self.outbox_pending,
+        }
+
+    @property
+    def idle(self) -> bool:
+        return not any(self.counts().values())
+
+
+async def _holder(kv: KeyValue, fingerprint: str) -> str | None:
+    """The executor whose delivery holds the lease of `fingerprint` and has not yet passed
+    its fence (the lease goes OWNER:DELIVERY -> OWNER:committed -> published:...)."""
+    try:
+        entry = await kv.get(fingerprint)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None
+    owner, _, delivery = (entry.value or b"").decode(errors="replace").rpartition(":")
+    return owner if owner and delivery.isdigit() else None
 
 
 def _edge_id(edge: dict[str, Any]) -> tuple[str, str, str]:

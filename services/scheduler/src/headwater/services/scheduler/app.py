@@ -14,6 +14,7 @@ from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
 from headwater.services.scheduler.handlers import EVENT_MODELS, Scheduler, SchedulerEvent
+from headwater.services.scheduler.queries import StatusQueries
 from headwater.services.scheduler.settings import SchedulerSettings
 from headwater.services.scheduler.store import SCHEMA, prune_inbox
 
@@ -53,6 +54,11 @@ def build_app(
     responder(broker, s.rpc(NAME, "current"), app.current)
     responder(broker, s.rpc(NAME, "impact"), app.impact)
     responder(broker, s.rpc(NAME, "retry"), app.retry)
+    # `status` and `wait` of the CLI: replies bounded whatever the partitions held.
+    queries = StatusQueries(service.res)
+    responder(broker, s.rpc(NAME, "summary"), queries.summary)
+    responder(broker, s.rpc(NAME, "partitions"), queries.partitions)
+    responder(broker, s.rpc(NAME, "pending"), queries.pending)
     service.on_start.append(app.reconcile_all)
     service.timers.append((settings.reconcile_interval_s, app.reconcile_all))
 

@@ -3,6 +3,7 @@
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -600,3 +601,139 @@ async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[dict[
         fingerprint,
     )
     return [dict(r) for r in rows]
+
+
+# --- the CLI's status: a summary and a listing whose replies do not grow with what is held --
+# A partition's states, in the order `status` shows them; `retracted` counts sources whose files
+# were deleted and derived partitions that went away (kept in `retractions`).
+STATES = ("ready", "waiting", "queued", "errored", "blocked", "retracted")
+LISTING_MAX = 1000  # rows per page of `partitions_page`
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: str | None  # None: rows of a dataset the scheduler has no definition of
+    removed: bool
+
+
+async def dataset_infos(conn: Conn | asyncpg.Pool) -> dict[str, DatasetInfo]:
+    """Every dataset the scheduler was told of, removed ones too."""
+    rows = await conn.fetch(
+        f"SELECT name, definition->>'kind' AS kind, removed FROM {SCHEMA}.datasets"
+    )
+    return {r["name"]: DatasetInfo(r["name"], r["kind"], r["removed"]) for r in rows}
+
+
+async def state_counts(conn: Conn | asyncpg.Pool) -> dict[str, dict[str, int]]:
+    """dataset -> state -> how many partitions: one GROUP BY over the partitions (the reply
+    is one row per dataset and state), and one over the retractions of derived partitions
+    that have not come back."""
+    out: dict[str, dict[str, int]] = {}
+    for r in await conn.fetch(
+        f"SELECT dataset, state, count(*) AS n FROM {SCHEMA}.partitions GROUP BY dataset, state"
+    ):
+        out.setdefault(r["dataset"], {})[r["state"]] = int(r["n"])
+    for r in await conn.fetch(
+        f"SELECT r.dataset, count(*) AS n FROM {SCHEMA}.retractions r WHERE NOT EXISTS"
+        f" (SELECT 1 FROM {SCHEMA}.partitions p"
+        " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key)"
+        " GROUP BY r.dataset"
+    ):
+        counts = out.setdefault(r["dataset"], {})
+        counts["retracted"] = counts.get("retracted", 0) + int(r["n"])
+    return out
+
+
+async def errored(
+    conn: Conn | asyncpg.Pool, datasets: Collection[str], limit: int
+) -> list[dict[str, Any]]:
+    """The first `limit` errored partitions of `datasets` (by dataset, then key) with their
+    task's error."""
+    if limit <= 0 or not datasets:
+        return []
+    rows = await conn.fetch(
+        f"SELECT p.dataset, p.partition_key, COALESCE(t.error, p.reason) AS error, p.updated_at"
+        f" FROM {SCHEMA}.partitions p"
+        f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
+        " WHERE p.state = 'errored' AND p.dataset = ANY($1::text[])"
+        ' ORDER BY p.dataset, (p.partition_key COLLATE "C") LIMIT $2',
+        list(datasets),
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+async def tasks_requested(conn: Conn | asyncpg.Pool) -> dict[str, int]:
+    """dataset -> how many of its tasks are requested and not answered (read from the
+    partial index of requested tasks: the cost follows the work in flight, not the history)."""
+    rows = await conn.fetch(
+        f"SELECT dataset, count(*) AS n FROM {SCHEMA}.tasks WHERE state = 'requested'"
+        " GROUP BY dataset"
+    )
+    return {r["dataset"]: int(r["n"]) for r in rows}
+
+
+# One listing row: the columns `status` always showed, then when it last changed and the
+# fingerprint it waits for. Retracted derived partitions come from `retractions`.
+_LISTED = (
+    "p.partition_key, p.state, p.data_sha, p.object_key, p.rows, p.bytes, p.reason,"
+    " p.fingerprint, t.error, p.desired_fingerprint, p.updated_at"
+)
+_LISTED_GONE = (
+    "r.partition_key, 'retracted' AS state, NULL::text AS data_sha, NULL::text AS object_key,"
+    " NULL::bigint AS rows, NULL::bigint AS bytes, r.reason, NULL::text AS fingerprint,"
+    " NULL::text AS error, NULL::text AS desired_fingerprint, r.retracted_at AS updated_at"
+)
+
+
+async def partitions_page(
+    conn: Conn | asyncpg.Pool,
+    dataset: str,
+    *,
+    states: Collection[str] | None = None,
+    since: datetime | None = None,
+    after: str | None = None,
+    limit: int = 50,
+    count: bool = True,
+) -> tuple[list[dict[str, Any]], int]:
+    """A page of `dataset`'s partitions in key order (code points), after the key `after`,
+    narrowed to `states` (None: every state but retracted) and to those changed at or after
+    `since`; at most `limit` (<= LISTING_MAX) rows. Returns the rows and how many more
+    match after them (without `count`: 1 if any does, else 0). The key order uses the
+    C-collated key index, so a page costs its rows plus what the filters skip; the count is
+    one pass over the rest of the dataset."""
+    wanted = list(states) if states is not None else [s for s in STATES if s != "retracted"]
+    params: list[Any] = [dataset, wanted, since, after]
+    live = (
+        f"SELECT {_LISTED} FROM {SCHEMA}.partitions p"
+        f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
+        " WHERE p.dataset = $1 AND p.state = ANY($2::text[])"
+        " AND ($3::timestamptz IS NULL OR p.updated_at >= $3)"
+    )
+    gone = (
+        f"SELECT {_LISTED_GONE} FROM {SCHEMA}.retractions r"
+        " WHERE r.dataset = $1 AND 'retracted' = ANY($2::text[])"
+        " AND ($3::timestamptz IS NULL OR r.retracted_at >= $3) AND NOT EXISTS"
+        f" (SELECT 1 FROM {SCHEMA}.partitions p"
+        " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key)"
+    )
+    union = f"({live}) UNION ALL ({gone})" if "retracted" in wanted else live
+    size = min(max(limit, 0), LISTING_MAX)
+    page = await conn.fetch(
+        f"SELECT * FROM ({union}) AS u"
+        ' WHERE ($4::text IS NULL OR (u.partition_key COLLATE "C") > $4)'
+        f' ORDER BY (u.partition_key COLLATE "C") LIMIT {size + (0 if count else 1)}',
+        *params,
+    )
+    rows = [dict(r) for r in page]
+    if not count:
+        return rows[:size], int(len(rows) > size)
+    last = rows[-1]["partition_key"] if rows else after
+    more = await conn.fetchval(
+        f"SELECT count(*) FROM ({union}) AS u"
+        ' WHERE ($4::text IS NULL OR (u.partition_key COLLATE "C") > $4)',
+        *params[:3],
+        last,
+    )
+    return rows, int(more)

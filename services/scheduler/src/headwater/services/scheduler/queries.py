@@ -1,0 +1,145 @@
+"""scheduler: the read side of `headwater status` and `wait`. Each reply is bounded whatever
+the number of partitions held: counts per dataset and state (a GROUP BY), a capped list of
+errored partitions, pages of one dataset's partitions in key order (keyset), and the work
+still to do (requested tasks, events in the outbox)."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from headwater.contracts import DatasetDefinition
+from headwater.core import reconcile
+from headwater.runtime.errors import InputError
+from headwater.runtime.service import Resources
+from headwater.services.scheduler import store
+
+ERRORED_MAX = 1000  # errored partitions one summary may list
+
+
+@dataclass
+class StatusQueries:
+    res: Resources
+
+    async def summary(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Per dataset (in pipeline order, sources first), how many partitions are in each
+        state; the first `errored` (default 20) errored partitions with their errors; the
+        tasks requested and the events not yet published."""
+        limit = _int(body, "errored", 20, ERRORED_MAX)
+        async with self.res.pool.acquire() as conn:
+            infos = await store.dataset_infos(conn)
+            counts = await store.state_counts(conn)
+            defs = await store.definitions(conn)
+            shown = _in_order(defs, infos, counts)
+            errored = await store.errored(conn, shown, limit)
+            requested = await store.tasks_requested(conn)
+        assert self.res.outbox is not None
+        outbox = await self.res.outbox.pending(self.res.pool)
+        datasets: list[dict[str, Any]] = []
+        errored_total = 0
+        for name in shown:
+            found = counts.get(name, {})
+            by_state = {s: found.get(s, 0) for s in store.STATES}
+            by_state.update({s: n for s, n in found.items() if s not in by_state})
+            errored_total += by_state["errored"]
+            info = infos.get(name)
+            datasets.append(
+                {
+                    "dataset": name,
+                    "kind": info.kind if info is not None else None,
+                    "counts": by_state,
+                    "total": sum(by_state.values()),
+                }
+            )
+        return {
+            "datasets": datasets,
+            "errored": errored,
+            "errored_total": errored_total,
+            "tasks_requested": sum(requested.get(name, 0) for name in shown),
+            "outbox_pending": outbox,
+        }
+
+    async def partitions(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A page of one dataset's partitions in key order: `dataset`; optional `states`
+        (a list of states; default every state but retracted), `since` (ISO time with a
+        zone: changed at or after it), `after` (the last key of the previous page), `limit`
+        (default 50, at most store.LISTING_MAX), `count` (default true; false: `more` only
+        says whether any row follows, 1 or 0, which spares a pass over the dataset when
+        reading every page). `more`: how many match after this page; `next`: the key to
+        pass as `after` for the next page (None when none match)."""
+        dataset = body.get("dataset")
+        if not isinstance(dataset, str) or not dataset:
+            raise InputError("dataset", "partitions needs {dataset}")
+        states = body.get("states")
+        if states is not None and (
+            not isinstance(states, list) or not all(s in store.STATES for s in states)
+        ):
+            raise InputError("states", f"must be a list of {', '.join(store.STATES)}")
+        since = _since(body.get("since"))
+        after = body.get("after")
+        if after is not None and not isinstance(after, str):
+            raise InputError("after", "must be a partition key")
+        limit = _int(body, "limit", 50, store.LISTING_MAX)
+        count = body.get("count", True)
+        if not isinstance(count, bool):
+            raise InputError("count", "must be true or false")
+        async with self.res.pool.acquire() as conn:
+            infos = await store.dataset_infos(conn)
+            info = infos.get(dataset)
+            if info is not None and info.removed:
+                raise InputError("dataset", f"{dataset!r} was removed from the pipeline")
+            # Not defined: known only if it holds partitions (as `status` lists it then).
+            if info is None and not (await store.partitions_page(conn, dataset, limit=1))[0]:
+                known = ", ".join(sorted(n for n, i in infos.items() if not i.removed))
+                raise InputError("dataset", f"no dataset {dataset!r} (known: {known or '-'})")
+            rows, more = await store.partitions_page(
+                conn, dataset, states=states, since=since, after=after, limit=limit, count=count
+            )
+        return {
+            "dataset": dataset,
+            "partitions": [{"dataset": dataset, **r} for r in rows],
+            "more": more,
+            "next": rows[-1]["partition_key"] if rows and more else None,
+        }
+
+    async def pending(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The work still to do, from counters that follow the work in flight: per dataset,
+        its tasks requested and unanswered; the events committed but not yet published."""
+        requested = await store.tasks_requested(self.res.pool)
+        assert self.res.outbox is not None
+        return {
+            "tasks_requested": requested,
+            "outbox_pending": await self.res.outbox.pending(self.res.pool),
+        }
+
+
+def _in_order(
+    defs: dict[str, DatasetDefinition], infos: dict[str, store.DatasetInfo], counts: dict[str, Any]
+) -> list[str]:
+    """The datasets to show: defined ones in pipeline order (each after what it reads),
+    then any others holding partitions whose dataset was not removed, by name."""
+    ordered = [d.name for d in reconcile.topological(defs.values())]
+    others = sorted(
+        name
+        for name in counts
+        if name not in defs and (name not in infos or not infos[name].removed)
+    )
+    return ordered + others
+
+
+def _int(body: dict[str, Any], name: str, default: int, most: int) -> int:
+    value = body.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
+        raise InputError(name, f"must be a whole number from 0 to {most}")
+    return value
+
+
+def _since(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        since = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        since = None
+    if since is None or since.tzinfo is None:
+        raise InputError("since", f"must be an ISO 8601 time with a zone, not {value!r}")
+    return since
