@@ -190,6 +190,7 @@ async def test_postgres_stopped_immediately_mid_burst_loses_and_duplicates_nothi
 LONG_OUTAGE_S = 150.0
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(480)
 async def test_postgres_down_longer_than_any_retry_window_loses_no_acknowledged_event(
     tmp_path: Path, namespace: str, nats_url: str
