@@ -71,6 +71,7 @@ steps = st.lists(st.one_of(land, land, edit, delete), min_size=3, max_size=8)
 
 # Each example starts the five services, so no shrinking phase: a failure reports its steps as
 # generated (they are short) instead of replaying hundreds of stacks.
+@pytest.mark.slow
 @settings(
     phases=[Phase.explicit, Phase.generate],
     max_examples=5,

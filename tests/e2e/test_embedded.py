@@ -35,6 +35,7 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
 
 
+@pytest.mark.slow
 def test_demo_then_up_again_keeps_everything(tmp_path: Path) -> None:
     state = tmp_path / "state"
     demo = headwater("demo", "--exit", state_dir=state, timeout=180)

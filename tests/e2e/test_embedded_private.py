@@ -30,7 +30,8 @@ from headwater.sdk.embedded import EmbeddedStack, RestartPolicy
 from tests.e2e.conftest import ROOT, stack_settings
 from tests.e2e.test_embedded import _env, headwater
 
-pytestmark = pytest.mark.timeout(240)
+# One worker runs the module, so its `up` starts once.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("embedded_private")]
 
 
 @dataclass

@@ -185,17 +185,30 @@ async def test_postgres_stopped_immediately_mid_burst_loses_and_duplicates_nothi
     assert any("will retry" in log for log in logs.values())
 
 
-# Longer than every retry window the consumers ever had (max_deliver 10 with backoff capped at
-# 30 s gave up after ~121 s, dead-lettering valid landings): retries now have no end.
-LONG_OUTAGE_S = 150.0
+# The consumers once had max_deliver 10: a message's 10th failed delivery dead-lettered it, so
+# a long outage lost valid landings (with the production backoff, 0.5 s doubling to 30 s, ~121 s
+# into it). Retries now have no end. The stack here redelivers on that schedule capped at
+# REDELIVERY_CAP_S, which brings the old limit to OLD_WINDOW_S (8.5 s) into an outage; the
+# outage lasts more than three times that, and each landing fails many more deliveries than
+# the old limit before the database is back.
+OLD_MAX_DELIVER = 10
+REDELIVERY_BASE_S = 0.5  # the production default
+REDELIVERY_CAP_S = 1.0
+OLD_WINDOW_S = sum(
+    min(REDELIVERY_CAP_S, REDELIVERY_BASE_S * 2**n) for n in range(OLD_MAX_DELIVER - 1)
+)
+LONG_OUTAGE_S = 30.0
 
 
-@pytest.mark.timeout(480)
 async def test_postgres_down_longer_than_any_retry_window_loses_no_acknowledged_event(
     tmp_path: Path, namespace: str, nats_url: str
 ) -> None:
+    env = {
+        "HEADWATER_REDELIVERY_BASE_S": str(REDELIVERY_BASE_S),
+        "HEADWATER_REDELIVERY_CAP_S": str(REDELIVERY_CAP_S),
+    }
     async with own_postgres(tmp_path, namespace) as (pg, dsn):
-        stack = FaultStack(tmp_path, stack_settings(namespace, nats_url, dsn, None))
+        stack = FaultStack(tmp_path, stack_settings(namespace, nats_url, dsn, None), env)
         async with running(stack, tmp_path / "postgres.log"):
             async with stack.client() as hw, stack.supervised():
                 await stack.land(hw, DAYS[0])
@@ -210,10 +223,13 @@ async def test_postgres_down_longer_than_any_retry_window_loses_no_acknowledged_
                 outage = time.monotonic() - down_at
                 await settled(stack, hw)
             logs = service_logs(stack)
-    assert outage >= LONG_OUTAGE_S
+    assert outage >= LONG_OUTAGE_S > 3 * OLD_WINDOW_S
     assert sorted(stack.landed) == DAYS[:6]
-    # The services' Postgres work failed for the whole outage and was retried, not dropped.
-    assert any("will retry" in log for log in logs.values())
+    # The services' Postgres work failed for the whole outage and was retried, not dropped: the
+    # five landings made during it failed, between them, more deliveries than the old limit let
+    # five messages fail (each about LONG_OUTAGE_S / REDELIVERY_CAP_S times).
+    naks = logs["change-detector"].count(f"will retry {namespace}.upstream.sales ")
+    assert naks >= 5 * OLD_MAX_DELIVER, naks
 
 
 async def test_s3_blackholed_mid_burst_loses_and_duplicates_nothing(

@@ -42,9 +42,17 @@ E = TypeVar("E", bound=BaseModel)
 # A letter keeps this much of the rejected payload: every input the contract accepts (256 KiB)
 # fits whole, so it can be replayed; base64 and the letter's fields stay under NATS's 1 MiB.
 DLQ_PAYLOAD_BYTES = 512 * 1024
+# This process's redelivery backoff: Service.create sets it from the settings
+# (`redelivery_base_s`, `redelivery_cap_s`, whose defaults these are).
 NAK_BASE_DELAY_S = 0.5
 NAK_MAX_DELAY_S = 30.0
 STUCK_LOG_EVERY = 20  # a message failing for long logs its traceback again this often
+
+
+def set_redelivery_backoff(base_s: float, cap_s: float) -> None:
+    """Redeliver what fails after `base_s`, doubling per delivery up to `cap_s`."""
+    global NAK_BASE_DELAY_S, NAK_MAX_DELAY_S
+    NAK_BASE_DELAY_S, NAK_MAX_DELAY_S = base_s, cap_s
 
 
 def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider) -> NatsBroker:

@@ -14,7 +14,7 @@ import asyncpg
 from faststream.nats import NatsBroker
 
 from headwater.runtime import db, failpoints, topology
-from headwater.runtime.messaging import make_broker
+from headwater.runtime.messaging import make_broker, set_redelivery_backoff
 from headwater.runtime.objectstore import ObjectStore, open_store
 from headwater.runtime.outbox import Outbox
 from headwater.runtime.settings import ServiceSettings
@@ -118,6 +118,7 @@ class Service:
     ) -> "Service":
         """A service with its broker and resources; handlers are registered by the caller."""
         failpoints.arm(settings.failpoints, settings.failpoints_dir)
+        set_redelivery_backoff(settings.redelivery_base_s, settings.redelivery_cap_s)
         tracer = setup_tracing(name)
         broker = make_broker(settings, name, tracer)
         res = Resources(

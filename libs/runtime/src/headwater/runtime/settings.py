@@ -37,6 +37,10 @@ class ServiceSettings(BaseSettings):
     task_ack_wait_s: float = 60.0
     # ... and a service an event, before it goes to another replica (or the restarted one).
     event_ack_wait_s: float = 30.0
+    # A message that failed for a passing reason is redelivered after `redelivery_base_s`,
+    # doubling with each delivery up to `redelivery_cap_s`, for as long as it takes.
+    redelivery_base_s: float = Field(default=0.5, gt=0)
+    redelivery_cap_s: float = Field(default=30.0, gt=0)
     # Published outbox rows are kept this long (at least JetStream's 120 s duplicate window).
     outbox_retention_s: float = Field(default=3600.0, ge=120.0)
     # Fault injection for tests (see headwater.runtime.failpoints); empty in production.
