@@ -1,16 +1,16 @@
-"""scheduler: a reconciler. Events say where to look; on start and on a timer it re-derives
+"""scheduler: its event handlers, commands and explanations. Events say where to look (the
+reconciler, reconciler.py, decides and writes); on start and on a timer it re-derives
 everything from stored facts. A partition is dispatched only when every input it reads is
-ready; a task's identity is its fingerprint, and a fingerprint materialized before is reused."""
+ready; a task's identity is its fingerprint, and a fingerprint materialized before is reused.
+The read side of `status` and `wait` is queries.py."""
 
 import json
 import logging
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
-from nats.js.kv import KeyValue
 from opentelemetry.context import Context
 
 from headwater.contracts import (
@@ -22,17 +22,15 @@ from headwater.contracts import (
     Subjects,
     TaskAttemptFailed,
     TaskFailed,
-    TaskRequested,
 )
 from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
 from headwater.runtime.errors import HeadwaterError, InputError
-from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
+from headwater.services.scheduler.reconciler import Reconciler, Work, merge
 
 _log = logging.getLogger(__name__)
-Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: all)
 SchedulerEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed | TaskAttemptFailed
 # Which event a subject of the events stream carries (the rest are not the scheduler's).
 EVENT_MODELS: tuple[tuple[str, type[SchedulerEvent]], ...] = (
@@ -42,17 +40,6 @@ EVENT_MODELS: tuple[tuple[str, type[SchedulerEvent]], ...] = (
     ("task.failed.", TaskFailed),
     ("task.attempt_failed.", TaskAttemptFailed),
 )
-
-
-def _merge(work: Work, more: Work) -> None:
-    """Add `more` to `work` (None, every partition, absorbs a set)."""
-    for name, keys in more.items():
-        if name not in work:
-            work[name] = None if keys is None else set(keys)
-        elif keys is None:
-            work[name] = None
-        elif (known := work[name]) is not None:
-            known |= keys  # in place: merging many small sets stays linear
 
 
 _PARTITION_COLUMNS = (
@@ -67,9 +54,10 @@ class Scheduler:
     res: Resources
     subjects: Subjects
     task_resend_s: float = 300.0
-    _cancels: KeyValue | None = field(default=None, repr=False)
-    _causes: dict[tuple[str, str | None], Context] = field(default_factory=dict, repr=False)
-    _cancel_pending: bool = True  # marks to write: look once at start-up
+    reconciler: Reconciler = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.reconciler = Reconciler(self.res, self.subjects)
 
     # --- events -----------------------------------------------------------------------
     async def handle(
@@ -84,7 +72,7 @@ class Scheduler:
         errors: list[HeadwaterError | None] = [None] * len(events)
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock(conn)
-            self._causes = {}  # under the lock: one batch (or reconcile) at a time
+            self.reconciler.begin()  # under the lock: one batch (or reconcile) at a time
             work: Work = {}
             for i, event in enumerate(events):
                 try:
@@ -92,25 +80,15 @@ class Scheduler:
                         if await store.first_time(conn, event.event_id):
                             effect = await self._effect(conn, event)
                             if traces is not None:
-                                self._caused(effect, traces[i])
-                            _merge(work, effect)
+                                self.reconciler.caused(effect, traces[i])
+                            merge(work, effect)
                 except InputError as exc:
                     errors[i] = exc
-            await self._run(conn, work)
+            await self.reconciler.run(conn, work)
         await self.res.flush()
-        if self._cancel_pending:
-            await self._write_cancels()
+        if self.reconciler.cancel_pending:
+            await self.reconciler.write_cancels()
         return errors
-
-    # Which event of a batch caused the work on a partition (dataset, key; key None: every
-    # partition of the dataset), so what it publishes continues that event's trace.
-    def _caused(self, work: Work, trace: Context) -> None:
-        for name, keys in work.items():
-            for key in keys if keys is not None else [None]:
-                self._causes.setdefault((name, key), trace)
-
-    def _cause_of(self, dataset: str, key: str) -> Context | None:
-        return self._causes.get((dataset, key)) or self._causes.get((dataset, None))
 
     async def _effect(self, conn: asyncpg.Connection, event: SchedulerEvent) -> Work:
         if isinstance(event, CodeChanged):
@@ -144,7 +122,9 @@ class Scheduler:
         await store.put_dataset(conn, event.dataset, event.removed)
         if event.removed:  # its partitions leave `status`; what it had asked for stops
             fingerprints = await store.requested_tasks_of(conn, event.dataset.name)
-            await self._cancel(conn, [(fp, "its dataset was removed") for fp in fingerprints])
+            await self.reconciler.cancel(
+                conn, [(fp, "its dataset was removed") for fp in fingerprints]
+            )
             return {}
         if event.dataset.kind == "source":
             return {}
@@ -172,7 +152,7 @@ class Scheduler:
                 reason=None,
                 source_version=event.source_version,
             )
-            return await self._downstream_of(conn, event.dataset, {event.partition_key})
+            return await self.reconciler.downstream_of(conn, event.dataset, {event.partition_key})
         task = await store.task(conn, event.fingerprint)
         await store.add_materialization(conn, event, task["reason"] if task else None)
         if event.repaired:  # the object was written anew: what it backs is usable again
@@ -192,7 +172,7 @@ class Scheduler:
         known = current["source_version"]
         if known is not None and event.source_version <= known:
             return {}  # a newer landing already superseded this retraction
-        work = await self._downstream_of(conn, event.dataset, {event.partition_key})
+        work = await self.reconciler.downstream_of(conn, event.dataset, {event.partition_key})
         # Kept as `retracted` with its version, so an older landing replayed later loses.
         await store.set_partition(
             conn,
@@ -227,7 +207,7 @@ class Scheduler:
         await store.set_partition(
             conn, event.dataset, event.partition_key, state="errored", reason=event.error
         )
-        return await self._downstream_of(conn, event.dataset, {event.partition_key})
+        return await self.reconciler.downstream_of(conn, event.dataset, {event.partition_key})
 
     async def _attempt_failed(self, conn: asyncpg.Connection, event: TaskAttemptFailed) -> Work:
         # Kept for `why`; what the failure means for the partition waits for `task failed`.
@@ -308,7 +288,7 @@ class Scheduler:
                 for k, (_, dec) in requests.items()
             }
             await store.put_rows(conn, d.name, queued)
-            await self._request(conn, d, requests, stored)
+            await self.reconciler.request(conn, d, requests, stored)
             retried.extend(sorted(requests))
             if key is not None and not retried:
                 raise InputError("partition", f"{dataset}/{key} is not errored")
@@ -350,11 +330,15 @@ class Scheduler:
             if not isinstance(decision, Desired) or decision.fingerprint != task["fingerprint"]:
                 continue  # no longer wanted; the reconcile below requests what is
             _log.warning("re-sending task %s: unanswered", task["fingerprint"][:12])
-            await self._uncancel(task["fingerprint"])  # wanted: no stray mark may drop it
+            await self.reconciler.uncancel(task["fingerprint"])  # wanted: no stray mark may drop it
             await store.mark_sent(conn, task["fingerprint"])
-            await self._publish(
+            await self.reconciler.publish(
                 conn,
-                [self._task(d, task["partition_key"], decision, task["attempts"], resend=True)],
+                [
+                    self.reconciler.task(
+                        d, task["partition_key"], decision, task["attempts"], resend=True
+                    )
+                ],
             )
 
     # --- queries ------------------------------------------------------------------------
@@ -509,270 +493,11 @@ class Scheduler:
         """A command's or the timer's reconcile (events go through `handle`)."""
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock(conn)
-            self._causes = {}  # its tasks continue the trace it runs in
+            self.reconciler.begin()  # its tasks continue the trace it runs in
             work: Work = await apply(conn)
-            await self._run(conn, work)
+            await self.reconciler.run(conn, work)
         await self.res.flush()
-        await self._write_cancels()
-
-    # --- cancellation -------------------------------------------------------------------
-    # A task no longer wanted is `cancelled` in the same transaction that stops wanting it;
-    # executors learn it from a mark (fingerprint -> reason) in the cancels bucket, written
-    # after that commit, and drop the task before it runs or kill it while it runs. Asking
-    # for a cancelled fingerprint again (a revert) deletes the mark before the task is sent.
-    async def _cancel(self, conn: asyncpg.Connection, cancels: list[tuple[str, str]]) -> None:
-        """Cancel the tasks named ((fingerprint, reason) pairs) if still requested."""
-        if await store.cancel_tasks(conn, [(fp, f"cancelled: {why}") for fp, why in cancels]):
-            self._cancel_pending = True
-
-    async def _write_cancels(self) -> None:
-        """Write the marks of cancelled tasks, under the reconciler's lock: a revert that asks
-        for one of them again cannot slip between reading and writing its mark."""
-        async with self.res.pool.acquire() as conn, conn.transaction():
-            await store.lock(conn)
-            pending = await store.pending_cancels(conn)
-            kv = await self._cancels_bucket()
-            for fingerprint, reason in pending:
-                await kv.put(fingerprint, reason.encode())
-                _log.info("task %s %s", fingerprint[:12], reason)
-            await store.cancels_written(conn, [fp for fp, _ in pending])
-        self._cancel_pending = False
-
-    async def _uncancel(self, fingerprint: str) -> None:
-        await (await self._cancels_bucket()).delete(fingerprint)
-
-    async def _cancels_bucket(self) -> KeyValue:
-        if self._cancels is None:
-            js = self.res.broker.connection.jetstream()
-            self._cancels = await js.key_value(self.subjects.cancels_bucket)
-        return self._cancels
-
-    async def _run(self, conn: asyncpg.Connection, work: Work) -> None:
-        if not work:
-            return
-        defs = await store.definitions(conn)
-        for d in reconcile.topological(defs.values()):
-            if d.name not in work or d.kind == "source":
-                continue
-            keys = work.pop(d.name)
-            stored: dict[str, reconcile.Row] | None = None
-            if keys is None:  # every partition: a code change, or the reconcile timer
-                facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
-                stored = await store.rows(conn, d.name)
-                decided = self._unsettled(d, stored, facts)
-            else:  # only what these keys read: the cost does not grow with what is held
-                facts = await store.scoped_facts(conn, reconcile.scopes(d, keys))
-                index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
-                decided = reconcile.decide_keys(d, keys, facts, index)
-            changed = await self._settle(conn, d, decided, facts, stored)
-            if not changed:
-                continue
-            for key, more in (await self._downstream(conn, d.name, changed)).items():
-                if (cause := self._cause_of(d.name, key)) is not None:
-                    self._caused(more, cause)
-                _merge(work, more)
-
-    @staticmethod
-    def _unsettled(
-        d: DatasetDefinition,
-        stored: dict[str, reconcile.Row],
-        facts: dict[str, dict[str, PartitionFact]],
-    ) -> dict[str, reconcile.Decision | None]:
-        """Of every partition of `d`, those whose stored state may disagree with today's
-        decision, with that decision (None: what it read went away): decided in memory over
-        one load (input keys sorted once), so the reconcile timer and a code change touch rows
-        only where something is to be done."""
-        index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
-        keys = set(stored) | reconcile.output_keys(d, facts, some=True)
-        out: dict[str, reconcile.Decision | None] = {}
-        for key, decision in reconcile.decide_keys(d, keys, facts, index).items():
-            row = stored.get(key)
-            if row is None or decision is None:
-                settled = row is None and decision is None
-            elif isinstance(decision, Desired):
-                settled = (row.state, row.fingerprint, row.incomplete) == (
-                    "ready",
-                    decision.fingerprint,
-                    False,
-                )
-            else:
-                state = "blocked" if decision.blocked else "waiting"
-                settled = (row.state, row.incomplete) == (state, decision.incomplete)
-            if not settled:
-                out[key] = decision
-        return out
-
-    async def _settle(
-        self,
-        conn: asyncpg.Connection,
-        d: DatasetDefinition,
-        decided: dict[str, reconcile.Decision | None],
-        facts: dict[str, dict[str, PartitionFact]],
-        stored: dict[str, reconcile.Row] | None = None,
-    ) -> set[str]:
-        """Bring the partitions `decided` in line with their decisions (None: no input maps
-        to it any more) in a fixed number of statements, whatever their number; returns the
-        keys whose readers must look again. Each row's step is `reconcile.transition`."""
-        if not decided:
-            return set()
-        if stored is None:
-            stored = await store.rows(conn, d.name, decided.keys())
-        asked = {
-            dec.fingerprint
-            for key, dec in decided.items()
-            if isinstance(dec, Desired)
-            and (stored.get(key) is None or stored[key].fingerprint != dec.fingerprint)
-        }
-        made = await store.outputs(conn, asked)
-        tasks = await store.tasks(conn, asked - made.keys())
-        steps: dict[str, reconcile.Step] = {}
-        for key in sorted(decided):
-            decision = decided[key]
-            fp = decision.fingerprint if isinstance(decision, Desired) else None
-            step = reconcile.transition(
-                stored.get(key),
-                decision,
-                made.get(fp) if fp else None,
-                tasks.get(fp) if fp else None,
-            )
-            if step.request is not None and fp is not None:
-                tasks[fp] = reconcile.Task("requested")  # asked once, even if read twice
-            steps[key] = step
-        await self._cancel(conn, [s.cancel for s in steps.values() if s.cancel is not None])
-        gone = [k for k, s in steps.items() if s.row is None and stored.get(k) is not None]
-        for key in gone:
-            await store.delete_partition(conn, d.name, key)
-            facts[d.name].pop(key, None)
-        written = {
-            k: s.row for k, s in steps.items() if s.row is not None and s.row != stored.get(k)
-        }
-        await store.put_rows(conn, d.name, written)
-        for key, row in written.items():
-            facts[d.name][key] = PartitionFact(row.data_sha, row.object_key, row.state)
-        requests: dict[str, tuple[reconcile.Request, Desired]] = {}
-        for key, step in steps.items():
-            decision = decided[key]
-            if step.request is not None and isinstance(decision, Desired):
-                requests[key] = (step.request, decision)
-        await self._request(conn, d, requests, stored)
-        return {k for k, s in steps.items() if s.changed(stored.get(k))}
-
-    async def _request(
-        self,
-        conn: asyncpg.Connection,
-        d: DatasetDefinition,
-        requests: dict[str, tuple[reconcile.Request, Desired]],
-        stored: dict[str, reconcile.Row],
-    ) -> None:
-        """Record and send the tasks `requests` asks for (key -> what, decision): a first
-        request adds its task row with why it is needed; any other re-opens it (a new
-        generation)."""
-        if not requests:
-            return
-        again = {dec.fingerprint for kind, dec in requests.values() if kind != "new"}
-        generations = await store.reopen_tasks(conn, again)
-        # A first request adds its task row (as does a lost one asked again).
-        first = {k: dec for k, (_, dec) in requests.items() if dec.fingerprint not in generations}
-        before = {stored[k].fingerprint for k in first if k in stored}
-        made_from = await store.made_from(conn, {fp for fp in before if fp is not None})
-        await store.add_tasks(
-            conn,
-            d.name,
-            [
-                (dec.fingerprint, k, _reason(d, dec, made_from, stored.get(k)))
-                for k, dec in first.items()
-            ],
-        )
-        for fp in {dec.fingerprint for kind, dec in requests.values() if kind == "revive"}:
-            await self._uncancel(fp)
-        messages = []
-        for key, (kind, dec) in sorted(requests.items()):
-            attempt = generations.get(dec.fingerprint, 1)
-            messages.append(self._task(d, key, dec, attempt, repair=kind == "repair"))
-        await self._publish(conn, messages)
-
-    def _task(
-        self,
-        d: DatasetDefinition,
-        key: str,
-        decision: Desired,
-        attempt: int,
-        *,
-        resend: bool = False,
-        repair: bool = False,
-    ) -> OutboxItem:
-        task = TaskRequested(
-            fingerprint=decision.fingerprint,
-            dataset=d,
-            partition_key=key,
-            inputs=decision.inputs,
-            attempt=attempt,
-            repair=repair,
-        )
-        # A retry or a re-send is a new message for JetStream: its own message id, so the
-        # duplicate window does not swallow it.
-        msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:retry{attempt}"
-        if resend:
-            msg_id = f"{msg_id}:resend:{uuid.uuid4().hex[:8]}"
-        return OutboxItem(
-            self.subjects.task_requested(d.name),
-            self.subjects.tasks_stream,
-            msg_id,
-            task,
-            self._cause_of(d.name, key),  # the outbox publishes it in that trace
-        )
-
-    async def _publish(self, conn: asyncpg.Connection, items: list[OutboxItem]) -> None:
-        assert self.res.outbox is not None
-        await self.res.outbox.add_many(conn, items)
-
-    async def _downstream(
-        self, conn: asyncpg.Connection, dataset: str, keys: set[str]
-    ) -> dict[str, Work]:
-        """Per key of `keys`: the partitions of datasets reading `dataset` that read it."""
-        defs = await store.definitions(conn)
-        readers = [d for d in defs.values() if any(i.dataset == dataset for i in d.inputs)]
-        if not readers:
-            return {}
-        scope = reconcile.affected_scope(readers, dataset, keys)
-        facts = await store.scoped_facts(conn, {dataset: scope})
-        index = reconcile.index_of(facts, [dataset])
-        return {
-            key: {
-                reader.name: reconcile.affected_outputs(reader, dataset, key, facts, index)
-                for reader in readers
-            }
-            for key in keys
-        }
-
-    async def _downstream_of(self, conn: asyncpg.Connection, dataset: str, keys: set[str]) -> Work:
-        """The partitions of datasets reading `dataset` that read one of `keys`."""
-        work: Work = {}
-        for more in (await self._downstream(conn, dataset, keys)).values():
-            _merge(work, more)
-        return work
-
-
-def _reason(
-    d: DatasetDefinition,
-    decision: Desired,
-    made_from: dict[str, store.Made],
-    row: reconcile.Row | None,
-) -> str:
-    """Why this computation is needed: which code or input change since what is current."""
-    previous = made_from.get(row.fingerprint) if row is not None and row.fingerprint else None
-    if previous is None:
-        return "new partition"
-    parts = []
-    if previous.code_sha != d.code_sha:
-        parts.append(f"code changed {str(previous.code_sha)[:12]} -> {d.code_sha[:12]}")
-    old = previous.inputs
-    new = {(i.dataset, i.partition_key): i.data_sha for i in decision.inputs}
-    for ref in sorted(set(old) | set(new)):
-        if old.get(ref) != new.get(ref):
-            what = "added" if ref not in old else "removed" if ref not in new else "changed"
-            parts.append(f"input {ref[0]}/{ref[1]} {what}")
-    return "; ".join(parts) or "recomputed"
+        await self.reconciler.write_cancels()
 
 
 def _reads_pending(
