@@ -33,7 +33,7 @@ from tests.workloads import sales_csv
 pytestmark = pytest.mark.timeout(240)
 
 DAY = "2024-05-01"
-RECONCILE_INTERVAL_S = 2.0  # what FaultStack.start sets
+RECONCILE_INTERVAL_S = 0.5  # failing_stack's (FaultStack.start sets 2 s)
 
 
 async def rows(stack: FaultStack, query: str, *args: object) -> list[tuple[Any, ...]]:
@@ -255,7 +255,13 @@ def fn(sales: pa.Table) -> pa.Table:
 async def failing_stack(
     tmp_path: Path, namespace: str, nats_url: str, database: str
 ) -> AsyncIterator[FaultStack]:
-    env = {"HEADWATER_ATTEMPTS": "3", "HEADWATER_RETRY_BASE_S": "0.1"}
+    env = {
+        "HEADWATER_ATTEMPTS": "3",
+        "HEADWATER_RETRY_BASE_S": "0.1",
+        # The test waits several reconcile intervals to see that none retries the errored
+        # partition: short ones, so that it waits seconds, not tens of them.
+        "HEADWATER_RECONCILE_INTERVAL_S": str(RECONCILE_INTERVAL_S),
+    }
     (tmp_path / "fail.py").write_text(FAIL_PY)
     stack = FaultStack(
         tmp_path, stack_settings(namespace, nats_url, database, None), env, spec=FAILING_SPEC
