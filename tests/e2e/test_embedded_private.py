@@ -30,7 +30,8 @@ from headwater.sdk.embedded import EmbeddedStack, RestartPolicy
 from tests.e2e.conftest import ROOT, stack_settings
 from tests.e2e.test_embedded import _env, headwater
 
-# One worker runs the module, so its `up` starts once.
+# One worker runs the module, so its `up` starts once (where xdist honours the group: see
+# pyproject.toml; until then each worker that runs one of these tests starts an `up`).
 pytestmark = [pytest.mark.timeout(240), pytest.mark.xdist_group("embedded_private")]
 
 
