@@ -53,6 +53,10 @@ datasets:
     inputs: {{delays_by_origin: all}}
 """
 EXECUTORS = 2
+# The transforms' own work, perfectly spread, would take their summed CPU time over the cores:
+# the overhead per task is the wall time beyond that (the issue's (wall - summed transform time)
+# / tasks, with the transforms run in parallel).
+CORES = os.cpu_count() or 1
 TRIVIAL_DAILY = "SELECT origin, count(*) AS flights, avg(dep_delay) AS avg_dep_delay FROM flights GROUP BY origin"
 
 
@@ -145,11 +149,12 @@ async def last_commit(dsn: str) -> float:
 
 
 async def runs_since(dsn: str, since: float) -> tuple[int, float]:
-    """Derived partitions computed since `since` and their summed transform time (s)."""
+    """Derived partitions computed since `since` and the CPU time their transforms took (s:
+    what the executors' workers spent on them, `cpu_ms`)."""
     conn = await asyncpg.connect(dsn)
     try:
         row = await conn.fetchrow(
-            "SELECT count(*), coalesce(sum(duration_ms), 0) FROM scheduler.materializations"
+            "SELECT count(*), coalesce(sum(cpu_ms), 0) FROM scheduler.materializations"
             " WHERE code_sha IS NOT NULL AND created_at >= to_timestamp($1)",
             since,
         )
@@ -229,7 +234,7 @@ async def real_flights(root: Path, sizes: BenchSizes, profile: Path | None) -> l
             start = await land(hw, files)
             await hw.wait(timeout=1800)
         wall = await last_commit(s.admin_dsn) - start
-        runs, transform_s = await runs_since(s.admin_dsn, start)
+        runs, transform_cpu_s = await runs_since(s.admin_dsn, start)
 
         (root / "pipeline.yaml").write_text(graph(daily.replace(", 2)", ", 3)")))
         with profiled(s, profile, "backfill"):
@@ -259,12 +264,12 @@ async def real_flights(root: Path, sizes: BenchSizes, profile: Path | None) -> l
         ),
         Figure(
             "pipeline",
-            f"orchestration overhead per task ((wall x {EXECUTORS} executors - summed executor"
-            " time) / tasks)",
-            (wall * EXECUTORS - transform_s) / runs * 1000,
+            f"orchestration overhead per task ((wall - summed transform CPU time / {CORES}"
+            " cores) / tasks)",
+            (wall - transform_cpu_s / CORES) / runs * 1000,
             "ms",
             target="<= 10",
-            note=f"summed executor time per task: {transform_s / runs * 1000:.1f} ms",
+            note=f"transform CPU time per task: {transform_cpu_s / runs * 1000:.1f} ms",
         ),
     ]
     figures += [

@@ -65,6 +65,22 @@ async def test_a_transform_runs_in_another_process_and_returns_its_table(
     assert again.column("pid").to_pylist() == out.column("pid").to_pylist()
 
 
+async def test_the_worker_reports_the_cpu_time_a_task_took_not_the_time_it_slept(
+    pool: WorkerPool,
+) -> None:
+    """`cpu_ms` of a materialization (the bench's orchestration overhead is wall time beyond
+    it): a transform that burns CPU for 0.3 s and sleeps 0.5 s reports the 0.3 s."""
+    burn = python(
+        "    end = time.process_time() + 0.3\n"
+        "    while time.process_time() < end:\n"
+        "        pass\n"
+        "    time.sleep(0.5)\n"
+        "    return sales"
+    )
+    out = await pool.run(burn, stored(SALES), timeout_s=20.0, memory_mb=None)
+    assert 0.3 <= out.cpu_s < 0.7
+
+
 async def test_a_transform_past_its_timeout_is_stopped_and_the_next_task_runs(
     pool: WorkerPool,
 ) -> None:

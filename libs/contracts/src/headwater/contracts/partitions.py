@@ -38,7 +38,11 @@ class PartitionLanded(Event):
     inputs: tuple[InputRef, ...] = ()
     source_files: tuple[str, ...] = ()
     source_version: int | None = None  # a source partition's content version (1, 2, ...)
+    # A computed partition: from the executor fetching the task to its result (input reads
+    # and waiting for a free worker included), and the CPU time the worker spent on it
+    # (decoding and verifying inputs, the transform, hashing and encoding the output).
     duration_ms: float = 0.0
+    cpu_ms: float = Field(default=0.0, ge=0)
     trace_id: str | None = None
     # The computation was run again because its stored object was missing or damaged; the
     # object under `object_key` was written anew.

@@ -57,7 +57,7 @@ def read_table(data: bytes, fmt: str, name: str, schema: pa.Schema | None = None
     (SchemaMismatch names the column)."""
     try:
         if fmt == "parquet":
-            table = pq.read_table(io.BytesIO(data))
+            table = from_parquet(data)
         elif fmt == "csv":
             convert = pacsv.ConvertOptions(
                 column_types={f.name: f.type for f in schema} if schema is not None else None
@@ -140,6 +140,9 @@ def combine(tables: list[pa.Table]) -> pa.Table:
         raise FormatError(f"files of one partition have incompatible schemas: {exc}") from exc
 
 
+_THREADED_READ = 4 * 2**20  # bytes of Parquet
+
+
 def to_parquet(table: pa.Table) -> bytes:
     """Headwater's at-rest encoding."""
     sink = io.BytesIO()
@@ -148,5 +151,8 @@ def to_parquet(table: pa.Table) -> bytes:
 
 
 def from_parquet(data: bytes) -> pa.Table:
-    """Read a Parquet object written by Headwater."""
-    return pq.read_table(io.BytesIO(data))
+    """Read one Parquet file held in memory. `ParquetFile` reads it directly: `pq.read_table`
+    goes through the dataset API, about 0.5 ms more per file, which an `all` partition over a
+    year of days pays 365 times (3.5x the whole read for small files). Threads only pay off
+    for a large file."""
+    return pq.ParquetFile(pa.BufferReader(data)).read(use_threads=len(data) > _THREADED_READ)

@@ -170,6 +170,7 @@ class Executor:
             bytes=len(body),
             inputs=task.inputs,
             duration_ms=(time.perf_counter() - started) * 1000,
+            cpu_ms=output.cpu_s * 1000,
             trace_id=current_trace_id(),
             repaired=task.repair,
             attempt=delivery,

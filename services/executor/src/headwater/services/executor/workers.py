@@ -37,7 +37,7 @@ from headwater.services.executor.transforms import Sandbox, out_of_memory, run_t
 _log = logging.getLogger(__name__)
 _CTX = multiprocessing.get_context("spawn")
 _PR_SET_PDEATHSIG = 1
-# ("ok", data_sha, rows, parquet) | ("damaged", input index, reason)
+# ("ok", data_sha, rows, cpu_s, parquet) | ("damaged", input index, reason)
 # | ("error", message, traceback, fatal) | ("timeout",) | ("died", code)
 Answer = tuple[Any, ...]
 # A task's inputs by dataset: each partition's reference and the bytes of its object.
@@ -108,10 +108,13 @@ class WorkerPool:
 
 @dataclass(frozen=True)
 class Output:
-    """A transform's result as the worker encoded it: its data SHA, rows and Parquet bytes."""
+    """A transform's result as the worker encoded it: its data SHA, rows and Parquet bytes,
+    and the CPU time the worker spent on the task (its threads included: decoding and
+    verifying the inputs, the transform, hashing and encoding the output)."""
 
     data_sha: str
     rows: int
+    cpu_s: float
     parquet: bytes
 
 
@@ -157,7 +160,7 @@ class Worker:
         answer = await asyncio.to_thread(self._call, header, bodies, timeout_s)
         if answer[0] == "ok":
             self.healthy = True
-            return Output(answer[1], answer[2], answer[3])
+            return Output(*answer[1:5])
         if answer[0] == "damaged":
             self.healthy = True
             refs = [ref for parts in inputs.values() for ref, _ in parts]
@@ -234,6 +237,7 @@ def _answer(
 ) -> tuple[Answer, bytes | None]:
     memory_mb = header["memory_mb"]
     _limit_memory(memory_mb)
+    cpu = _cpu_s()
     try:
         inputs: dict[str, list[pa.Table]] = {}
         n = 0
@@ -249,7 +253,8 @@ def _answer(
         table = run_transform(header["blob"], inputs, memory_mb, sandbox)
         del inputs
         data_sha = hashing.data_sha(table, ordered=header["ordered"])
-        return ("ok", data_sha, table.num_rows), formats.to_parquet(table)
+        parquet = formats.to_parquet(table)
+        return ("ok", data_sha, table.num_rows, _cpu_s() - cpu), parquet
     except TransformError as exc:
         oom = isinstance(exc.__cause__, MemoryError | duckdb.OutOfMemoryException)
         return ("error", str(exc), exc.traceback, oom), None
@@ -259,6 +264,12 @@ def _answer(
         return ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(), True), None
     finally:
         _limit_memory(None)
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process has used, all its threads (DuckDB's and Arrow's) included."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _limit_memory(memory_mb: int | None) -> None:

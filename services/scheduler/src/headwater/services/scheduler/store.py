@@ -342,7 +342,8 @@ async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None
     status = await conn.execute(
         f"INSERT INTO {SCHEMA}.materializations (fingerprint, fingerprint_version, dataset,"
         " partition_key, code_sha, data_sha, object_key, rows, bytes, inputs, reason,"
-        " duration_ms, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        " duration_ms, cpu_ms, trace_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         " ON CONFLICT (fingerprint) DO NOTHING",
         e.fingerprint,
         FINGERPRINT_VERSION,
@@ -356,6 +357,7 @@ async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None
         json.dumps([i.model_dump() for i in e.inputs]),
         reason,
         e.duration_ms,
+        e.cpu_ms,
         e.trace_id,
     )
     return bool(status.endswith(" 1"))
