@@ -835,15 +835,17 @@ def test_sql_file_missing_from_the_document_is_rejected() -> None:
 # the bounds of one run
 
 
-def test_timeout_and_memory_travel_in_the_definition_but_not_in_the_code_sha(
+def test_timeout_memory_and_settle_travel_in_the_definition_but_not_in_the_code_sha(
     tmp_path: Path,
 ) -> None:
     body = "sql: SELECT * FROM flights\ninputs: {flights: identity}\n"
     plain = load(tmp_path, one_dataset(body)).datasets["d"]
-    bounded = load(tmp_path, one_dataset(body + "timeout: 2.5\nmemory_mb: 512\n")).datasets["d"]
-    assert (bounded.definition().timeout_s, bounded.definition().memory_mb) == (2.5, 512)
-    assert (plain.definition().timeout_s, plain.definition().memory_mb) == (None, None)
-    assert bounded.code_sha == plain.code_sha  # a bound does not change the output
+    text = body + "timeout: 2.5\nmemory_mb: 512\nsettle: 30\n"
+    bounded = load(tmp_path, one_dataset(text)).datasets["d"]
+    d, p = bounded.definition(), plain.definition()
+    assert (d.timeout_s, d.memory_mb, d.settle_s) == (2.5, 512, 30)
+    assert (p.timeout_s, p.memory_mb, p.settle_s) == (None, None, None)
+    assert bounded.code_sha == plain.code_sha  # neither a bound nor a delay changes the output
 
 
 @pytest.mark.parametrize(
@@ -856,9 +858,13 @@ def test_timeout_and_memory_travel_in_the_definition_but_not_in_the_code_sha(
         ("memory_mb: 0", "memory_mb"),
         ("memory_mb: 1.5", "memory_mb"),
         ("memory_mb: lots", "memory_mb"),
+        ("settle: 0", "settle"),
+        ("settle: 5m", "settle"),
     ],
 )
-def test_a_bad_timeout_or_memory_limit_is_rejected(tmp_path: Path, line: str, field: str) -> None:
+def test_a_bad_timeout_memory_limit_or_settle_delay_is_rejected(
+    tmp_path: Path, line: str, field: str
+) -> None:
     body = f"sql: SELECT * FROM flights\ninputs: {{flights: identity}}\n{line}\n"
     err = spec_error(tmp_path, one_dataset(body))
     assert_names(err, dataset="d", field=field)

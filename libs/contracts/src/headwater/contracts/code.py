@@ -20,7 +20,9 @@ class DatasetDefinition(Event):
     """What the scheduler and executors need of a dataset, named by its code SHA.
 
     `timeout_s` and `memory_mb` bound one run of its transform (None: the executor's
-    defaults); they do not change the output, so they are not part of the code SHA."""
+    defaults); `settle_s`: how long its inputs must stay unchanged before the scheduler asks
+    for a new computation of a partition (None: at once). They do not change the output, so
+    they are not part of the code SHA."""
 
     name: str
     kind: Literal["source", "sql", "python"]
@@ -31,6 +33,7 @@ class DatasetDefinition(Event):
     columns: dict[str, str] | None = None
     timeout_s: float | None = Field(default=None, gt=0)
     memory_mb: int | None = Field(default=None, gt=0)
+    settle_s: float | None = Field(default=None, gt=0)
 
 
 class CodeChanged(Event):

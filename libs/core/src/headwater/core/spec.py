@@ -64,6 +64,9 @@ class DatasetSpec(BaseModel):
     # Bounds of one run (None: the executor's defaults). Not in the code SHA: no output change.
     timeout_s: float | None = None
     memory_mb: int | None = None
+    # Seconds its inputs must stay unchanged before a new computation of a partition is asked
+    # for (None: at once). Not in the code SHA: it changes when, not what.
+    settle_s: float | None = None
 
     def definition(self) -> DatasetDefinition:
         """What the scheduler and executors are told of this dataset."""
@@ -79,6 +82,7 @@ class DatasetSpec(BaseModel):
             columns=self.columns,
             timeout_s=self.timeout_s,
             memory_mb=self.memory_mb,
+            settle_s=self.settle_s,
         )
 
     def code_blob(self) -> dict[str, Any]:
@@ -180,6 +184,7 @@ _TOP_FIELDS = {"pipeline", "sources", "datasets"}
 _SOURCE_FIELDS = {"ordered", "description", "columns"}
 _DERIVED_FIELDS = {"sql", "python", "inputs", "version", "ordered", "description"}
 _DERIVED_FIELDS |= {"timeout", "memory_mb"}  # the bounds of one run (see DatasetSpec)
+_DERIVED_FIELDS |= {"settle"}  # when its runs are asked for (see DatasetSpec)
 
 
 def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> Pipeline:
@@ -396,13 +401,15 @@ def _derived(
         code_sha=code_sha,
         timeout_s=_positive(f, name, body, "timeout"),
         memory_mb=_positive(f, name, body, "memory_mb", integer=True),
+        settle_s=_positive(f, name, body, "settle"),
     )
 
 
 def _positive(
     file: str, ds: str, body: dict[str, Any], field: str, *, integer: bool = False
 ) -> Any:
-    """An optional positive number (`timeout` in seconds, `memory_mb` a whole number)."""
+    """An optional positive number (`timeout` and `settle` in seconds, `memory_mb` a whole
+    number)."""
     value = body.get(field)
     if value is None:
         return None

@@ -61,6 +61,7 @@ def build_app(
     responder(broker, s.rpc(NAME, "pending"), queries.pending)
     service.on_start.append(app.reconcile_all)
     service.timers.append((settings.reconcile_interval_s, app.reconcile_all))
+    service.timers.append((settings.settle_poll_s, app.settle_due))
 
     async def prune() -> None:
         async with service.res.pool.acquire() as conn:

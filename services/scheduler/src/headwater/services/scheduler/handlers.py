@@ -47,6 +47,7 @@ _PARTITION_COLUMNS = (
     *("bytes", "desired_fingerprint", "reason", "updated_at", "source_version"),
 )
 _MAX_CURRENT = 1000  # partitions per `current` query (a reply stays small)
+_DUE_AT_ONCE = 5000  # held computations asked for per `settle_due`
 
 
 @dataclass
@@ -304,6 +305,21 @@ class Scheduler:
             defs = await store.definitions(conn)
             await self._resend_unanswered(conn, defs)
             return {d.name: None for d in defs.values() if d.kind != "source"}
+
+        await self._transact(apply)
+
+    async def settle_due(self) -> None:
+        """Ask for the held computations (`settle:`) whose inputs have been quiet long
+        enough: reconciled again, they are requested (a few thousand at a time)."""
+        async with self.res.pool.acquire() as conn:
+            if not await conn.fetchval(
+                f"SELECT EXISTS (SELECT 1 FROM {store.SCHEMA}.settling WHERE due_at <= now())"
+            ):
+                return  # the common case, without waiting for the reconciler's lock
+
+        async def apply(conn: asyncpg.Connection) -> Work:
+            due = await store.settled_due(conn, _DUE_AT_ONCE)
+            return {name: keys for name, keys in due.items()}
 
         await self._transact(apply)
 

@@ -4,7 +4,9 @@ through the outbox), cancellations; then looks at what reads the partitions that
 
 import logging
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 import asyncpg
 from nats.js.kv import KeyValue
@@ -19,6 +21,9 @@ from headwater.services.scheduler import store
 
 _log = logging.getLogger(__name__)
 Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: all)
+# A settling partition whose inputs keep changing still runs this many settle delays after
+# the first change.
+_SETTLE_CAP = 4
 
 
 def merge(work: Work, more: Work) -> None:
@@ -178,6 +183,9 @@ class Reconciler:
                 tasks[fp] = reconcile.Task("requested")  # asked once, even if read twice
             steps[key] = step
         await self.cancel(conn, [s.cancel for s in steps.values() if s.cancel is not None])
+        notes: dict[str, str] = {}
+        if d.settle_s:
+            notes = await self._hold(conn, d, decided.keys(), steps)
         gone = [k for k, s in steps.items() if s.row is None and stored.get(k) is not None]
         for key in gone:
             await store.delete_partition(conn, d.name, key)
@@ -193,8 +201,61 @@ class Reconciler:
             decision = decided[key]
             if step.request is not None and isinstance(decision, Desired):
                 requests[key] = (step.request, decision)
-        await self.request(conn, d, requests, stored)
+        await self.request(conn, d, requests, stored, notes)
         return {k for k, s in steps.items() if s.changed(stored.get(k))}
+
+    async def _hold(
+        self,
+        conn: asyncpg.Connection,
+        d: DatasetDefinition,
+        keys: Collection[str],
+        steps: dict[str, reconcile.Step],
+    ) -> dict[str, str]:
+        """A dataset with a settle delay: hold each new computation until its inputs have not
+        changed for `settle_s` (each change of fingerprint pushes it back, at most to
+        `_SETTLE_CAP` times the delay after the first), so inputs changing in quick succession
+        run it once. A held step is kept `queued` without its request, saying until when;
+        `settle_due` (a timer) reconciles it again once due. Returns, per key asked for now
+        after being held, what its task's reason adds (the changes it coalesced)."""
+        assert d.settle_s is not None
+        settle = timedelta(seconds=d.settle_s)
+        known = await store.settling(conn, d.name, keys)
+        now: datetime = await conn.fetchval("SELECT now()")
+        held: dict[str, store.Settling] = {}
+        notes: dict[str, str] = {}
+        for key, step in steps.items():
+            if step.request != "new" or step.row is None:
+                continue
+            fp = step.row.desired_fingerprint
+            assert fp is not None
+            was = known.get(key)
+            if was is not None and was.fingerprint == fp:
+                if was.due_at <= now:  # quiet long enough: asked for now
+                    if was.changes > 1:
+                        notes[key] = (
+                            f"{was.changes} input changes coalesced into one run"
+                            f" (settle {d.settle_s:g}s)"
+                        )
+                    continue
+                hold = was
+            elif was is None:
+                hold = store.Settling(fp, now, now + settle, 1)
+            else:
+                due = min(now + settle, was.first_at + _SETTLE_CAP * settle)
+                hold = store.Settling(fp, was.first_at, due, was.changes + 1)
+            held[key] = hold
+            steps[key] = replace(
+                step,
+                row=replace(
+                    step.row,
+                    reason=f"settling: runs at {hold.due_at:%H:%M:%S} UTC unless its inputs"
+                    f" change again ({hold.changes} change(s) so far, settle {d.settle_s:g}s)",
+                ),
+                request=None,
+            )
+        await store.put_settling(conn, d.name, {k: h for k, h in held.items() if h != known.get(k)})
+        await store.drop_settling(conn, d.name, known.keys() - held.keys())
+        return notes
 
     async def request(
         self,
@@ -202,10 +263,12 @@ class Reconciler:
         d: DatasetDefinition,
         requests: dict[str, tuple[reconcile.Request, Desired]],
         stored: dict[str, reconcile.Row],
+        notes: dict[str, str] | None = None,
     ) -> None:
         """Record and send the tasks `requests` asks for (key -> what, decision): a first
-        request adds its task row with why it is needed; any other re-opens it (a new
-        generation)."""
+        request adds its task row with why it is needed (and what `notes` adds for its key);
+        any other re-opens it (a new generation)."""
+        notes = notes or {}
         if not requests:
             return
         again = {dec.fingerprint for kind, dec in requests.values() if kind != "new"}
@@ -218,7 +281,7 @@ class Reconciler:
             conn,
             d.name,
             [
-                (dec.fingerprint, k, _reason(d, dec, made_from, stored.get(k)))
+                (dec.fingerprint, k, _reason(d, dec, made_from, stored.get(k), notes.get(k)))
                 for k, dec in first.items()
             ],
         )
@@ -297,11 +360,17 @@ def _reason(
     decision: Desired,
     made_from: dict[str, store.Made],
     row: reconcile.Row | None,
+    note: str | None = None,
 ) -> str:
-    """Why this computation is needed: which code or input change since what is current."""
+    """Why this computation is needed: which code or input change since what is current;
+    what it coalesced (a queued request it replaces, `note`)."""
+    coalesced = [note] if note else []
+    wanted = row.desired_fingerprint if row is not None else None
+    if row is not None and row.state == "queued" and wanted not in (None, decision.fingerprint):
+        coalesced.append(f"replaces request {str(wanted)[:12]} (superseded before its result)")
     previous = made_from.get(row.fingerprint) if row is not None and row.fingerprint else None
     if previous is None:
-        return "new partition"
+        return "; ".join(["new partition", *coalesced])
     parts = []
     if previous.code_sha != d.code_sha:
         parts.append(f"code changed {str(previous.code_sha)[:12]} -> {d.code_sha[:12]}")
@@ -311,4 +380,4 @@ def _reason(
         if old.get(ref) != new.get(ref):
             what = "added" if ref not in old else "removed" if ref not in new else "changed"
             parts.append(f"input {ref[0]}/{ref[1]} {what}")
-    return "; ".join(parts) or "recomputed"
+    return "; ".join([*(parts or ["recomputed"]), *coalesced])

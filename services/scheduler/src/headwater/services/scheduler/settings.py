@@ -10,6 +10,9 @@ class SchedulerSettings(ServiceSettings):
     may go unanswered before it is sent again (a lost message delays work, never loses it)."""
 
     reconcile_interval_s: float = 10.0
+    # How often held computations (a dataset's `settle:`) are looked at: a settle delay is
+    # kept to within this.
+    settle_poll_s: float = Field(default=1.0, gt=0)
     task_resend_s: float = 300.0
     # Events handled together (one pull, one transaction, one reconcile).
     batch_size: int = Field(default=100, ge=1, le=1000)

@@ -288,6 +288,66 @@ async def reopen_tasks(conn: Conn, fingerprints: Collection[str]) -> dict[str, i
     return {r["fingerprint"]: int(r["attempts"]) for r in found}
 
 
+# --- settling: new computations held until their inputs stop changing (`settle:`) --------
+@dataclass(frozen=True)
+class Settling:
+    fingerprint: str  # what it will ask for
+    first_at: datetime  # when its inputs first changed
+    due_at: datetime
+    changes: int  # input changes it coalesces
+
+
+async def settling(conn: Conn, dataset: str, keys: Collection[str]) -> dict[str, Settling]:
+    rows = await conn.fetch(
+        f"SELECT partition_key, fingerprint, first_at, due_at, changes FROM {SCHEMA}.settling"
+        " WHERE dataset = $1 AND partition_key = ANY($2::text[])",
+        dataset,
+        list(keys),
+    )
+    return {r["partition_key"]: Settling(*list(r.values())[1:]) for r in rows}
+
+
+async def put_settling(conn: Conn, dataset: str, held: dict[str, Settling]) -> None:
+    if not held:
+        return
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.settling"
+        " (dataset, partition_key, fingerprint, first_at, due_at, changes)"
+        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
+        " $5::timestamptz[], $6::int[])"
+        " ON CONFLICT (dataset, partition_key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+        " first_at = excluded.first_at, due_at = excluded.due_at, changes = excluded.changes",
+        dataset,
+        list(held),
+        [h.fingerprint for h in held.values()],
+        [h.first_at for h in held.values()],
+        [h.due_at for h in held.values()],
+        [h.changes for h in held.values()],
+    )
+
+
+async def drop_settling(conn: Conn, dataset: str, keys: Collection[str]) -> None:
+    if keys:
+        await conn.execute(
+            f"DELETE FROM {SCHEMA}.settling WHERE dataset = $1 AND partition_key = ANY($2::text[])",
+            dataset,
+            list(keys),
+        )
+
+
+async def settled_due(conn: Conn, limit: int) -> dict[str, set[str]]:
+    """The held partitions whose time has come (at most `limit`), by dataset."""
+    rows = await conn.fetch(
+        f"SELECT dataset, partition_key FROM {SCHEMA}.settling WHERE due_at <= now()"
+        " ORDER BY due_at LIMIT $1",
+        limit,
+    )
+    due: dict[str, set[str]] = {}
+    for r in rows:
+        due.setdefault(r["dataset"], set()).add(r["partition_key"])
+    return due
+
+
 async def partition(conn: Conn, dataset: str, key: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(
         f"SELECT * FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2",
