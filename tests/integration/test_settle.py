@@ -52,7 +52,8 @@ async def test_a_month_whose_days_arrive_in_quick_succession_runs_once_they_sett
             row = await conn.fetchrow(
                 "SELECT state, reason FROM scheduler.partitions WHERE dataset = 'monthly'"
             )
-        assert row is not None and row["state"] == "queued"
+        assert row is not None
+        assert row["state"] == "queued"
         assert row["reason"].startswith("settling: runs at ")
         assert "3 change(s) so far, settle 1s" in row["reason"]
 
