@@ -47,6 +47,7 @@ class Executor:
     pool: WorkerPool
     _code: dict[str, dict[str, Any]] = field(default_factory=dict)
     _cancels: KeyValue | None = None
+    _lease_kv: KeyValue | None = None
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
 
     @property
@@ -314,7 +315,12 @@ class Executor:
     # A lease's value goes "OWNER:DELIVERY" (running) -> "OWNER:committed" (fence passed) ->
     # "published" (the result is in the events stream).
     async def _leases(self) -> KeyValue:
-        return await self.res.broker.connection.jetstream().key_value(self.subjects.leases_bucket)
+        # Looked up once: `key_value` asks the server for the bucket's stream each time, a
+        # round trip that four lease steps per task paid in turn.
+        if self._lease_kv is None:
+            js = self.res.broker.connection.jetstream()
+            self._lease_kv = await js.key_value(self.subjects.leases_bucket)
+        return self._lease_kv
 
     async def _published(self, fingerprint: str) -> PartitionLanded | None:
         """The result published for `fingerprint`, if any."""
