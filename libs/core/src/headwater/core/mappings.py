@@ -14,10 +14,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from headwater.contracts import InputDefinition
 from headwater.contracts.keys import PARTITION_KEY_PATTERN
 from headwater.core.patterns import PatternError, compile_pattern, first_group
 
 UNPARTITIONED_KEY = "all"
+# A rollup to a calendar period travels in a dataset definition as its regex (the contract
+# carries a mapping's name, size and pattern only); read back (`Mapping.of`), it is the period
+# again, whose input partitions an index finds by prefix rather than by a scan of every key.
+PERIOD_PATTERNS = {"month": r"^(\d{4}-\d{2})-\d{2}", "year": r"^(\d{4})-\d{2}-\d{2}"}
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 _KEY = re.compile(PARTITION_KEY_PATTERN)
 
@@ -91,6 +96,20 @@ class Mapping(BaseModel):
         if self.kind == "rollup" and (self.to is None) == (self.pattern is None):
             raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
         return self
+
+    @classmethod
+    def of(cls, d: InputDefinition) -> "Mapping":
+        """The mapping an input definition carries (the inverse of `definition`)."""
+        if d.mapping == "rollup":
+            for period, pattern in PERIOD_PATTERNS.items():
+                if d.pattern == pattern:
+                    return cls(kind="rollup", to=period)
+        return cls(kind=d.mapping, size=d.size, pattern=d.pattern)
+
+    def definition(self, dataset: str) -> InputDefinition:
+        """What the scheduler is told of input `dataset` read through this mapping."""
+        pattern = PERIOD_PATTERNS[self.to] if self.to is not None else self.pattern
+        return InputDefinition(dataset=dataset, mapping=self.kind, size=self.size, pattern=pattern)
 
     def canonical(self) -> str:
         """A stable text of the mapping and its parameters, for the code SHA."""

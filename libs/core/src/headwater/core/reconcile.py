@@ -12,7 +12,6 @@ from typing import Literal
 from headwater.contracts import DatasetDefinition, InputRef
 from headwater.core import hashing
 from headwater.core.mappings import UNPARTITIONED_KEY, Mapping, Scope
-from headwater.core.spec import mapping_of
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def output_keys(definition: DatasetDefinition, facts: Facts, *, some: bool = Fal
     input feeds, or with `some`, those at least one input feeds."""
     keys: set[str] | None = None
     for inp in definition.inputs:
-        mapping = mapping_of(inp)
+        mapping = Mapping.of(inp)
         if not mapping.partitions_output:
             continue
         mapped = mapping.output_keys(facts.get(inp.dataset, {}).keys())
@@ -92,7 +91,7 @@ def scopes(definition: DatasetDefinition, keys: Iterable[str]) -> dict[str, Scop
     keys = set(keys)
     out: dict[str, Scope] = {definition.name: Scope(exact=set(keys))}
     for inp in definition.inputs:
-        mapping = mapping_of(inp)
+        mapping = Mapping.of(inp)
         scope = out.setdefault(inp.dataset, Scope())
         for key in keys:
             scope |= mapping.input_scope(key)
@@ -110,7 +109,7 @@ def affected_scope(
         for inp in reader.inputs:
             if inp.dataset == input_dataset:
                 for key in keys:
-                    scope |= mapping_of(inp).affected_scope(key)
+                    scope |= Mapping.of(inp).affected_scope(key)
     return scope
 
 
@@ -128,7 +127,7 @@ def affected_outputs(
         if inp.dataset == input_dataset:
             keys = facts.get(input_dataset, {}).keys()
             ordered = index.get(input_dataset) if index is not None else None
-            out |= mapping_of(inp).affected_outputs(input_key, keys, ordered)
+            out |= Mapping.of(inp).affected_outputs(input_key, keys, ordered)
     return out
 
 
@@ -143,7 +142,7 @@ def reads(
     """The input partitions output partition `key` reads, or why it reads none yet."""
     found: list[tuple[str, str, PartitionFact]] = []
     for inp in definition.inputs:
-        mapping: Mapping = mapping_of(inp)
+        mapping: Mapping = Mapping.of(inp)
         partitions = facts.get(inp.dataset, {})
         ordered = index.get(inp.dataset) if index is not None else None
         keys = mapping.inputs_for(key, partitions.keys(), ordered)

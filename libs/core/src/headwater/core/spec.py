@@ -25,7 +25,7 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlglot import exp
 
-from headwater.contracts import DatasetDefinition, InputDefinition
+from headwater.contracts import DatasetDefinition
 from headwater.contracts.errors import ContractError
 from headwater.contracts.keys import validate_dataset_name
 from headwater.core import formats, hashing
@@ -74,10 +74,7 @@ class DatasetSpec(BaseModel):
             name=self.name,
             kind=self.kind,
             code_sha=self.code_sha,
-            inputs=tuple(
-                InputDefinition(dataset=n, mapping=m.kind, size=m.size, pattern=_pattern(m))
-                for n, m in sorted(self.inputs.items())
-            ),
+            inputs=tuple(m.definition(n) for n, m in sorted(self.inputs.items())),
             ordered=self.ordered,
             columns=self.columns,
             timeout_s=self.timeout_s,
@@ -88,20 +85,6 @@ class DatasetSpec(BaseModel):
     def code_blob(self) -> dict[str, Any]:
         """What executors load by code SHA."""
         return {"kind": self.kind, "code": self.code, "function": self.function}
-
-
-def _pattern(m: Mapping) -> str | None:
-    # Rollups to month/year travel as their regex so the contract stays small.
-    if m.kind == "rollup" and m.to == "month":
-        return r"^(\d{4}-\d{2})-\d{2}"
-    if m.kind == "rollup" and m.to == "year":
-        return r"^(\d{4})-\d{2}-\d{2}"
-    return m.pattern
-
-
-def mapping_of(d: InputDefinition) -> Mapping:
-    """The mapping an input definition carries (the inverse of DatasetSpec.definition)."""
-    return Mapping(kind=d.mapping, size=d.size, pattern=d.pattern)
 
 
 class Pipeline(BaseModel):
