@@ -37,9 +37,7 @@ def days(n: int) -> list[str]:
     return [(first + datetime.timedelta(days=i)).isoformat() for i in range(n)]
 
 
-async def hold(
-    conn: asyncpg.Connection, defs: list[DatasetDefinition], keys: list[str]
-) -> None:
+async def hold(conn: asyncpg.Connection, defs: list[DatasetDefinition], keys: list[str]) -> None:
     """The partitions `keys` of every dataset, ready, each with its materialization and task
     (a rollup's keys are those its inputs roll into)."""
     rows = []
