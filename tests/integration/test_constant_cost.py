@@ -9,7 +9,7 @@ from collections.abc import Callable
 import asyncpg
 import pytest
 
-from headwater.contracts import CodeChanged, DatasetDefinition, InputDefinition
+from headwater.contracts import CodeChanged, DatasetDefinition
 from headwater.core.mappings import Mapping
 from tests.integration.scheduler_harness import definitions, scheduler, sha, source_landed
 
