@@ -6,6 +6,7 @@ rollup: every input key that maps to this output key (day -> month/year, or a re
 run by RE2: see headwater.core.patterns).
 """
 
+import functools
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, KeysView, Sequence, Set
@@ -100,11 +101,7 @@ class Mapping(BaseModel):
     @classmethod
     def of(cls, d: InputDefinition) -> "Mapping":
         """The mapping an input definition carries (the inverse of `definition`)."""
-        if d.mapping == "rollup":
-            for period, pattern in PERIOD_PATTERNS.items():
-                if d.pattern == pattern:
-                    return cls(kind="rollup", to=period)
-        return cls(kind=d.mapping, size=d.size, pattern=d.pattern)
+        return _mapping_of(d.mapping, d.size, d.pattern)
 
     def definition(self, dataset: str) -> InputDefinition:
         """What the scheduler is told of input `dataset` read through this mapping."""
@@ -200,3 +197,14 @@ class Mapping(BaseModel):
         start = bisect_left(existing, input_key)
         later = [k for k in existing[start : start + self.size + 1] if k != input_key]
         return {input_key, *later[: self.size - 1]}
+
+
+@functools.lru_cache(maxsize=1024)
+def _mapping_of(kind: str, size: int | None, pattern: str | None) -> Mapping:
+    """`Mapping.of`, validated (a pattern compiled) once per distinct mapping, not once per
+    partition decided. A Mapping is frozen, so one instance serves every caller."""
+    if kind == "rollup":
+        for period, period_pattern in PERIOD_PATTERNS.items():
+            if pattern == period_pattern:
+                return Mapping(kind="rollup", to=period)
+    return Mapping(kind=kind, size=size, pattern=pattern)
