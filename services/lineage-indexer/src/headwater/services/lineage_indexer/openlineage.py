@@ -246,13 +246,22 @@ def configured_client() -> OpenLineageClient | None:
     """The client as the standard OpenLineage configuration describes it, or None when
     nothing configures a transport (the client would then print events to the console; we
     emit nothing) or `OPENLINEAGE_DISABLED=true`."""
-    client = OpenLineageClient()
-    if isinstance(client.transport, NoopTransport):
-        return None
-    if isinstance(client.transport, ConsoleTransport) and not (client.config.transport or {}).get(
-        "type"
+    # The client warns that it falls back to the console when nothing is configured: that is
+    # our "off", said once below instead.
+    client_log = logging.getLogger("openlineage.client.client")
+    level = client_log.level
+    client_log.setLevel(logging.ERROR)
+    try:
+        client = OpenLineageClient()
+    finally:
+        client_log.setLevel(level)
+    if isinstance(client.transport, NoopTransport) or (
+        isinstance(client.transport, ConsoleTransport)
+        and not (client.config.transport or {}).get("type")
     ):
+        _log.info("OpenLineage: off (no transport configured)")
         return None
+    _log.info("OpenLineage: emitting through the %s transport", client.transport.kind)
     return client
 
 
