@@ -44,6 +44,10 @@ class TaskFailed(Event):
     # The task could not run because this input's object was missing or did not match its
     # data SHA (`error` says which): its producer is recomputed when it can be.
     damaged_input: InputRef | None = None
+    # The code that failed and what it read (for lineage: OpenLineage's FAIL run names its job's
+    # code SHA and its input versions). Absent from events of executors before these fields.
+    code_sha: str | None = Field(default=None, pattern=SHA_PATTERN)
+    inputs: tuple[InputRef, ...] = ()
 
 
 # What one failed attempt keeps (UTF-8 bytes): its error's head and its traceback's tail.

@@ -212,6 +212,8 @@ class Executor:
             error=error,
             traceback=traceback,
             damaged_input=damaged_input,
+            code_sha=task.dataset.code_sha,
+            inputs=task.inputs,
         )
         await publish(
             self.broker,

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import asyncpg
 from faststream.nats import NatsMessage
+from openlineage.client import OpenLineageClient
 
 from headwater.contracts import CodeChanged, Event, PartitionLanded, PartitionRetracted, TaskFailed
 from headwater.runtime.messaging import consume, durable_subscriber
@@ -11,6 +12,7 @@ from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
 from headwater.services.lineage_indexer.handlers import LineageIndexer
+from headwater.services.lineage_indexer.openlineage import Emitter, Naming, configured_client
 from headwater.services.lineage_indexer.settings import LineageIndexerSettings
 from headwater.services.lineage_indexer.store import SCHEMA
 
@@ -30,11 +32,26 @@ def build_app(
     *,
     pool: asyncpg.Pool | None = None,
     store: ObjectStore | None = None,
+    openlineage: OpenLineageClient | None = None,
 ) -> Service:
+    """The service; `openlineage` is the client to emit through (default: the one the standard
+    `OPENLINEAGE_*` configuration describes, or none when nothing configures one)."""
     service = Service.create(
         NAME, settings, schema=SCHEMA, migrations=MIGRATIONS, pool=pool, store=store
     )
-    app = LineageIndexer(service.res)
+    client = openlineage or configured_client()
+    emitter = None
+    if client is not None:
+        emitter = Emitter(
+            client,
+            queue_size=settings.openlineage_queue,
+            stop_timeout_s=settings.openlineage_stop_timeout_s,
+        )
+        service.on_start.append(emitter.start)
+        service.on_stop.append(emitter.stop)
+    app = LineageIndexer(
+        service.res, emitter, Naming(settings.openlineage_job_namespace) if emitter else None
+    )
     broker, s = service.broker, settings.subjects
     ev = f"{s.ns}.ev."
 

@@ -1,48 +1,95 @@
 """lineage-indexer: records every event (run history) and the edges input partition ->
-output partition of every materialization; answers lineage queries from those facts."""
+output partition of every materialization, and its runs (for OpenLineage); answers lineage
+queries from those facts."""
 
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+
 from headwater.contracts import CodeChanged, Event, PartitionLanded, PartitionRetracted, TaskFailed
 from headwater.runtime.errors import InputError
 from headwater.runtime.service import Resources
+from headwater.runtime.telemetry import current_trace_id
 from headwater.services.lineage_indexer import store
+from headwater.services.lineage_indexer.openlineage import (
+    Emitter,
+    Naming,
+    RunRecord,
+    failed_events,
+    landed_events,
+    run_id,
+)
 
 
 @dataclass
 class LineageIndexer:
     res: Resources
+    # OpenLineage export (None: not configured, nothing is emitted).
+    emitter: Emitter | None = None
+    naming: Naming | None = None
 
     async def on_event(self, subject: str, event: Event) -> None:
+        if isinstance(event, PartitionLanded):
+            kind, dataset, key = "partition_landed", event.dataset, event.partition_key
+        elif isinstance(event, CodeChanged):
+            kind, dataset, key = "code_changed", event.dataset.name, None
+        elif isinstance(event, PartitionRetracted):
+            kind, dataset, key = "partition_retracted", event.dataset, event.partition_key
+        elif isinstance(event, TaskFailed):
+            kind, dataset, key = "task_failed", event.dataset, event.partition_key
+        else:
+            return
+        event_id: str = event.event_id
         async with self.res.pool.acquire() as conn, conn.transaction():
-            if isinstance(event, PartitionLanded):
-                kind, dataset, key = "partition_landed", event.dataset, event.partition_key
-            elif isinstance(event, CodeChanged):
-                kind, dataset, key = "code_changed", event.dataset.name, None
-            elif isinstance(event, PartitionRetracted):
-                kind, dataset, key = "partition_retracted", event.dataset, event.partition_key
-            elif isinstance(event, TaskFailed):
-                kind, dataset, key = "task_failed", event.dataset, event.partition_key
-            else:
-                return
-            event_id: str = event.event_id
-            if not await store.add_event(
+            if await store.add_event(
                 conn, event_id, subject, kind, dataset, key, event.model_dump_json()
             ):
-                return
+                if isinstance(event, PartitionLanded):
+                    for ref in event.inputs:
+                        await store.add_edge(
+                            conn,
+                            event.fingerprint,
+                            ref.dataset,
+                            ref.partition_key,
+                            ref.data_sha,
+                            event.dataset,
+                            event.partition_key,
+                            event.data_sha,
+                        )
+                if isinstance(event, PartitionLanded | TaskFailed):
+                    await self._add_run(conn, event)
+            # A redelivery (the first delivery's ack was lost) emits the same events again.
+            run = None
+            if self.emitter is not None and isinstance(event, PartitionLanded | TaskFailed):
+                run = await store.run(conn, event_id)
+        if run is not None and self.emitter is not None and self.naming is not None:
+            record = RunRecord(**dict(run))
             if isinstance(event, PartitionLanded):
-                for ref in event.inputs:
-                    await store.add_edge(
-                        conn,
-                        event.fingerprint,
-                        ref.dataset,
-                        ref.partition_key,
-                        ref.data_sha,
-                        event.dataset,
-                        event.partition_key,
-                        event.data_sha,
-                    )
+                self.emitter.submit(landed_events(event, record, self.naming))
+            elif isinstance(event, TaskFailed):
+                self.emitter.submit(failed_events(event, record, self.naming))
+
+    async def _add_run(self, conn: asyncpg.Connection, event: PartitionLanded | TaskFailed) -> None:
+        """Record the run `event` reports, and the run in the same trace that caused it (the
+        one that produced an input it read), if any."""
+        # The trace of the message: the executor's (and change-detector's) own trace, which is
+        # the trace of the event that caused the work (the scheduler passes its cause on).
+        trace_id = current_trace_id()
+        if isinstance(event, PartitionLanded):
+            trace_id = event.trace_id or trace_id
+        inputs = [(r.dataset, r.partition_key, r.data_sha) for r in event.inputs]
+        parent = await store.parent_run(conn, trace_id, inputs) if trace_id else None
+        await store.add_run(
+            conn,
+            event.event_id,
+            run_id(self.res.settings.namespace, event.event_id),
+            event.dataset,
+            event.partition_key,
+            event.data_sha if isinstance(event, PartitionLanded) else None,
+            trace_id,
+            parent,
+        )
 
     async def lineage(self, body: dict[str, Any]) -> dict[str, Any]:
         dataset, key = body.get("dataset"), body.get("partition")

@@ -1,6 +1,7 @@
 """lineage-indexer's queries over its own schema."""
 
 from typing import Any, Literal
+from uuid import UUID
 
 import asyncpg
 
@@ -88,3 +89,71 @@ async def history(pool: asyncpg.Pool, dataset: str, key: str | None) -> list[dic
         key,
     )
     return [dict(r) for r in rows]
+
+
+async def parent_run(
+    conn: asyncpg.Connection, trace_id: str, inputs: list[tuple[str, str, str]]
+) -> asyncpg.Record | None:
+    """The run that caused a run of trace `trace_id` reading `inputs` (dataset, key, data
+    SHA): the run, in the same trace, that produced one of them (the first by dataset and key
+    if several did). None when none did: a code change, a retry or the reconcile timer caused
+    it, or its cause was not recorded."""
+    if not inputs:
+        return None
+    datasets, keys, shas = (list(column) for column in zip(*inputs, strict=True))
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT r.run_id, r.dataset, r.root_run_id, r.root_dataset FROM {SCHEMA}.runs r"
+        " JOIN unnest($2::text[], $3::text[], $4::text[]) AS i (dataset, partition_key, data_sha)"
+        " USING (dataset, partition_key, data_sha)"
+        " WHERE r.trace_id = $1 ORDER BY r.dataset, r.partition_key LIMIT 1",
+        trace_id,
+        datasets,
+        keys,
+        shas,
+    )
+    return row
+
+
+async def add_run(
+    conn: asyncpg.Connection,
+    event_id: str,
+    run_id: UUID,
+    dataset: str,
+    key: str,
+    data_sha: str | None,
+    trace_id: str | None,
+    parent: asyncpg.Record | None,
+) -> None:
+    """Record a run, with its parent and the root of its chain (the parent's root, or the
+    parent itself when it has none)."""
+    parent_id = parent_dataset = root_id = root_dataset = None
+    if parent is not None:
+        parent_id, parent_dataset = parent["run_id"], parent["dataset"]
+        root_id = parent["root_run_id"] or parent_id
+        root_dataset = parent["root_dataset"] or parent_dataset
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.runs (event_id, run_id, dataset, partition_key, data_sha,"
+        " trace_id, parent_run_id, parent_dataset, root_run_id, root_dataset)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+        event_id,
+        run_id,
+        dataset,
+        key,
+        data_sha,
+        trace_id,
+        parent_id,
+        parent_dataset,
+        root_id,
+        root_dataset,
+    )
+
+
+async def run(conn: asyncpg.Connection, event_id: str) -> asyncpg.Record | None:
+    """The run `event_id` reported, and when the indexer first recorded that event."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT r.run_id, e.received_at, r.parent_run_id, r.parent_dataset, r.root_run_id,"
+        f" r.root_dataset FROM {SCHEMA}.runs r JOIN {SCHEMA}.events e USING (event_id)"
+        " WHERE r.event_id = $1",
+        event_id,
+    )
+    return row
