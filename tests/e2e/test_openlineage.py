@@ -2,11 +2,10 @@
 lineage-indexer emits a START/COMPLETE pair per landing and per materialization and START/FAIL
 per task that failed for good; a run caused by a landing names its parent run and the landing
 as its root; a redelivered event is emitted again identically; and every event validates
-against the OpenLineage JSON Schema (the spec's own files: see `openlineage_spec`)."""
+against the OpenLineage JSON Schema (the spec's own files, in tests/openlineage_spec)."""
 
 import asyncio
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -46,16 +45,11 @@ SHA = r"^[0-9a-f]{64}$"
 FACETS_SCHEMA = ROOT / "docs" / "openlineage" / "HeadwaterFacets.json"
 
 
-def openlineage_spec() -> Path | None:
-    """The OpenLineage spec's JSON Schema files (`OpenLineage.json` and `facets/*.json`, as in
-    the spec/ folder of the OpenLineage repository). The `openlineage-python` client does not
-    ship them (its models are generated from them at its build), so they are looked for where
-    `HEADWATER_TEST_OPENLINEAGE_SPEC` says, else in `shared/openlineage/spec` beside the repo."""
-    named = os.environ.get("HEADWATER_TEST_OPENLINEAGE_SPEC")
-    for folder in (Path(named) if named else None, ROOT.parent / "shared" / "openlineage" / "spec"):
-        if folder is not None and (folder / "OpenLineage.json").is_file():
-            return folder
-    return None
+# The OpenLineage spec's JSON Schema files (`OpenLineage.json` and `facets/*.json`), copied from
+# the spec/ folder of the OpenLineage repository (tests/openlineage_spec/README.md says which
+# commit): the `openlineage-python` client does not ship them (its models are generated from
+# them at its build).
+OPENLINEAGE_SCHEMA = ROOT / "tests" / "openlineage_spec"
 
 
 def validator_for(spec: Path) -> tuple[Registry, Draft202012Validator]:
@@ -210,13 +204,6 @@ async def test_runs_of_a_landing_and_what_it_caused_are_emitted_as_openlineage_e
     landing_events = runs[by_name["orders", GOOD]["run"]["runId"]]
     assert again == landing_events
 
-    spec = openlineage_spec()
-    if spec is None:
-        pytest.skip(
-            "everything but the schema check passed: the OpenLineage spec's JSON Schema is not"
-            " shipped with openlineage-python; put its spec/ folder in shared/openlineage/spec"
-            " or name it with HEADWATER_TEST_OPENLINEAGE_SPEC"
-        )
-    registry, validator = validator_for(spec)
+    registry, validator = validator_for(OPENLINEAGE_SCHEMA)
     for event in events + again:
         validate(event, registry, validator)
