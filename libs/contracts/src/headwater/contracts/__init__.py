@@ -12,6 +12,15 @@ from headwater.contracts.keys import (
     validate_partition_key,
 )
 from headwater.contracts.partitions import InputRef, PartitionLanded, PartitionRetracted
+from headwater.contracts.registry import (
+    FAMILIES,
+    Family,
+    dataset_of,
+    family_at,
+    family_of,
+    handled_by,
+    subject_of,
+)
 from headwater.contracts.subjects import Subjects
 from headwater.contracts.tasks import TaskAttemptFailed, TaskFailed, TaskRequested
 from headwater.contracts.upstream import (
@@ -24,6 +33,7 @@ from headwater.contracts.upstream import (
 
 __all__ = [
     "DATASET_NAME_PATTERN",
+    "FAMILIES",
     "FORMATS",
     "PARTITION_KEY_PATTERN",
     "CodeChanged",
@@ -31,6 +41,7 @@ __all__ = [
     "DatasetDefinition",
     "DeadLetter",
     "Event",
+    "Family",
     "InputDefinition",
     "InputRef",
     "PartitionLanded",
@@ -41,9 +52,14 @@ __all__ = [
     "TaskFailed",
     "TaskRequested",
     "UpstreamEvent",
+    "dataset_of",
+    "family_at",
+    "family_of",
     "format_of",
+    "handled_by",
     "parse_model",
     "split_object_key",
+    "subject_of",
     "validate_dataset_name",
     "validate_partition_key",
 ]

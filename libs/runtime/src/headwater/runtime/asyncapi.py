@@ -8,18 +8,7 @@ import yaml
 from faststream.nats import NatsBroker
 from faststream.specification import AsyncAPI
 
-from headwater.contracts import (
-    CodeChanged,
-    DeadLetter,
-    PartitionLanded,
-    PartitionRetracted,
-    S3EventRecords,
-    Subjects,
-    TaskAttemptFailed,
-    TaskFailed,
-    TaskRequested,
-    UpstreamEvent,
-)
+from headwater.contracts import FAMILIES, Subjects
 
 VERSION = "1"
 
@@ -28,65 +17,10 @@ def document() -> str:
     """The AsyncAPI 3.0 document, as YAML, for the default namespace."""
     s = Subjects()
     broker = NatsBroker("nats://nats:4222")
-    channels = [
-        (
-            s.upstream("{dataset}"),
-            UpstreamEvent,
-            "upstream",
-            "Public contract: a file landed in the landing bucket under DATASET/PARTITION/NAME.",
-        ),
-        (
-            s.s3_events,
-            S3EventRecords,
-            "s3-events",
-            "Public contract: MinIO's standard S3 bucket-notification records for the landing bucket.",
-        ),
-        (
-            s.code_changed("{dataset}"),
-            CodeChanged,
-            "code-changed",
-            "spec-registry: a dataset's code SHA changed, or it was removed.",
-        ),
-        (
-            s.partition_landed("{dataset}"),
-            PartitionLanded,
-            "partition-landed",
-            "change-detector (source) or executor (derived): a partition has a new data SHA.",
-        ),
-        (
-            s.partition_retracted("{dataset}"),
-            PartitionRetracted,
-            "partition-retracted",
-            "change-detector: a source partition's files were deleted; it no longer exists.",
-        ),
-        (
-            s.task_failed("{dataset}"),
-            TaskFailed,
-            "task-failed",
-            "executor: a transform failed after its retries; the partition is errored.",
-        ),
-        (
-            s.task_attempt_failed("{dataset}"),
-            TaskAttemptFailed,
-            "task-attempt-failed",
-            "executor: one attempt of a transform failed (raised, timed out, or its worker died);"
-            " sent for every failed attempt, the last included.",
-        ),
-        (
-            s.task_requested("{dataset}"),
-            TaskRequested,
-            "task-requested",
-            "scheduler: compute one fingerprint (work queue; executors compete).",
-        ),
-        (
-            s.dlq("{service}"),
-            DeadLetter,
-            "dead-letter",
-            "any service: input it rejected, with the field and the reason.",
-        ),
-    ]
-    for subject, model, title, description in channels:
-        broker.publisher(subject, schema=model, title=title, description=description)
+    for f in FAMILIES:
+        # A dead letter's subject names the service that rejected it; the others a dataset.
+        subject = f.subject(s, "{service}" if f.name == "dead-letter" else "{dataset}")
+        broker.publisher(subject, schema=f.model, title=f.name, description=f.description)
     spec = AsyncAPI(
         broker,
         title="Headwater events",

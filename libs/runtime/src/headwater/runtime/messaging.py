@@ -26,7 +26,15 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 
-from headwater.contracts import ContractError, DeadLetter, Event, Subjects, parse_model
+from headwater.contracts import (
+    ContractError,
+    DeadLetter,
+    Event,
+    Subjects,
+    family_of,
+    parse_model,
+    subject_of,
+)
 from headwater.runtime.errors import HeadwaterError, InputError, RetryLater, Superseded
 from headwater.runtime.settings import ServiceSettings
 from headwater.runtime.topology import consumers
@@ -116,6 +124,12 @@ async def publish(
     )
 
 
+async def emit(broker: NatsBroker, subjects: Subjects, event: Event, *, msg_id: str) -> None:
+    """Publish `event` on its family's subject and stream (headwater.contracts.registry)."""
+    stream = family_of(event).stream(subjects)
+    await publish(broker, subject_of(subjects, event), event, msg_id=msg_id, stream=stream)
+
+
 async def dead_letter(
     broker: NatsBroker, subjects: Subjects, service: str, raw: Msg, field: str, reason: str
 ) -> None:
@@ -139,11 +153,11 @@ async def dead_letter(
     stream_seq = meta.sequence.stream
     await publish(
         broker,
-        subjects.dlq(service),
+        family_of(letter).subject(subjects, service),
         letter,
         # Several services may reject the same message (every reader of the events stream).
         msg_id=f"dlq:{service}:{meta.stream}:{stream_seq}",
-        stream=subjects.dlq_stream,
+        stream=family_of(letter).stream(subjects),
     )
     _log.warning("dead-lettered %s (%s: %s)", raw.subject, field, reason)
 

@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
-from headwater.contracts import Event
+from headwater.contracts import Event, Subjects, family_of, subject_of
 
 _log = logging.getLogger(__name__)
 
@@ -48,6 +48,18 @@ class OutboxItem:
     event: Event
     trace: otel_context.Context | None = None
 
+    @classmethod
+    def of(
+        cls,
+        subjects: Subjects,
+        event: Event,
+        msg_id: str,
+        trace: otel_context.Context | None = None,
+    ) -> "OutboxItem":
+        """`event` on its family's subject and stream (headwater.contracts.registry)."""
+        stream = family_of(event).stream(subjects)
+        return cls(subject_of(subjects, event), stream, msg_id, event, trace)
+
 
 class Outbox:
     """The outbox of one service schema."""
@@ -57,24 +69,13 @@ class Outbox:
         # Streams whose consumers need no order (a work queue): published all at once.
         self.unordered = frozenset(unordered)
 
-    async def add(
-        self, conn: asyncpg.Connection, subject: str, stream: str, msg_id: str, event: Event
-    ) -> None:
-        """Queue `event` in the caller's transaction, with the current trace context."""
-        trace: dict[str, str] = {}
-        propagate.inject(trace)
-        await conn.execute(
-            f"INSERT INTO {self.table} (subject, stream, msg_id, payload, trace)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            subject,
-            stream,
-            msg_id,
-            event.model_dump_json().encode(),
-            json.dumps(trace) if trace else None,
-        )
+    async def add(self, conn: asyncpg.Connection, item: OutboxItem) -> None:
+        """Queue one item in the caller's transaction."""
+        await self.add_many(conn, [item])
 
     async def add_many(self, conn: asyncpg.Connection, items: Sequence[OutboxItem]) -> None:
-        """Queue `items` in the caller's transaction, in order, in one statement."""
+        """Queue `items` in the caller's transaction, in order, in one statement (each with
+        its trace, or the current one)."""
         if not items:
             return
         traces: list[str | None] = []

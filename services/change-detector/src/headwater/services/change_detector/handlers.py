@@ -19,6 +19,7 @@ from headwater.contracts import (
 from headwater.core import formats, hashing
 from headwater.runtime import rpc
 from headwater.runtime.errors import InputError
+from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
 from headwater.services.change_detector import store
@@ -136,13 +137,7 @@ class ChangeDetector:
                 source_version=version,
                 trace_id=current_trace_id(),
             )
-            await self.res.outbox.add(
-                conn,
-                self.subjects.partition_landed(dataset),
-                self.subjects.events_stream,
-                event.event_id,
-                event,
-            )
+            await self.res.outbox.add(conn, OutboxItem.of(self.subjects, event, event.event_id))
         await self.res.flush()
         _log.info("%s landed: %s (%d rows)", prefix, data_sha[:12], table.num_rows)
 
@@ -161,13 +156,7 @@ class ChangeDetector:
                 partition_key=partition_key,
                 source_version=version,
             )
-            await self.res.outbox.add(
-                conn,
-                self.subjects.partition_retracted(dataset),
-                self.subjects.events_stream,
-                event.event_id,
-                event,
-            )
+            await self.res.outbox.add(conn, OutboxItem.of(self.subjects, event, event.event_id))
         await self.res.flush()
         _log.info("%s/%s/ retracted (its files were deleted)", dataset, partition_key)
 

@@ -28,7 +28,7 @@ from headwater.contracts import (
 from headwater.contracts.tasks import ATTEMPT_ERROR_BYTES, ATTEMPT_TRACEBACK_BYTES, head, tail
 from headwater.runtime import failpoints
 from headwater.runtime.errors import RetryLater, Superseded, TransformError
-from headwater.runtime.messaging import publish
+from headwater.runtime.messaging import emit
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
 from headwater.services.executor.inputs import InputDamaged, load_inputs, verified
@@ -67,12 +67,11 @@ class Executor:
             _log.info("%s/%s already published", task.dataset.name, task.partition_key)
             # A new message id: the first one may still be in the duplicate window though its
             # message is gone. The event id is unchanged, so readers see one event.
-            await publish(
+            await emit(
                 self.broker,
-                self.subjects.partition_landed(done.dataset),
+                self.subjects,
                 done,
                 msg_id=f"{done.event_id}:again:{uuid.uuid4().hex[:8]}",
-                stream=self.subjects.events_stream,
             )
             return
         if await self._cancelled(task, "before it ran"):
@@ -176,13 +175,7 @@ class Executor:
             repaired=task.repair,
             attempt=delivery,
         )
-        await publish(
-            self.broker,
-            self.subjects.partition_landed(task.dataset.name),
-            landed,
-            msg_id=landed.event_id,
-            stream=self.subjects.events_stream,
-        )
+        await emit(self.broker, self.subjects, landed, msg_id=landed.event_id)
         await self._mark_published(landed)
         failpoints.hit("executor.after_commit")
         _log.info(
@@ -215,13 +208,7 @@ class Executor:
             code_sha=task.dataset.code_sha,
             inputs=task.inputs,
         )
-        await publish(
-            self.broker,
-            self.subjects.task_failed(task.dataset.name),
-            failed,
-            msg_id=failed.event_id,
-            stream=self.subjects.events_stream,
-        )
+        await emit(self.broker, self.subjects, failed, msg_id=failed.event_id)
 
     async def _attempt_failed(
         self, task: TaskRequested, delivery: int, error: str, traceback: str = ""
@@ -239,13 +226,7 @@ class Executor:
             executor=self.owner[:256],
             at=datetime.now(UTC),
         )
-        await publish(
-            self.broker,
-            self.subjects.task_attempt_failed(task.dataset.name),
-            failed,
-            msg_id=failed.event_id,
-            stream=self.subjects.events_stream,
-        )
+        await emit(self.broker, self.subjects, failed, msg_id=failed.event_id)
 
     async def _transform(
         self, task: TaskRequested, worker: Worker, blob: dict[str, Any], inputs: Inputs

@@ -1,30 +1,24 @@
 """Wiring of the lineage-indexer."""
 
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 from faststream.nats import NatsMessage
 from openlineage.client import OpenLineageClient
 
-from headwater.contracts import CodeChanged, Event, PartitionLanded, PartitionRetracted, TaskFailed
+from headwater.contracts import family_at, handled_by
 from headwater.runtime.messaging import consume, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
-from headwater.services.lineage_indexer.handlers import LineageIndexer
+from headwater.services.lineage_indexer.handlers import LineageEvent, LineageIndexer
 from headwater.services.lineage_indexer.openlineage import Emitter, Naming, configured_client
 from headwater.services.lineage_indexer.settings import LineageIndexerSettings
 from headwater.services.lineage_indexer.store import SCHEMA
 
 NAME = "lineage-indexer"
 MIGRATIONS = Path(__file__).parent / "migrations"
-# Other facts (a task's failed attempts: the scheduler keeps them for `why`) are acked unread.
-_MODELS: dict[str, type[Event]] = {
-    "code.changed.": CodeChanged,
-    "partition.landed.": PartitionLanded,
-    "partition.retracted.": PartitionRetracted,
-    "task.failed.": TaskFailed,
-}
 
 
 def build_app(
@@ -53,17 +47,20 @@ def build_app(
         service.res, emitter, Naming(settings.openlineage_job_namespace) if emitter else None
     )
     broker, s = service.broker, settings.subjects
-    ev = f"{s.ns}.ev."
+    # Other facts (a task's failed attempts: the scheduler keeps them for `why`) are acked
+    # unread: headwater.contracts.registry names what this service handles.
+    handled = set(handled_by(NAME))
 
     @durable_subscriber(broker, s, NAME)
     async def on_event(msg: NatsMessage) -> None:
         subject = msg.raw_message.subject
-        model = next((m for p, m in _MODELS.items() if subject.startswith(ev + p)), None)
-        if model is None:
+        family = family_at(s, subject)
+        if family is None or family not in handled:
             await msg.ack()
             return
+        model = cast(type[LineageEvent], family.model)
 
-        async def record(event: Event) -> None:
+        async def record(event: LineageEvent) -> None:
             await app.on_event(subject, event)
 
         await consume(msg, model, record, broker=broker, subjects=s, service=NAME)

@@ -7,7 +7,14 @@ from typing import Any
 
 import asyncpg
 
-from headwater.contracts import CodeChanged, Event, PartitionLanded, PartitionRetracted, TaskFailed
+from headwater.contracts import (
+    CodeChanged,
+    PartitionLanded,
+    PartitionRetracted,
+    TaskFailed,
+    dataset_of,
+    family_of,
+)
 from headwater.runtime.errors import InputError
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
@@ -21,6 +28,9 @@ from headwater.services.lineage_indexer.openlineage import (
     run_id,
 )
 
+# The events the lineage-indexer handles (headwater.contracts.registry names it their consumer).
+LineageEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed
+
 
 @dataclass
 class LineageIndexer:
@@ -29,17 +39,11 @@ class LineageIndexer:
     emitter: Emitter | None = None
     naming: Naming | None = None
 
-    async def on_event(self, subject: str, event: Event) -> None:
-        if isinstance(event, PartitionLanded):
-            kind, dataset, key = "partition_landed", event.dataset, event.partition_key
-        elif isinstance(event, CodeChanged):
-            kind, dataset, key = "code_changed", event.dataset.name, None
-        elif isinstance(event, PartitionRetracted):
-            kind, dataset, key = "partition_retracted", event.dataset, event.partition_key
-        elif isinstance(event, TaskFailed):
-            kind, dataset, key = "task_failed", event.dataset, event.partition_key
-        else:
-            return
+    async def on_event(self, subject: str, event: LineageEvent) -> None:
+        """Record one event of the families this service handles (`handled_by`): its kind is
+        its family's, its partition key None for a code change."""
+        kind, dataset = family_of(event).kind, dataset_of(event)
+        key: str | None = getattr(event, "partition_key", None)
         event_id: str = event.event_id
         async with self.res.pool.acquire() as conn, conn.transaction():
             if await store.add_event(

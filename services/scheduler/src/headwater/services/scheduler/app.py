@@ -1,19 +1,19 @@
 """Wiring of the scheduler."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import asyncpg
 from faststream import Context
 from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
 
-from headwater.contracts import parse_model
+from headwater.contracts import family_at, handled_by, parse_model
 from headwater.runtime.messaging import consume_batch, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
-from headwater.services.scheduler.handlers import EVENT_MODELS, Scheduler, SchedulerEvent
+from headwater.services.scheduler.handlers import Scheduler, SchedulerEvent
 from headwater.services.scheduler.queries import StatusQueries
 from headwater.services.scheduler.settings import SchedulerSettings
 from headwater.services.scheduler.store import SCHEMA, prune_inbox
@@ -33,13 +33,13 @@ def build_app(
     )
     app = Scheduler(service.res, settings.subjects, settings.task_resend_s)
     broker, s = service.broker, settings.subjects
-    ev = f"{s.ns}.ev."
+    handled = {f.model for f in handled_by(NAME)}
 
     def parse(raw: Msg) -> SchedulerEvent | None:
-        for prefix, model in EVENT_MODELS:
-            if raw.subject.startswith(ev + prefix):
-                return parse_model(model, raw.data)
-        return None  # a fact the scheduler does not act on
+        family = family_at(s, raw.subject)
+        if family is None or family.model not in handled:
+            return None  # a fact the scheduler does not act on
+        return cast(SchedulerEvent, parse_model(family.model, raw.data))
 
     # Events come in batches (what one pull returns): one transaction and one reconcile over
     # the union of what they touch, then every message is settled.

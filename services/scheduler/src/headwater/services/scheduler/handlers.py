@@ -6,7 +6,7 @@ The read side of `status` and `wait` is queries.py."""
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,15 +31,8 @@ from headwater.services.scheduler import store
 from headwater.services.scheduler.reconciler import Reconciler, Work, merge
 
 _log = logging.getLogger(__name__)
+# The events the scheduler handles (headwater.contracts.registry names it their consumer).
 SchedulerEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed | TaskAttemptFailed
-# Which event a subject of the events stream carries (the rest are not the scheduler's).
-EVENT_MODELS: tuple[tuple[str, type[SchedulerEvent]], ...] = (
-    ("code.changed.", CodeChanged),
-    ("partition.landed.", PartitionLanded),
-    ("partition.retracted.", PartitionRetracted),
-    ("task.failed.", TaskFailed),
-    ("task.attempt_failed.", TaskAttemptFailed),
-)
 
 
 _PARTITION_COLUMNS = (
@@ -59,6 +52,17 @@ class Scheduler:
 
     def __post_init__(self) -> None:
         self.reconciler = Reconciler(self.res, self.subjects)
+        # What each event does: the work it leaves for the reconciler.
+        self.effects: dict[
+            type[SchedulerEvent], Callable[[asyncpg.Connection, Any], Awaitable[Work]]
+        ]
+        self.effects = {
+            CodeChanged: self._code_changed,
+            PartitionLanded: self._partition_landed,
+            PartitionRetracted: self._partition_retracted,
+            TaskFailed: self._task_failed,
+            TaskAttemptFailed: self._attempt_failed,
+        }
 
     # --- events -----------------------------------------------------------------------
     async def handle(
@@ -92,15 +96,7 @@ class Scheduler:
         return errors
 
     async def _effect(self, conn: asyncpg.Connection, event: SchedulerEvent) -> Work:
-        if isinstance(event, CodeChanged):
-            return await self._code_changed(conn, event)
-        if isinstance(event, PartitionLanded):
-            return await self._partition_landed(conn, event)
-        if isinstance(event, PartitionRetracted):
-            return await self._partition_retracted(conn, event)
-        if isinstance(event, TaskAttemptFailed):
-            return await self._attempt_failed(conn, event)
-        return await self._task_failed(conn, event)
+        return await self.effects[type(event)](conn, event)
 
     async def _one(self, event: SchedulerEvent) -> None:
         [error] = await self.handle([event])

@@ -316,13 +316,8 @@ class Reconciler:
         msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:retry{attempt}"
         if resend:
             msg_id = f"{msg_id}:resend:{uuid.uuid4().hex[:8]}"
-        return OutboxItem(
-            self.subjects.task_requested(d.name),
-            self.subjects.tasks_stream,
-            msg_id,
-            task,
-            self.cause_of(d.name, key),  # the outbox publishes it in that trace
-        )
+        # The outbox publishes it in the trace of the event that caused it.
+        return OutboxItem.of(self.subjects, task, msg_id, self.cause_of(d.name, key))
 
     async def publish(self, conn: asyncpg.Connection, items: list[OutboxItem]) -> None:
         assert self.res.outbox is not None

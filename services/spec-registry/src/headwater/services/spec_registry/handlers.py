@@ -14,6 +14,7 @@ from headwater.contracts import CodeChanged, DatasetDefinition, Subjects
 from headwater.core.spec import Pipeline, PipelineDocument, parse_pipeline
 from headwater.core.spec_input import SpecLimits
 from headwater.runtime.errors import InputError
+from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
 from headwater.services.spec_registry import store
 
@@ -90,13 +91,8 @@ class SpecRegistry:
             removed=removed,
         )
         assert self.res.outbox is not None
-        await self.res.outbox.add(
-            conn,
-            self.subjects.code_changed(definition.name),
-            self.subjects.events_stream,
-            f"code:{version}:{definition.name}",
-            event,
-        )
+        msg_id = f"code:{version}:{definition.name}"
+        await self.res.outbox.add(conn, OutboxItem.of(self.subjects, event, msg_id))
 
     async def datasets(self, body: dict[str, Any]) -> dict[str, Any]:
         return await store.current_datasets(self.res.pool)
