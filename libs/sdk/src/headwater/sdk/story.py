@@ -118,7 +118,9 @@ class Story:
         if sources_only:
             raw = yaml.safe_load(spec.read_text())
             spec.write_text(
-                yaml.safe_dump({"pipeline": raw["pipeline"], "sources": raw["sources"]})
+                yaml.safe_dump(
+                    {"pipeline": raw["pipeline"], "sources": raw["sources"]}, sort_keys=False
+                )
             )
         return spec
 
