@@ -238,7 +238,9 @@ class Teller:
         path = self.story.files_dir / dataset / f"{key}.csv"
         example.write_csv(rows, path)
         self.story.landed.setdefault(dataset, {})[key] = path.read_bytes()
-        await self.hw.publish(dataset, key, path, name=f"{dataset}.csv")
+        # Named as `headwater publish DATASET DIR` names it, so landing the same day by hand
+        # later replaces this file (a second name would be a second file of the partition).
+        await self.hw.publish(dataset, key, path, name=path.name)
 
     async def __aenter__(self) -> "Teller":
         self.ran, self.failed, self.sources = {}, {}, Counter()
