@@ -159,4 +159,4 @@ def _listed(counts: dict[str, int]) -> str:
     total = sum(counts.values())
     if not total:
         return "0"
-    return f"{total} (" + ", ".join(f"{d} {n}" for d, n in counts.items() if n) + ")"
+    return f"{total} (" + ", ".join(f"{d} {n}" for d, n in sorted(counts.items()) if n) + ")"
