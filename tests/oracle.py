@@ -1,7 +1,11 @@
 """The reference model: a naive evaluator that recomputes a whole pipeline from scratch,
 memoised by fingerprint in a plain dictionary. It shares the spec model, the mappings and
 the hash functions with Headwater, not the scheduler's logic: what the system ran must be
-exactly this oracle's cache misses, and what it holds must equal the oracle's content."""
+exactly this oracle's cache misses, and what it holds must equal the oracle's content.
+
+A transform that raises leaves its partition `errored` (the failure is cached by fingerprint,
+as the system's task is: the same computation is not dispatched again), and every partition
+reading an errored or blocked one is `blocked`, without running."""
 
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,15 +20,22 @@ from headwater.core.spec import Pipeline
 
 @dataclass
 class Oracle:
-    cache: dict[str, tuple[str, pa.Table]] = field(default_factory=dict)  # fingerprint -> out
+    cache: dict[str, tuple[str, pa.Table] | Exception] = field(default_factory=dict)
     misses: list[tuple[str, str, str]] = field(default_factory=list)  # (dataset, key, fp)
+    # After the last `evaluate`: each derived partition's state (ready, errored, blocked) and
+    # the fingerprint it has (ready) or failed (errored).
+    states: dict[tuple[str, str], str] = field(default_factory=dict)
+    fingerprints: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def evaluate(
         self, pipeline: Pipeline, sources: dict[str, dict[str, pa.Table]]
     ) -> dict[tuple[str, str], str]:
         """Every partition's data SHA after a from-scratch run (datasets in spec order)."""
         out: dict[str, dict[str, tuple[str, pa.Table]]] = {}
+        bad: dict[str, set[str]] = {}  # errored or blocked keys
+        self.states, self.fingerprints = {}, {}
         for ds in pipeline.datasets.values():
+            bad[ds.name] = set()
             if ds.kind == "source":
                 out[ds.name] = {
                     k: (hashing.data_sha(t, ordered=ds.ordered), t)
@@ -34,14 +45,18 @@ class Oracle:
             keys: set[str] | None = None
             for name, mapping in ds.inputs.items():
                 if mapping.partitions_output:
-                    mapped = mapping.output_keys(out[name])
+                    mapped = mapping.output_keys(set(out[name]) | bad[name])
                     keys = mapped if keys is None else keys & mapped
             if keys is None:
-                keys = {UNPARTITIONED_KEY} if all(out[n] for n in ds.inputs) else set()
+                keys = {UNPARTITIONED_KEY} if all(out[n] or bad[n] for n in ds.inputs) else set()
             out[ds.name] = {}
             for key in sorted(keys):
-                reads = {n: m.inputs_for(key, out[n]) for n, m in ds.inputs.items()}
+                reads = {n: m.inputs_for(key, set(out[n]) | bad[n]) for n, m in ds.inputs.items()}
                 if not all(reads.values()):
+                    continue
+                if any(k in bad[n] for n, ks in reads.items() for k in ks):
+                    bad[ds.name].add(key)
+                    self.states[ds.name, key] = "blocked"
                     continue
                 fp = hashing.fingerprint(
                     ds.code_sha,
@@ -49,10 +64,21 @@ class Oracle:
                 )
                 if fp not in self.cache:
                     tables = {n: _concat([out[n][k][1] for k in ks]) for n, ks in reads.items()}
-                    result = _run(ds.kind, ds.code, ds.function, tables)
-                    self.cache[fp] = (hashing.data_sha(result, ordered=ds.ordered), result)
+                    try:
+                        result = _run(ds.kind, ds.code, ds.function, tables)
+                    except Exception as exc:  # the transform failed: errored, cached as such
+                        self.cache[fp] = exc
+                    else:
+                        self.cache[fp] = (hashing.data_sha(result, ordered=ds.ordered), result)
                     self.misses.append((ds.name, key, fp))
-                out[ds.name][key] = self.cache[fp]
+                done = self.cache[fp]
+                self.fingerprints[ds.name, key] = fp
+                if isinstance(done, Exception):
+                    bad[ds.name].add(key)
+                    self.states[ds.name, key] = "errored"
+                    continue
+                out[ds.name][key] = done
+                self.states[ds.name, key] = "ready"
         return {(d, k): v[0] for d, parts in out.items() for k, v in parts.items()}
 
 

@@ -27,13 +27,15 @@ import pyarrow.csv as pacsv
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackSettings
-from headwater.sdk.example import EXAMPLE_DIR, flights, write_day_csv
+from headwater.sdk.example import flights, write_day_csv
 from headwater.sdk.servers import NatsServer
 from tests.bench._figures import BenchSizes, Figure, rss_peak_mb
 
 # The flights graph: per day, per 7-day window, per month and over everything; 365 days make
 # 365 + 365 + 365 + 12 + 1 = 1,108 steps (with the landings), and a code change of the daily
-# step re-runs the 743 derived partitions. The daily step is the example's own SQL.
+# step re-runs the 743 derived partitions. The daily step is the slice pipeline's SQL
+# (tests/e2e/slice, the example before issue 10).
+SLICE = Path(__file__).resolve().parents[1] / "e2e" / "slice" / "pipeline.yaml"
 GRAPH = """\
 pipeline: bench
 sources:
@@ -68,7 +70,7 @@ def days(n: int, first: int = 0) -> list[str]:
 def example_sql() -> str:
     return " ".join(
         line
-        for line in (EXAMPLE_DIR / "sql" / "delays_by_origin.sql").read_text().splitlines()
+        for line in (SLICE.parent / "sql" / "delays_by_origin.sql").read_text().splitlines()
         if not line.startswith("--")
     )
 

@@ -19,7 +19,9 @@ from headwater.sdk.example import flights
 from tests.fixtures.servers import S3Endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "flights" / "pipeline.yaml"
+# The thinnest pipeline (one source, one SQL dataset): the tests of one slice through the
+# services use it; the example pipeline (examples/flights) has its own test (test_demo.py).
+SLICE = ROOT / "tests" / "e2e" / "slice" / "pipeline.yaml"
 
 
 @cache

@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.conftest import ROOT
 
 pytestmark = pytest.mark.timeout(240)
+ONE_DAY = ("--days", "1", "--start", "2013-01-04")
 
 
 def headwater(
@@ -38,10 +39,9 @@ def _env() -> dict[str, str]:
 @pytest.mark.slow
 def test_demo_then_up_again_keeps_everything(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    demo = headwater("demo", "--exit", state_dir=state, timeout=180)
+    demo = headwater("demo", "--exit", "--days", "3", state_dir=state, timeout=180)
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "delays_by_origin/2013-01-01" in demo.stdout
-    assert "is ready" in demo.stdout
+    assert "carrier_scorecard/all is ready" in " ".join(demo.stdout.split())
     endpoints = json.loads((state / "endpoints.json").read_text())
     assert endpoints["nats_url"].startswith("nats://127.0.0.1:")
     assert (state / "postgres" / "PG_VERSION").is_file()
@@ -67,22 +67,25 @@ def test_demo_then_up_again_keeps_everything(tmp_path: Path) -> None:
             time.sleep(0.5)
         assert status is not None, "the second `up` never answered"
         states = {(p["dataset"], p["partition_key"]): p["state"] for p in status["partitions"]}
-        assert states == {
-            ("flights", "2013-01-01"): "ready",
-            ("delays_by_origin", "2013-01-01"): "ready",
-        }
-        # And it serves new work: the next day lands and is computed.
-        csv = tmp_path / "flights-2013-01-02.csv"
-        from headwater.sdk.example import write_day_csv
-        from tests.e2e.conftest import all_flights
-
-        write_day_csv("2013-01-02", tmp_path, all_flights())
-        assert (
-            headwater("publish", "flights", "2013-01-02", str(csv), state_dir=state).returncode == 0
+        assert set(states.values()) == {"ready"}
+        assert len(states) == 2 + 2 * 3 + 4 * 3 + 2  # sources; six datasets
+        # And it serves new work: the next day, written and landed as the README says.
+        files = tmp_path / "files"
+        wrote = subprocess.run(
+            [sys.executable, "-m", "headwater.sdk", "example", "files", str(files), *ONE_DAY],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
         )
+        assert wrote.returncode == 0, wrote.stderr
+        for source in ("flights", "weather"):
+            landed = headwater("publish", source, str(files / source), state_dir=state)
+            assert landed.returncode == 0, landed.stderr
+            assert f"published 1 partition(s) of {source} (2013-01-04)" in landed.stdout
         waited = headwater("wait", "--json", "--timeout", "90", state_dir=state)
         assert waited.returncode == 0, waited.stderr
-        assert json.loads(waited.stdout) == {"ready": 4}
+        assert json.loads(waited.stdout) == {"ready": len(states) + 2 + 4}
     finally:
         up.send_signal(signal.SIGTERM)
         out, _ = up.communicate(timeout=60)

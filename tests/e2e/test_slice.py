@@ -12,7 +12,7 @@ import pyarrow.csv as pacsv
 from headwater.core import formats, hashing
 from headwater.runtime.objectstore import open_store
 from headwater.sdk.example import flights_of_day, write_day_csv
-from tests.e2e.conftest import EXAMPLE, RunningStack, all_flights
+from tests.e2e.conftest import SLICE, RunningStack, all_flights
 
 DAY = "2013-01-01"
 
@@ -21,7 +21,7 @@ async def test_a_landed_partition_flows_to_its_derived_partition(
     stack: RunningStack, tmp_path: Path
 ) -> None:
     async with stack.client() as hw:
-        applied = await hw.apply(EXAMPLE)
+        applied = await hw.apply(SLICE)
         assert {c["dataset"]: c["change"] for c in applied["changes"]} == {
             "flights": "added",
             "delays_by_origin": "added",
@@ -44,7 +44,7 @@ async def test_a_landed_partition_flows_to_its_derived_partition(
     table = formats.from_parquet(body)
     assert derived["object_key"] == f"{derived['data_sha']}.parquet"
     assert hashing.data_sha(table) == derived["data_sha"]
-    sql = (EXAMPLE.parent / "sql" / "delays_by_origin.sql").read_text()
+    sql = (SLICE.parent / "sql" / "delays_by_origin.sql").read_text()
     day = pacsv.read_csv(csv)
     expected = duckdb.connect().register("flights", day).sql(sql).to_arrow_table()
     assert hashing.data_sha(table) == hashing.data_sha(expected)
@@ -99,7 +99,7 @@ async def test_a_landed_partition_flows_to_its_derived_partition(
 
 async def test_an_identical_reupload_runs_nothing(stack: RunningStack, tmp_path: Path) -> None:
     async with stack.client() as hw:
-        await hw.apply(EXAMPLE)
+        await hw.apply(SLICE)
         csv = write_day_csv(DAY, tmp_path, all_flights())
         await hw.publish("flights", DAY, csv)
         await hw.wait(timeout=120)

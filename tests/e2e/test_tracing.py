@@ -13,7 +13,7 @@ from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack
 from headwater.sdk.example import write_day_csv
-from tests.e2e.conftest import EXAMPLE, all_flights, stack_settings
+from tests.e2e.conftest import SLICE, all_flights, stack_settings
 
 
 class Collector(HTTPServer):
@@ -68,7 +68,7 @@ async def test_one_landing_is_one_trace_across_services(
     try:
         async with HeadwaterClient(load_settings(stack.state_dir)) as hw:
             await hw.ready()
-            await hw.apply(EXAMPLE)
+            await hw.apply(SLICE)
             await hw.publish(
                 "flights", "2013-01-03", write_day_csv("2013-01-03", tmp_path, all_flights())
             )

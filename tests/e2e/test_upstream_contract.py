@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from headwater.sdk.example import write_day_csv
-from tests.e2e.conftest import EXAMPLE, RunningStack, all_flights
+from tests.e2e.conftest import SLICE, RunningStack, all_flights
 
 DAY = "2013-01-02"
 
@@ -39,7 +39,7 @@ async def landed(stack: RunningStack, dataset: str) -> dict[tuple[str, str], str
 @pytest.mark.parametrize("stack", ["s3"], indirect=True)
 async def test_plain_nats_and_s3_client(stack: RunningStack, tmp_path: Path) -> None:
     async with stack.client() as hw:
-        await hw.apply(EXAMPLE)
+        await hw.apply(SLICE)
     s = stack.settings
     csv = write_day_csv(DAY, tmp_path, all_flights())
 
@@ -64,7 +64,7 @@ async def test_plain_nats_and_s3_client(stack: RunningStack, tmp_path: Path) -> 
 @pytest.mark.parametrize("stack", ["s3"], indirect=True)
 async def test_minio_bucket_notification_records(stack: RunningStack, tmp_path: Path) -> None:
     async with stack.client() as hw:
-        await hw.apply(EXAMPLE)
+        await hw.apply(SLICE)
     s = stack.settings
     csv = write_day_csv(DAY, tmp_path, all_flights())
     key = f"flights/{DAY}/{csv.name}"
@@ -150,7 +150,7 @@ async def test_malformed_events_are_dead_lettered_and_the_next_valid_one_is_serv
     stack: RunningStack, tmp_path: Path
 ) -> None:
     async with stack.client() as hw:
-        await hw.apply(EXAMPLE)
+        await hw.apply(SLICE)
         s = stack.settings
         nc = await nats.connect(s.nats_url)
         js = nc.jetstream()
@@ -191,7 +191,7 @@ async def test_a_file_named_like_a_temp_file_lands_like_any_other(
     # something the store hides (the local store's own temp files are `.tmp~...`).
     csv = write_day_csv(DAY, tmp_path, all_flights())
     async with stack.client() as hw:
-        await hw.apply(EXAMPLE)
+        await hw.apply(SLICE)
         await hw.publish("flights", DAY, csv, name=".tmp-flights.csv")
         await hw.wait(timeout=120)
         assert await hw.dead_letters() == []

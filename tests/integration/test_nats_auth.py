@@ -84,7 +84,10 @@ async def test_services_and_upstream_log_in_with_least_privilege(
         )
         async with cli as hw:
             result = await hw.apply(ROOT / "examples" / "flights" / "pipeline.yaml")
-        assert {c["dataset"] for c in result["changes"]} == {"flights", "delays_by_origin"}
+        assert {c["dataset"] for c in result["changes"]} == {
+            *("flights", "weather", "airlines", "airports", "flights_clean", "weather_daily"),
+            *("carrier_delays", "carrier_delays_7d", "carrier_monthly", "carrier_scorecard"),
+        }
 
         js = upstream.jetstream()
         ack = await js.publish("hw.upstream.flights", b"{}")

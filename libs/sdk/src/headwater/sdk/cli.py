@@ -32,6 +32,7 @@ from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.sdk.client import Activity, HeadwaterClient, StillBusy
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackError
+from headwater.sdk.landing import is_glob, landings
 from headwater.sdk.precheck import check_spec
 from headwater.sdk.progress import WaitProgress
 from headwater.sdk.servers import ServerError
@@ -132,17 +133,30 @@ def up(state_dir: StateDir = Path(".state")) -> None:
     _serve(stack)
 
 
+DEMO_DAYS = 7
+
+
 @app.command()
 def demo(
     state_dir: StateDir = Path(".state"),
+    days: Annotated[
+        int, typer.Option("--days", help="days of 2013 to land, from 2013-01-01")
+    ] = DEMO_DAYS,
     exit_after: Annotated[bool, typer.Option("--exit", help="stop after the demo")] = False,
 ) -> None:
-    """Start the stack, apply the example pipeline, publish a day of flights, show the result."""
-    from headwater.sdk.example import run_example
+    """Start the stack and tell the example's story: a full load, a SQL change, a
+    comment-only change, a corrected day, a failing transform, its fix and a revert, with
+    what ran, was reused, errored and was blocked at each step."""
+    from headwater.sdk.example import days as day_keys
+    from headwater.sdk.story import run_story
 
+    try:
+        keys = day_keys(days)
+    except InputError as exc:
+        _bad(exc.field, exc.reason)
     stack = _start(state_dir)
     try:
-        _run(state_dir, lambda hw: run_example(hw, console))
+        _run(state_dir, lambda hw: run_story(hw, console, keys, state_dir / "demo"))
     except BaseException:
         stack.stop()
         raise
@@ -151,6 +165,30 @@ def demo(
         return
     console.print("\nThe stack keeps running; try [bold]headwater status[/bold]. Ctrl-C stops it.")
     _serve(stack)
+
+
+example_app = typer.Typer(add_completion=False, help="The example pipeline's data.")
+app.add_typer(example_app, name="example")
+
+
+@example_app.command("files")
+def example_files(
+    directory: Path,
+    days: Annotated[int, typer.Option("--days", help="how many days")] = DEMO_DAYS,
+    start: Annotated[str, typer.Option("--start", help="the first day")] = "2013-01-01",
+) -> None:
+    """Write the example's source files into DIRECTORY, as upstream systems would drop them:
+    flights/DAY.csv and weather/DAY.csv for each day, airlines/all.csv and airports/all.csv.
+    Land them with `headwater publish DATASET DIRECTORY/DATASET`."""
+    from headwater.sdk import example
+
+    try:
+        keys = example.days(days, start)
+        written = example.write_files(directory, keys)
+    except InputError as exc:
+        _bad(exc.field, exc.reason)
+    for name, paths in written.items():
+        console.print(f"{directory / name}: {len(paths)} file(s)", highlight=False)
 
 
 def _start(state_dir: Path) -> EmbeddedStack:
@@ -250,27 +288,66 @@ def plan(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False
 @app.command()
 def publish(
     dataset: str,
-    partition: str,
-    file: Annotated[Path | None, typer.Argument()] = None,
+    targets: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="PARTITION FILE | PATH...",
+            help="a partition key and its file; or files, folders or globs",
+            show_default=False,
+        ),
+    ] = None,
     state_dir: StateDir = Path(".state"),
     delete: Annotated[
         bool, typer.Option("--delete", help="retract the partition: remove its files")
     ] = False,
 ) -> None:
-    """Land FILE (Parquet, CSV or JSON lines) as source partition DATASET/PARTITION,
-    or with --delete retract the partition."""
+    """Land source partitions of DATASET from Parquet, CSV or JSON lines files, or with
+    --delete retract one (`publish --delete DATASET PARTITION`).
+
+    `publish DATASET PARTITION FILE` lands FILE as DATASET/PARTITION. `publish DATASET
+    PATH...` lands every file and folder each PATH names (a file, a directory's entries, or a
+    glob): a file is the partition named by its stem (`2013-01-02.csv` is `2013-01-02`), a
+    folder the partition named by the folder, holding all its files. Names starting with `.`
+    in a directory are left out. Every path is checked before anything lands."""
+    targets = targets or []
     if delete:
-        keys = _run(state_dir, lambda hw: hw.delete(dataset, partition))
-        console.print(f"removed {len(keys)} file(s) of {dataset}/{partition}")
+        if len(targets) != 1:
+            _bad("partition", "--delete takes one PARTITION")
+        keys = _run(state_dir, lambda hw: hw.delete(dataset, targets[0]))
+        console.print(f"removed {len(keys)} file(s) of {dataset}/{targets[0]}")
         return
-    if file is None:
-        err.print("[red]error[/red] file: name the file to publish (or --delete)")
-        raise typer.Exit(2)
-    if not file.is_file():
-        err.print(f"[red]error[/red] file: {file} does not exist")
-        raise typer.Exit(2)
-    event = _run(state_dir, lambda hw: hw.publish(dataset, partition, file))
-    console.print(f"published {event.key} (event {event.event_id})")
+    if not targets:
+        _bad("file", "name the file to publish, or files, folders or a glob (or --delete)")
+    if len(targets) == 1 and not _a_path(targets[0]):
+        _bad("file", f"name the file to publish as {dataset}/{targets[0]} (or --delete)")
+    if len(targets) == 2 and not _a_path(targets[0]):  # PARTITION FILE
+        partition, file = targets[0], Path(targets[1])
+        if not file.is_file():
+            _bad("file", f"{file} does not exist")
+        event = _run(state_dir, lambda hw: hw.publish(dataset, partition, file))
+        console.print(f"published {event.key} (event {event.event_id})")
+        return
+    try:
+        found = landings(targets)
+    except InputError as exc:
+        _bad(exc.field, exc.reason)
+
+    async def land(hw: HeadwaterClient) -> None:
+        for landing in found:
+            await hw.publish(dataset, landing.partition, landing.file, name=landing.name)
+
+    _run(state_dir, land)
+    keys = sorted({landing.partition for landing in found})
+    shown = keys[0] if len(keys) == 1 else f"{keys[0]} ... {keys[-1]}"
+    console.print(
+        f"published {len(keys)} partition(s) of {dataset} ({shown}) from {len(found)} file(s)"
+    )
+
+
+def _a_path(target: str) -> bool:
+    """Whether a publish argument names files (a path that exists, or a glob) rather than a
+    partition key: a key has no `/`, and a key that is also a file or folder here is a path."""
+    return is_glob(target) or "/" in target or Path(target).exists()
 
 
 @app.command()
