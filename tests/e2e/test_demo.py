@@ -109,23 +109,16 @@ async def test_the_demo_story_matches_the_oracle_at_every_step(
         assert f"ran {_listed(want.ran)}" in printed
     # Convergence: what is held at the end is the oracle's content; minimality: every
     # computation dispatched (the failed one included) is one of its cache misses, once.
-    # Sources are left out: spec-registry keeps a definition as jsonb, which reorders the
-    # declared columns, so the change-detector lands a source's columns in jsonb's key order
-    # and its data SHA (which follows column order) differs from the declaration's. A bug
-    # outside this test (reported); the derived content, read by column name, is the oracle's.
-    sources = {"flights", "weather", "airlines", "airports"}
     held = {
         (p["dataset"], p["partition_key"]): p["data_sha"]
         for p in status["partitions"]
-        if p["state"] == "ready" and p["dataset"] not in sources
+        if p["state"] == "ready"
     }
-    assert held == {k: v for k, v in expected.held.items() if k[0] not in sources}
-    # (Per dataset, not by fingerprint: the sources' SHAs, and so the fingerprints reading
-    # them, differ from the oracle's for the jsonb reason above.)
+    assert held == expected.held
     assert len({r["fingerprint"] for r in dispatched}) == len(dispatched)
-    assert Counter(r["dataset"] for r in dispatched) == Counter(
-        d for d, _, _ in expected.oracle.misses
-    )
+    assert {(r["dataset"], r["fingerprint"]) for r in dispatched} == {
+        (d, fp) for d, _, fp in expected.oracle.misses
+    }
 
     # The story says what each step shows; the oracle agrees with these, and so does the stack.
     counts = [s.counts for s, _ in steps]

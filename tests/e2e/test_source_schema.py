@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from headwater.core import formats
+from headwater.runtime.objectstore import open_store
 from tests.e2e.conftest import RunningStack
 
 pytestmark = pytest.mark.timeout(180)
@@ -77,3 +79,35 @@ async def test_files_that_break_the_contract_are_dead_lettered_and_change_nothin
             == (partition(before, dataset, "mixed")["data_sha"])
         )
     assert partition(after, "typed_sum", "mixed")["state"] == "ready"
+
+
+ORDERED = """\
+pipeline: ordered
+sources:
+  readings:
+    columns: {station: string, at: int64, temperature: double}
+datasets:
+  everything:
+    sql: SELECT * FROM readings
+    inputs: {readings: identity}
+"""
+
+
+@pytest.mark.parametrize("stack", ["local"], indirect=True)
+async def test_a_source_is_landed_in_its_declared_column_order(
+    stack: RunningStack, tmp_path: Path
+) -> None:
+    """The declared columns are an ordered list: a file with them in another order is landed
+    in the declared one, and `SELECT *` over it keeps it (Postgres jsonb, which orders keys
+    by length, once reordered them to at, station, temperature)."""
+    (tmp_path / "pipeline.yaml").write_text(ORDERED)
+    stack.cli("apply", str(tmp_path / "pipeline.yaml"))
+    await land(stack, tmp_path, "readings", "r.csv", "temperature,at,station\n1.5,7,x\n")
+    async with stack.client() as hw:
+        status = await hw.wait(timeout=120)
+    store = open_store(stack.settings)
+    for dataset in ("readings", "everything"):
+        stored = partition(status, dataset, "mixed")
+        assert stored["state"] == "ready"
+        body = await store.get(stack.settings.data_bucket, stored["object_key"])
+        assert formats.from_parquet(body).column_names == ["station", "at", "temperature"]

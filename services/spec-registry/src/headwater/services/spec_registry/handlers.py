@@ -117,9 +117,8 @@ def _diff(pipeline: Pipeline, current: dict[str, dict[str, Any]]) -> list[dict[s
             kind = "added"
         elif old_sha != ds.code_sha:
             kind = "changed"
-        elif (
-            old is not None
-            and DatasetDefinition.model_validate(old["definition"]) != ds.definition()
+        elif old is not None and _differs(
+            DatasetDefinition.model_validate(old["definition"]), ds.definition()
         ):
             kind = "limits"  # only the bounds of a run changed: nothing runs again
         else:
@@ -145,3 +144,9 @@ def _diff(pipeline: Pipeline, current: dict[str, dict[str, Any]]) -> list[dict[s
                 }
             )
     return changes
+
+
+def _differs(old: DatasetDefinition, new: DatasetDefinition) -> bool:
+    """Whether a definition changed, the order of a source's declared columns included (model
+    equality compares dicts regardless of order)."""
+    return old != new or list((old.columns or {}).items()) != list((new.columns or {}).items())
