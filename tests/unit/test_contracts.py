@@ -441,7 +441,7 @@ def test_s3_event_records_parse_and_their_keys_split() -> None:
         ("flights", "2013-01-01", "a.csv"),
         ("flights", "2013-01-02", "b.parquet"),
     ]
-    assert records.to_dict()["Records"][0]["s3"]["object"]["key"] == keys[0]
+    assert records.Records[0].s3.object.key == keys[0]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ publishes an UpstreamEvent on `hw.upstream.DATASET`; or MinIO publishes its stan
 event records on `hw.s3.events`.
 """
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -122,6 +122,3 @@ class S3EventRecords(BaseModel):
     @staticmethod
     def parse(raw: bytes) -> "S3EventRecords":
         return parse_model(S3EventRecords, raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()

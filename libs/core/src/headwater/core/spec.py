@@ -95,10 +95,6 @@ class Pipeline(BaseModel):
     name: str
     datasets: dict[str, DatasetSpec]
 
-    def downstream(self, name: str) -> list[str]:
-        """Datasets that read `name`, directly."""
-        return [d.name for d in self.datasets.values() if name in d.inputs]
-
 
 def read_document(path: Path) -> PipelineDocument:
     """Read a spec file and every file it names (relative to it). The size limits are

@@ -8,8 +8,6 @@ HeadwaterError                 base; `retryable` decides nak-with-delay vs dead-
 └── TransformError             the user's transform raised; retried by the scheduler's policy
 """
 
-from headwater.contracts import ContractError
-
 
 class HeadwaterError(Exception):
     """Base of every Headwater error."""
@@ -26,10 +24,6 @@ class InputError(HeadwaterError):
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
-
-    @classmethod
-    def from_contract(cls, exc: ContractError) -> "InputError":
-        return cls(exc.field, exc.reason)
 
 
 class TransientError(HeadwaterError):
