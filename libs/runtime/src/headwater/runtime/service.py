@@ -12,12 +12,13 @@ from pathlib import Path
 
 import asyncpg
 from faststream.nats import NatsBroker
+from pydantic import ValidationError
 
 from headwater.runtime import db, failpoints, topology
 from headwater.runtime.messaging import make_broker, set_redelivery_backoff
 from headwater.runtime.objectstore import ObjectStore, open_store
 from headwater.runtime.outbox import Outbox
-from headwater.runtime.settings import ServiceSettings
+from headwater.runtime.settings import ServiceSettings, describe_invalid
 from headwater.runtime.telemetry import setup_tracing
 
 Hook = Callable[[], Awaitable[None]]
@@ -144,12 +145,16 @@ class Service:
 
     async def start(self) -> None:
         await self.broker.connect()
-        await topology.declare(
-            self.broker.connection.jetstream(),
-            self.settings.subjects,
-            self.settings.task_ack_wait_s,
-            self.settings.event_ack_wait_s,
-        )
+        js = self.broker.connection.jetstream()
+        if self.settings.declare_topology:
+            await topology.declare(
+                js,
+                self.settings.subjects,
+                self.settings.task_ack_wait_s,
+                self.settings.event_ack_wait_s,
+            )
+        else:
+            await topology.wait_for_consumers(js, self.bound_consumers())
         if self.resources is not None:
             await self.resources.open()
         for hook in self.on_start:
@@ -158,6 +163,17 @@ class Service:
         for interval, hook in self.timers:
             self._tasks.append(asyncio.create_task(self._every(interval, hook)))
         _log.info("%s started", self.name)
+
+    def bound_consumers(self) -> list[tuple[str, str]]:
+        """(stream, durable) of every durable consumer this service's subscribers bind."""
+        bound = []
+        for subscriber in self.broker.subscribers:
+            stream = getattr(subscriber, "stream", None)
+            config = getattr(subscriber, "config", None)
+            durable = getattr(config, "durable_name", None)
+            if stream is not None and durable:
+                bound.append((str(stream.name), str(durable)))
+        return bound
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -209,7 +225,11 @@ def configure_logging(service: str, level: str) -> None:
 
 
 def run(build: Callable[[], Service]) -> None:
-    """Entry point for `python -m headwater.services.X`."""
-    service = build()
+    """Entry point for `python -m headwater.services.X`. Invalid settings (a placeholder
+    secret, a malformed value) stop it with pydantic's message, which names the variable."""
+    try:
+        service = build()
+    except ValidationError as exc:
+        raise SystemExit(f"invalid settings: {describe_invalid(exc)}") from None
     configure_logging(service.name, service.settings.log_level)
     asyncio.run(service.serve())
