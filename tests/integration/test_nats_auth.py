@@ -382,23 +382,43 @@ async def test_each_service_does_its_own_work_as_its_own_user(
     await execu.close()
 
 
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """A plain GET, as a Kubernetes probe sends it: the status and the body."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: probe\r\nUser-Agent: kube-probe\r\n\r\n".encode())
+    response = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head, _, body = response.decode().partition("\r\n\r\n")
+    return int(head.split()[1]), body.strip()
+
+
 async def test_a_service_waits_for_the_topology_step(
     secured_nats: tuple[str, dict[str, str]], database: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Started before the topology exists (Kubernetes starts everything at once), a service
-    waits for its consumers instead of failing; it starts once the step has run."""
+    waits for its consumers instead of failing, alive but not ready on its health port; it
+    starts, and is ready, once the step has run."""
     url, pw = secured_nats
-    settings = restricted(LineageIndexerSettings, url, pw, "lineage-indexer", pg_dsn=database)
+    settings = restricted(
+        LineageIndexerSettings, url, pw, "lineage-indexer", pg_dsn=database, health_port=0
+    )
     service = lineage_indexer_app(settings)
     assert service.bound_consumers() == [("HW_EVENTS", "lineage-indexer")]
-    await connect(url, "cli", pw["NATS_CLI_PASSWORD"])  # the server is up
+    await (await connect(url, "cli", pw["NATS_CLI_PASSWORD"])).close()  # the server is up
     with caplog.at_level(logging.WARNING, logger="headwater.runtime.topology"):
         starting = asyncio.create_task(service.start())
         while "waiting for the topology step" not in caplog.text:  # it looked, and waits
             assert not starting.done(), "the service did not wait for its consumers"
             await asyncio.sleep(0.05)
+    assert service.health is not None
+    port = service.health.port
+    assert await http_get(port, "/livez") == (200, "ok")
+    assert await http_get(port, "/readyz") == (503, "starting")
     await run_topology_step(url, pw)
     await asyncio.wait_for(starting, 30)
+    assert await http_get(port, "/readyz") == (200, "ok")
+    assert (await http_get(port, "/metrics"))[0] == 404
     await service.stop()
 
 

@@ -45,6 +45,10 @@ class ServiceSettings(BaseSettings):
     data_bucket: str = "headwater-data"
     code_bucket: str = "headwater-code"
     log_level: str = "INFO"
+    # Liveness (/livez) and readiness (/readyz) over HTTP on this port (Kubernetes probes);
+    # unset: no health server. 0 picks a free port (tests).
+    health_port: int | None = Field(default=None, ge=0, le=65535)
+    health_host: str = "0.0.0.0"
     # How long an executor may hold a task without a heartbeat before it is redelivered.
     task_ack_wait_s: float = 60.0
     # ... and a service an event, before it goes to another replica (or the restarted one).
