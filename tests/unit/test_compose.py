@@ -6,6 +6,7 @@ stops the stack, and the topology is declared once, by its own step, before the 
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import re
 import shlex
@@ -13,6 +14,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -436,3 +438,62 @@ def test_check_secrets_passes_real_values() -> None:
     assert "NATS_CLI_PASSWORD" in done.stderr
     assert "NATS_UPSTREAM_PASSWORD" not in done.stderr
     assert run_check_secrets(real).returncode == 0
+
+
+GRAFANA = ROOT / "deploy" / "grafana" / "provisioning"
+
+
+def host_port(value: str) -> tuple[str, int]:
+    url = urlsplit(value if "://" in value else f"tcp://{value}")
+    assert url.hostname is not None
+    assert url.port is not None
+    return url.hostname, url.port
+
+
+def test_traces_flow_from_the_services_through_the_collector_to_tempo_and_grafana() -> None:
+    collector = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
+    tempo = yaml.safe_load((ROOT / "deploy" / "tempo.yaml").read_text())
+    otlp_http = host_port(collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"])[1]
+    for name, service in headwater_services().items():
+        endpoint = environment(service)["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert host_port(endpoint) == ("otel-collector", otlp_http), name
+    exporters = [e for k, e in collector["exporters"].items() if k.startswith("otlp")]
+    tempo_grpc = host_port(
+        tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    )
+    assert [host_port(e["endpoint"]) for e in exporters] == [("tempo", tempo_grpc[1])]
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    by_type = {s["type"]: s for s in sources["datasources"]}
+    assert host_port(by_type["tempo"]["url"]) == ("tempo", tempo["server"]["http_listen_port"])
+
+
+def test_grafana_reads_postgres_as_the_read_only_role() -> None:
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    pg = next(s for s in sources["datasources"] if s["type"] == "grafana-postgresql-datasource")
+    assert host_port(pg["url"])[0] in services()
+    assert pg["jsonData"]["database"] == environment(services()["postgres"])["POSTGRES_DB"]
+    assert (
+        f"CREATE ROLE {pg['user']} LOGIN" in (ROOT / "deploy" / "postgres" / "init.sh").read_text()
+    )
+    variable = BARE_REF.fullmatch(pg["secureJsonData"]["password"])
+    assert variable is not None, "the password comes from Grafana's environment"
+    assert variable.group(1) in environment(services()["grafana"])
+    assert variable.group(1) in environment(services()["postgres"])
+
+
+def test_every_dashboard_panel_names_a_provisioned_data_source() -> None:
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    uids = {s["uid"]: s["type"] for s in sources["datasources"]}
+    dashboards = sorted((GRAFANA / "dashboards").glob("*.json"))
+    assert {d.name for d in dashboards} >= {"headwater.json", "pipeline.json"}
+    mounted = [str(v) for v in services()["grafana"]["volumes"]]
+    assert any(v.startswith("./deploy/grafana/provisioning:") for v in mounted)
+    for path in dashboards:
+        for panel in json.loads(path.read_text()).get("panels", []):
+            for ref in [
+                panel.get("datasource"),
+                *(t.get("datasource") for t in panel.get("targets", [])),
+            ]:
+                if isinstance(ref, dict) and "uid" in ref:
+                    assert ref["uid"] in uids, f"{path.name}: {panel.get('title')}"
+                    assert ref.get("type", uids[ref["uid"]]) == uids[ref["uid"]]
