@@ -1,14 +1,20 @@
 """The compose dev stack matches the code: each Headwater service runs an importable module and
-gets only settings its settings class reads, and every secret comes from .env (no servers)."""
+gets only settings its settings class reads, every secret comes from .env and a placeholder one
+stops the stack, and the topology is declared once, by its own step, before the services
+(no servers)."""
 
 import importlib
 import importlib.util
 import inspect
+import json
+import os
 import re
 import shlex
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -22,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 NATS_CONF = ROOT / "deploy" / "nats" / "nats.conf"
+CHECK_SECRETS = ROOT / "deploy" / "check-secrets.sh"
+TOPOLOGY_MODULE = "headwater.runtime.declare_topology"
 DOCKERFILE = "deploy/Dockerfile"
 PACKAGE = "headwater.services."
 
@@ -58,14 +66,23 @@ def command(service: dict[str, Any]) -> list[str]:
     return shlex.split(cmd) if isinstance(cmd, str) else [str(part) for part in cmd]
 
 
-def headwater_services() -> dict[str, dict[str, Any]]:
-    """The compose services built from the Headwater image."""
+def built_from_image() -> dict[str, dict[str, Any]]:
+    """The compose services built from the Headwater image (services and one-shot steps)."""
     built = {}
     for name, service in services().items():
         build = service.get("build")
         if isinstance(build, dict) and build.get("dockerfile") == DOCKERFILE:
             built[name] = service
     return built
+
+
+def headwater_services() -> dict[str, dict[str, Any]]:
+    """The five Headwater services: the image running `python -m headwater.services.*`."""
+    return {
+        name: service
+        for name, service in built_from_image().items()
+        if any(part.startswith(PACKAGE) for part in command(service))
+    }
 
 
 def module_of(service: dict[str, Any]) -> str:
@@ -191,7 +208,12 @@ def test_service_gets_the_settings_it_needs(name: str) -> None:
     # The service can be built from exactly this environment (a service that keeps objects
     # fails to build without an object store; one that keeps none must not be given one).
     settings_cls = settings_class(module)
-    values = {k.removeprefix("HEADWATER_").lower(): "x" for k in env if k.startswith("HEADWATER_")}
+    # The values as given, each ${VAR:?...} standing for a secret "x".
+    values = {
+        k.removeprefix("HEADWATER_").lower(): VAR_REF.sub("x", v)
+        for k, v in env.items()
+        if k.startswith("HEADWATER_")
+    }
     values = {k: v for k, v in values.items() if k in settings_cls.model_fields}
     values["s3_endpoint"] = "http://minio:9000" if "s3_endpoint" in values else None
     app = importlib.import_module(f"{module}.app")
@@ -307,3 +329,171 @@ def test_depends_on_existing_services() -> None:
         targets = set(depends) if isinstance(depends, list | dict) else {depends}
         assert targets <= names, f"{name} depends on unknown {sorted(targets - names)}"
         assert name not in targets, f"{name} depends on itself"
+
+
+def depends_on(service: dict[str, Any]) -> dict[str, str]:
+    """A service's dependencies and their conditions (`service_started` for the list form)."""
+    depends = service.get("depends_on") or {}
+    if isinstance(depends, list):
+        return dict.fromkeys(depends, "service_started")
+    return {
+        name: (spec or {}).get("condition", "service_started") for name, spec in depends.items()
+    }
+
+
+def needs(name: str) -> set[str]:
+    """Every service `name` waits for, transitively."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        for dep in depends_on(services()[todo.pop()]):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+def nats_user_block(user: str) -> str:
+    text = NATS_CONF.read_text()
+    block = text[text.index(f'user: "{user}"') :]
+    return block[: block.index("user:", 1)] if "user:" in block[1:] else block
+
+
+def topology_step() -> tuple[str, dict[str, Any]]:
+    steps = [(name, s) for name, s in built_from_image().items() if TOPOLOGY_MODULE in command(s)]
+    assert len(steps) == 1, f"expected one service running {TOPOLOGY_MODULE}, got {steps}"
+    return steps[0]
+
+
+def test_the_topology_step_runs_once_as_the_nats_admin_before_every_service() -> None:
+    name, step = topology_step()
+    assert step.get("restart") == "no", f"{name} is a one-shot step"
+    env = environment(step)
+    user = env["HEADWATER_NATS_USER"]
+    assert user in nats_users(), f"{name}: NATS user {user!r} is not in {NATS_CONF.name}"
+    password = VAR_REF.fullmatch(env["HEADWATER_NATS_PASSWORD"])
+    assert password is not None
+    assert password.group(1) == nats_users()[user]
+    assert '"$JS.API.>"' in nats_user_block(user), f"{user} must be allowed the JetStream API"
+    assert depends_on(step).get("nats") == "service_healthy"
+    for service_name, service in headwater_services().items():
+        assert depends_on(service).get(name) == "service_completed_successfully", (
+            f"{service_name} must start after {name} has exited 0"
+        )
+        assert environment(service).get("HEADWATER_DECLARE_TOPOLOGY") == "false", (
+            f"{service_name}: its NATS user may not declare the topology"
+        )
+
+
+@pytest.mark.parametrize("name", HEADWATER)
+def test_no_service_user_holds_the_jetstream_admin_api(name: str) -> None:
+    """A service's NATS user is allowed only named API subjects (its consumers, its buckets),
+    never a wildcard over the API nor the verbs that create, change or delete."""
+    block = nats_user_block(environment(services()[name])["HEADWATER_NATS_USER"])
+    allowed = re.findall(r'"(\$JS\.API\.[^"]*)"', block)
+    assert "$JS.API.>" not in allowed
+    for subject in allowed:
+        assert not subject.endswith(".>") or subject.startswith("$JS.API.DIRECT.GET.KV_"), subject
+        for verb in ("CREATE", "UPDATE", "DELETE", "PURGE"):
+            assert f".{verb}." not in subject, f"{name} may {verb}: {subject}"
+
+
+def test_check_secrets_gets_every_secret_and_guards_everything_that_holds_one() -> None:
+    checks = [(n, s) for n, s in services().items() if "/check-secrets.sh" in " ".join(command(s))]
+    assert len(checks) == 1, "expected one check-secrets step"
+    name, check = checks[0]
+    assert set(environment(check)) == env_example().keys(), (
+        f"{name} must be given every variable of .env.example, and only those"
+    )
+    for other, service in services().items():
+        if other == name or not VAR_REF.search(" ".join(strings(service))):
+            continue
+        assert name in needs(other), f"{other} holds a secret but does not wait for {name}"
+        cond = [depends_on(services()[n]).get(name) for n in {other, *needs(other)}]
+        assert "service_completed_successfully" in cond, other
+
+
+def run_check_secrets(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(CHECK_SECRETS)],
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_check_secrets_refuses_the_example_values_naming_each() -> None:
+    example = env_example()
+    done = run_check_secrets(example)
+    assert done.returncode == 1
+    for variable in example:
+        assert f"{variable} still holds the placeholder" in done.stderr
+
+
+def test_check_secrets_passes_real_values() -> None:
+    real = {variable: f"hw{i}x8f3k2m9q" for i, variable in enumerate(env_example())}
+    done = run_check_secrets({**real, "NATS_CLI_PASSWORD": "change-me-nats-cli"})
+    assert done.returncode == 1
+    assert "NATS_CLI_PASSWORD" in done.stderr
+    assert "NATS_UPSTREAM_PASSWORD" not in done.stderr
+    assert run_check_secrets(real).returncode == 0
+
+
+GRAFANA = ROOT / "deploy" / "grafana" / "provisioning"
+
+
+def host_port(value: str) -> tuple[str, int]:
+    url = urlsplit(value if "://" in value else f"tcp://{value}")
+    assert url.hostname is not None
+    assert url.port is not None
+    return url.hostname, url.port
+
+
+def test_traces_flow_from_the_services_through_the_collector_to_tempo_and_grafana() -> None:
+    collector = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
+    tempo = yaml.safe_load((ROOT / "deploy" / "tempo.yaml").read_text())
+    otlp_http = host_port(collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"])[1]
+    for name, service in headwater_services().items():
+        endpoint = environment(service)["OTEL_EXPORTER_OTLP_ENDPOINT"]
+        assert host_port(endpoint) == ("otel-collector", otlp_http), name
+    exporters = [e for k, e in collector["exporters"].items() if k.startswith("otlp")]
+    tempo_grpc = host_port(
+        tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    )
+    assert [host_port(e["endpoint"]) for e in exporters] == [("tempo", tempo_grpc[1])]
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    by_type = {s["type"]: s for s in sources["datasources"]}
+    assert host_port(by_type["tempo"]["url"]) == ("tempo", tempo["server"]["http_listen_port"])
+
+
+def test_grafana_reads_postgres_as_the_read_only_role() -> None:
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    pg = next(s for s in sources["datasources"] if s["type"] == "grafana-postgresql-datasource")
+    assert host_port(pg["url"])[0] in services()
+    assert pg["jsonData"]["database"] == environment(services()["postgres"])["POSTGRES_DB"]
+    assert (
+        f"CREATE ROLE {pg['user']} LOGIN" in (ROOT / "deploy" / "postgres" / "init.sh").read_text()
+    )
+    variable = BARE_REF.fullmatch(pg["secureJsonData"]["password"])
+    assert variable is not None, "the password comes from Grafana's environment"
+    assert variable.group(1) in environment(services()["grafana"])
+    assert variable.group(1) in environment(services()["postgres"])
+
+
+def test_every_dashboard_panel_names_a_provisioned_data_source() -> None:
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    uids = {s["uid"]: s["type"] for s in sources["datasources"]}
+    dashboards = sorted((GRAFANA / "dashboards").glob("*.json"))
+    assert {d.name for d in dashboards} >= {"headwater.json", "pipeline.json"}
+    mounted = [str(v) for v in services()["grafana"]["volumes"]]
+    assert any(v.startswith("./deploy/grafana/provisioning:") for v in mounted)
+    for path in dashboards:
+        for panel in json.loads(path.read_text()).get("panels", []):
+            for ref in [
+                panel.get("datasource"),
+                *(t.get("datasource") for t in panel.get("targets", [])),
+            ]:
+                if isinstance(ref, dict) and "uid" in ref:
+                    assert ref["uid"] in uids, f"{path.name}: {panel.get('title')}"
+                    assert ref.get("type", uids[ref["uid"]]) == uids[ref["uid"]]

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import asyncpg
 from faststream.nats import NatsBroker
+from pydantic import ValidationError
 
 from headwater.runtime import db, failpoints, topology
+from headwater.runtime.health import HealthServer
 from headwater.runtime.messaging import make_broker, set_redelivery_backoff
 from headwater.runtime.objectstore import ObjectStore, open_store
 from headwater.runtime.outbox import Outbox
-from headwater.runtime.settings import ServiceSettings
+from headwater.runtime.settings import ServiceSettings, describe_invalid
 from headwater.runtime.telemetry import setup_tracing
 
 Hook = Callable[[], Awaitable[None]]
@@ -102,6 +104,8 @@ class Service:
     on_stop: list[Hook] = field(default_factory=list)
     timers: list[tuple[float, Hook]] = field(default_factory=list)
     resources: Resources | None = None
+    health: HealthServer | None = None
+    _started: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -143,13 +147,23 @@ class Service:
         return self.resources
 
     async def start(self) -> None:
+        if self.settings.health_port is not None:
+            # First: alive (and not ready) while it waits for NATS, the topology, Postgres.
+            self.health = HealthServer(
+                self.settings.health_host, self.settings.health_port, self.not_ready
+            )
+            await self.health.start()
         await self.broker.connect()
-        await topology.declare(
-            self.broker.connection.jetstream(),
-            self.settings.subjects,
-            self.settings.task_ack_wait_s,
-            self.settings.event_ack_wait_s,
-        )
+        js = self.broker.connection.jetstream()
+        if self.settings.declare_topology:
+            await topology.declare(
+                js,
+                self.settings.subjects,
+                self.settings.task_ack_wait_s,
+                self.settings.event_ack_wait_s,
+            )
+        else:
+            await topology.wait_for_consumers(js, self.bound_consumers())
         if self.resources is not None:
             await self.resources.open()
         for hook in self.on_start:
@@ -157,9 +171,36 @@ class Service:
         await self.broker.start()
         for interval, hook in self.timers:
             self._tasks.append(asyncio.create_task(self._every(interval, hook)))
+        self._started = True
         _log.info("%s started", self.name)
 
+    async def not_ready(self) -> str | None:
+        """Why the service cannot do its work now (None: it can): not started yet, NATS
+        disconnected, or its Postgres not answering."""
+        if not self._started:
+            return "starting"
+        if not self.broker.connection.is_connected:
+            return "NATS is not connected"
+        if self.resources is not None and self.resources.schema is not None:
+            try:
+                await self.resources.pool.fetchval("SELECT 1", timeout=3)
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                return f"Postgres does not answer: {exc!r}"
+        return None
+
+    def bound_consumers(self) -> list[tuple[str, str]]:
+        """(stream, durable) of every durable consumer this service's subscribers bind."""
+        bound = []
+        for subscriber in self.broker.subscribers:
+            stream = getattr(subscriber, "stream", None)
+            config = getattr(subscriber, "config", None)
+            durable = getattr(config, "durable_name", None)
+            if stream is not None and durable:
+                bound.append((str(stream.name), str(durable)))
+        return bound
+
     async def stop(self) -> None:
+        self._started = False
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -171,6 +212,8 @@ class Service:
             await hook()
         if self.resources is not None:
             await self.resources.close()
+        if self.health is not None:
+            await self.health.close()
         _log.info("%s stopped", self.name)
 
     async def __aenter__(self) -> "Service":
@@ -209,7 +252,11 @@ def configure_logging(service: str, level: str) -> None:
 
 
 def run(build: Callable[[], Service]) -> None:
-    """Entry point for `python -m headwater.services.X`."""
-    service = build()
+    """Entry point for `python -m headwater.services.X`. Invalid settings (a placeholder
+    secret, a malformed value) stop it with pydantic's message, which names the variable."""
+    try:
+        service = build()
+    except ValidationError as exc:
+        raise SystemExit(f"invalid settings: {describe_invalid(exc)}") from None
     configure_logging(service.name, service.settings.log_level)
     asyncio.run(service.serve())

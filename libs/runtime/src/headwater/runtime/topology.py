@@ -11,6 +11,8 @@ publisher retries) rather than old messages being dropped. The dead-letter strea
 by age and count and drops its oldest. (No `max_bytes`: JetStream reserves it up front.)
 """
 
+import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +30,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from headwater.contracts import Subjects
 
+_log = logging.getLogger(__name__)
 DUPLICATE_WINDOW_S = 120.0
 MAX_DELIVER = -1  # unlimited: a retryable failure is retried until it passes
 DLQ_MAX_AGE_S = 30 * 24 * 3600.0
@@ -114,8 +117,9 @@ def consumers(
 async def declare(
     js: JetStreamContext, s: Subjects, task_ack_wait_s: float = 60.0, event_ack_wait_s: float = 30.0
 ) -> None:
-    """Create or update every stream, consumer and key-value bucket (idempotent; every
-    service calls it, with the same settings)."""
+    """Create or update every stream, consumer and key-value bucket (idempotent). Every
+    service of the embedded stack calls it at start, with the same settings; a deployment
+    with least-privilege users runs it once, as an admin (`python -m headwater.runtime.declare_topology`)."""
     for config in streams(s):
         assert config.name is not None
         try:
@@ -152,3 +156,26 @@ async def declare(
                 max_ack_pending=1000,
             ),
         )
+
+
+async def wait_for_consumers(
+    js: JetStreamContext, bound: list[tuple[str, str]], *, interval_s: float = 1.0
+) -> None:
+    """Return once every (stream, durable) consumer exists: a service that may not declare the
+    topology waits for the topology step instead of failing on a consumer it cannot create."""
+    waited = 0
+    for stream, durable in bound:
+        while True:
+            try:
+                await js.consumer_info(stream, durable)
+                break
+            except NotFoundError:
+                if waited % 30 == 0:
+                    _log.warning(
+                        "consumer %s of stream %s does not exist yet: waiting for the topology "
+                        "step (python -m headwater.runtime.declare_topology, as an admin NATS user)",
+                        durable,
+                        stream,
+                    )
+                waited += 1
+                await asyncio.sleep(interval_s)
