@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from headwater.contracts.errors import InputError
 from headwater.core.spec import parse_pipeline, read_document
-from headwater.runtime.errors import InputError
 from headwater.sdk.embedded import EmbeddedStack
 from tests.e2e.conftest import RunningStack, stack_settings
 

@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from headwater.contracts import CodeChanged
-from headwater.runtime.errors import InputError
+from headwater.contracts.errors import InputError
 from headwater.sdk.status import print_summary
 from headwater.services.scheduler.queries import StatusQueries
 from tests.integration.scheduler_harness import definitions, scheduler, sha

@@ -14,7 +14,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from headwater.runtime.errors import InputError
+from headwater.contracts.errors import InputError
 from headwater.sdk.cli import app
 from headwater.sdk.client import Activity
 from headwater.sdk.progress import WaitProgress, describe

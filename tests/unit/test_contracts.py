@@ -1,5 +1,5 @@
 """The upstream contract (DESIGN.md §4): what an upstream system may send, and for anything
-else a ContractError naming the field at fault and saying why."""
+else a InputError naming the field at fault and saying why."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from headwater.contracts import (
     FORMATS,
-    ContractError,
+    InputError,
     S3EventRecords,
     UpstreamEvent,
     format_of,
@@ -40,9 +40,9 @@ def encode(body: object) -> bytes:
     return json.dumps(body).encode()
 
 
-def rejected(raw: bytes) -> ContractError:
-    """The ContractError parsing `raw` as an UpstreamEvent raises (and nothing else)."""
-    with pytest.raises(ContractError) as info:
+def rejected(raw: bytes) -> InputError:
+    """The InputError parsing `raw` as an UpstreamEvent raises (and nothing else)."""
+    with pytest.raises(InputError) as info:
         parse_model(UpstreamEvent, raw)
     return info.value
 
@@ -93,7 +93,7 @@ INVALID_KEYS = [
 
 @pytest.mark.parametrize(("key", "named"), INVALID_KEYS)
 def test_invalid_partition_keys_are_rejected_naming_the_character(key: str, named: str) -> None:
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         validate_partition_key(key)
     assert info.value.field == "partition"
     assert named in info.value.reason
@@ -110,12 +110,12 @@ def test_invalid_partition_keys_in_an_event_name_the_partition_field(key: str, n
 
 def test_partition_key_length_limits() -> None:
     assert validate_partition_key("k" * 128) == "k" * 128
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         validate_partition_key("k" * 129)
     assert info.value.field == "partition"
     assert "129" in info.value.reason
     assert "128" in info.value.reason
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         validate_partition_key("")
     assert info.value.reason.endswith("is empty")
 
@@ -123,7 +123,7 @@ def test_partition_key_length_limits() -> None:
 @pytest.mark.parametrize("length", [129, 10_000])
 def test_an_over_long_key_is_named_by_its_length_and_a_bounded_head(length: int) -> None:
     key = "2024-01-01-" + "k" * (length - 11)
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         validate_partition_key(key)
     reason = info.value.reason
     assert f"is {length} characters long (at most 128)" in reason
@@ -137,7 +137,7 @@ def test_an_over_long_key_is_named_by_its_length_and_a_bounded_head(length: int)
 
 
 def test_partition_key_error_uses_the_callers_field_name() -> None:
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         validate_partition_key("a/b", "partition_key")
     assert info.value.field == "partition_key"
     assert str(info.value).startswith("partition_key: ")
@@ -164,7 +164,7 @@ def test_valid_dataset_names_are_accepted(name: str) -> None:
     ],
 )
 def test_invalid_dataset_names_are_rejected(name: str) -> None:
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         validate_dataset_name(name)
     assert info.value.field == "dataset"
     assert repr(name) in info.value.reason
@@ -174,7 +174,7 @@ def test_invalid_dataset_names_are_rejected(name: str) -> None:
 
 
 def test_contract_error_is_a_permanent_value_error_naming_field_and_reason() -> None:
-    err = ContractError("partition", "contains '/'")
+    err = InputError("partition", "contains '/'")
     assert isinstance(err, ValueError)
     assert err.retryable is False
     assert str(err) == "partition: contains '/'"
@@ -359,7 +359,7 @@ def test_split_object_key_returns_its_three_parts() -> None:
     ],
 )
 def test_split_object_key_rejects_bad_keys_naming_key(key: str, named: str) -> None:
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         split_object_key(key)
     assert info.value.field == "key"
     assert named in info.value.reason
@@ -367,7 +367,7 @@ def test_split_object_key_rejects_bad_keys_naming_key(key: str, named: str) -> N
 
 def test_bad_file_name_error_quotes_the_name_as_given() -> None:
     # The reason must show the file name that was refused, unaltered.
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         split_object_key("flights/2013-01-01/partition 1.csv")
     assert info.value.field == "key"
     assert "'partition 1.csv'" in info.value.reason
@@ -391,7 +391,7 @@ def test_format_of_reads_the_extension(name: str, fmt: str) -> None:
 
 @pytest.mark.parametrize("name", ["a.txt", "noext", "a.parquet.gz", "a.csv.bak", "csv"])
 def test_format_of_rejects_unknown_extensions(name: str) -> None:
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         format_of(name)
     assert info.value.field == "key"
     assert repr(name) in info.value.reason
@@ -455,12 +455,12 @@ def test_s3_event_records_parse_and_their_keys_split() -> None:
     ],
 )
 def test_malformed_s3_notifications_name_the_field(body: dict[str, Any], field: str) -> None:
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         S3EventRecords.parse(encode(body))
     assert info.value.field == field
 
 
 def test_s3_notification_that_is_not_json_is_a_payload_error() -> None:
-    with pytest.raises(ContractError) as info:
+    with pytest.raises(InputError) as info:
         S3EventRecords.parse(b"<xml/>")
     assert info.value.field == "payload"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from headwater.runtime.errors import InputError
+from headwater.contracts.errors import InputError
 from headwater.sdk.cli import app
 from headwater.sdk.landing import Landing, landings
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from headwater.runtime.errors import InputError
+from headwater.contracts.errors import InputError
 from headwater.runtime.objectstore import LocalStore
 
 

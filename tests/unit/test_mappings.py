@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from headwater.contracts import ContractError, validate_partition_key
+from headwater.contracts import InputError, validate_partition_key
 from headwater.core.mappings import UNPARTITIONED_KEY, Mapping
 
 
@@ -157,7 +157,7 @@ def test_rollup_output_keys_are_valid_partition_keys(pattern: str, key: str) -> 
     for out in m.output_keys([key]):
         try:
             validate_partition_key(out)
-        except ContractError as exc:
+        except InputError as exc:
             pytest.fail(f"{pattern!r} maps {key!r} to invalid output key {out!r}: {exc.reason}")
 
 

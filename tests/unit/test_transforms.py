@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from headwater.runtime.errors import TransformError
+from headwater.contracts.errors import TransformError
 from headwater.services.executor.transforms import Sandbox, run_transform
 
 FLIGHTS = pa.table({"origin": ["EWR", "JFK", "EWR"], "delay": [5, None, 7]})

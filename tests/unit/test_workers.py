@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from headwater.contracts import InputRef
+from headwater.contracts.errors import TransformError
 from headwater.core import formats, hashing
-from headwater.runtime.errors import TransformError
 from headwater.services.executor.inputs import InputDamaged
 from headwater.services.executor.workers import Inputs, WorkerPool
 

@@ -4,7 +4,14 @@ and the public contract with upstream systems. Pydantic only, no I/O."""
 from headwater.contracts.base import Event, parse_model
 from headwater.contracts.code import CodeChanged, DatasetDefinition, InputDefinition
 from headwater.contracts.dlq import DeadLetter
-from headwater.contracts.errors import ContractError
+from headwater.contracts.errors import (
+    HeadwaterError,
+    InputError,
+    RetryLater,
+    Superseded,
+    TransformError,
+    TransientError,
+)
 from headwater.contracts.keys import (
     DATASET_NAME_PATTERN,
     PARTITION_KEY_PATTERN,
@@ -37,20 +44,25 @@ __all__ = [
     "FORMATS",
     "PARTITION_KEY_PATTERN",
     "CodeChanged",
-    "ContractError",
     "DatasetDefinition",
     "DeadLetter",
     "Event",
     "Family",
+    "HeadwaterError",
     "InputDefinition",
+    "InputError",
     "InputRef",
     "PartitionLanded",
     "PartitionRetracted",
+    "RetryLater",
     "S3EventRecords",
     "Subjects",
+    "Superseded",
     "TaskAttemptFailed",
     "TaskFailed",
     "TaskRequested",
+    "TransformError",
+    "TransientError",
     "UpstreamEvent",
     "dataset_of",
     "family_at",

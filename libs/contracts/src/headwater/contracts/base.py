@@ -1,11 +1,11 @@
-"""Base models for events and the one parser that turns bytes into an event or a ContractError."""
+"""Base models for events and the one parser that turns bytes into an event or a InputError."""
 
 import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from headwater.contracts.errors import ContractError
+from headwater.contracts.errors import InputError
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_JSON_DEPTH = 32  # events are flat; S3 records nest about 6 deep
@@ -28,45 +28,45 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def parse_model(model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> M:
-    """Decode `raw` as a JSON object of `model`; any failure is a ContractError naming the field."""
+    """Decode `raw` as a JSON object of `model`; any failure is a InputError naming the field."""
     if len(raw) > max_bytes:
-        raise ContractError("payload", f"is {len(raw)} bytes (at most {max_bytes})")
+        raise InputError("payload", f"is {len(raw)} bytes (at most {max_bytes})")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ContractError("payload", f"is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
+        raise InputError("payload", f"is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     try:
         data: Any = json.loads(text, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
-        raise ContractError("payload", f"is not JSON ({exc.msg} at char {exc.pos})") from exc
+        raise InputError("payload", f"is not JSON ({exc.msg} at char {exc.pos})") from exc
     except RecursionError:
-        raise ContractError("payload", f"nests deeper than {MAX_JSON_DEPTH} levels") from None
+        raise InputError("payload", f"nests deeper than {MAX_JSON_DEPTH} levels") from None
     if _depth(data) > MAX_JSON_DEPTH:
-        raise ContractError("payload", f"nests deeper than {MAX_JSON_DEPTH} levels")
+        raise InputError("payload", f"nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(data, dict):
-        raise ContractError("payload", f"is a JSON {type(data).__name__}, not an object")
+        raise InputError("payload", f"is a JSON {type(data).__name__}, not an object")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "payload"
         message = str(first["msg"])
-        # Validators raise ContractError inside pydantic; keep its reason, not the wrapper text.
+        # Validators raise InputError inside pydantic; keep its reason, not the wrapper text.
         cause = first.get("ctx", {}).get("error")
-        if isinstance(cause, ContractError):
+        if isinstance(cause, InputError):
             message = cause.reason
             if not first["loc"]:  # a model-level validator names its own field
-                field = cause.field
+                field = cause.field or field
         elif first["type"] == "extra_forbidden":
             message = "is not a field of this event"
         elif first["type"] == "missing":
             message = "is required"
-        raise ContractError(field, message) from exc
+        raise InputError(field, message) from exc
 
 
 def _bounded_int(digits: str) -> int:
     if len(digits.lstrip("-")) > MAX_INT_DIGITS:
-        raise ContractError(
+        raise InputError(
             "payload", f"has an integer of {len(digits)} digits (at most {MAX_INT_DIGITS})"
         )
     return int(digits)

@@ -2,7 +2,7 @@
 
 import re
 
-from headwater.contracts.errors import ContractError
+from headwater.contracts.errors import InputError
 
 DATASET_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # ASCII letters, digits and -_.=:,+ ; 1-128 characters; never "..".
@@ -14,19 +14,19 @@ _HEAD = 40  # characters of an over-long key shown in an error
 
 
 def validate_dataset_name(value: str, field: str = "dataset") -> str:
-    """Return `value` if it may travel in a subject, else raise ContractError."""
+    """Return `value` if it may travel in a subject, else raise InputError."""
     if not _DATASET_RE.fullmatch(value):
-        raise ContractError(
+        raise InputError(
             field, f"{value!r} is not a dataset name (letters, digits, '_' and '-', 1-64)"
         )
     return value
 
 
 def validate_partition_key(value: str, field: str = "partition") -> str:
-    """Return `value` if it may become part of an object key, else raise ContractError."""
+    """Return `value` if it may become part of an object key, else raise InputError."""
     shown = show_key(value)
     if ".." in value:
-        raise ContractError(field, f"{shown} contains '..'")
+        raise InputError(field, f"{shown} contains '..'")
     if not _PARTITION_RE.fullmatch(value):
         bad = next((c for c in value if not _PARTITION_RE.fullmatch(c)), None)
         if not value:
@@ -35,7 +35,7 @@ def validate_partition_key(value: str, field: str = "partition") -> str:
             reason = f"is {len(value)} characters long (at most 128)"
         else:
             reason = f"contains {bad!r}, outside ASCII letters, digits and '-_.=:,+'"
-        raise ContractError(field, f"{shown} {reason}")
+        raise InputError(field, f"{shown} {reason}")
     return value
 
 

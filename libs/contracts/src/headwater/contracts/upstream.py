@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from headwater.contracts.base import UntrustedEvent, parse_model
-from headwater.contracts.errors import ContractError
+from headwater.contracts.errors import InputError
 from headwater.contracts.keys import show_key, validate_dataset_name, validate_partition_key
 
 FORMATS = ("parquet", "csv", "jsonl")
@@ -21,8 +21,8 @@ def validate_object_name(name: str, field: str = "key") -> str:
     """The NAME part of DATASET/PARTITION/NAME: same alphabet as partition keys."""
     try:
         return validate_partition_key(name, field)
-    except ContractError as exc:
-        raise ContractError(field, exc.reason) from exc
+    except InputError as exc:
+        raise InputError(field, exc.reason) from exc
 
 
 class UpstreamEvent(UntrustedEvent):
@@ -40,7 +40,7 @@ class UpstreamEvent(UntrustedEvent):
     def _version(cls, value: object) -> object:
         # Strict literals match by equality, so true and 1.0 would pass as 1.
         if type(value) is not int:
-            raise ContractError("schema_version", f"{value!r} is not a known schema version (1)")
+            raise InputError("schema_version", f"{value!r} is not a known schema version (1)")
         return value
 
     @field_validator("dataset")
@@ -57,7 +57,7 @@ class UpstreamEvent(UntrustedEvent):
     def _key_under_prefix(self) -> "UpstreamEvent":
         prefix = f"{self.dataset}/{self.partition}/"
         if not self.key.startswith(prefix):
-            raise ContractError("key", f"{show_key(self.key)} is not under {prefix!r}")
+            raise InputError("key", f"{show_key(self.key)} is not under {prefix!r}")
         validate_object_name(self.key[len(prefix) :], "key")
         return self
 
@@ -66,7 +66,7 @@ def split_object_key(key: str) -> tuple[str, str, str]:
     """DATASET/PARTITION/NAME -> its three parts, each validated."""
     parts = key.split("/")
     if len(parts) != 3:
-        raise ContractError("key", f"{show_key(key)} is not DATASET/PARTITION/NAME")
+        raise InputError("key", f"{show_key(key)} is not DATASET/PARTITION/NAME")
     dataset, partition, name = parts
     return (
         validate_dataset_name(dataset, "key"),
@@ -84,7 +84,7 @@ def format_of(name: str) -> Format:
         return "csv"
     if lowered.endswith((".jsonl", ".ndjson", ".json")):
         return "jsonl"
-    raise ContractError("key", f"{name!r} has no known format extension (.parquet, .csv, .jsonl)")
+    raise InputError("key", f"{name!r} has no known format extension (.parquet, .csv, .jsonl)")
 
 
 class _S3Object(BaseModel):

@@ -7,11 +7,14 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from headwater.contracts.errors import InputError
 
-class FormatError(ValueError):
-    """A file is not the format it claims; permanent."""
 
-    retryable = False
+class FormatError(InputError):
+    """A file is not the format it claims (the message says which and why); permanent."""
+
+    def __init__(self, message: str, *, field: str = "file") -> None:
+        super().__init__(field, message, message=message)
 
 
 class SchemaMismatch(FormatError):
@@ -19,10 +22,9 @@ class SchemaMismatch(FormatError):
     of its partition: `file`, `column` and why."""
 
     def __init__(self, file: str, column: str, reason: str) -> None:
-        super().__init__(f"{file}: column {column!r} {reason}")
+        super().__init__(f"{file}: column {column!r} {reason}", field=f"file.columns.{column}")
         self.file = file
         self.column = column
-        self.reason = reason
 
 
 def parse_type(name: object) -> str:

@@ -24,6 +24,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
+from headwater.contracts.errors import InputError
+
 __all__ = [
     "CODE_SHA_VERSION",
     "DATA_SHA_ALGORITHM",
@@ -53,13 +55,14 @@ _SHA_RE: Final = re.compile(r"[0-9a-f]{64}")
 _ANSI_RE: Final = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class CodeError(ValueError):
+class CodeError(InputError):
     """A transform's code cannot be normalised (it does not parse, or names a missing function).
 
     Permanent: the same code fails the same way, so it is never retried.
     """
 
-    retryable: Final = False
+    def __init__(self, message: str) -> None:
+        super().__init__("code", message, message=message)
 
 
 def hash_parts(*parts: str | bytes) -> str:

@@ -9,15 +9,18 @@ from typing import Any, Final
 
 import re2  # type: ignore[import-untyped]
 
+from headwater.contracts.errors import InputError
+
 MAX_PATTERN_CHARS: Final = 256
 # Longest partition key (headwater.contracts.keys): a longer string is never a key.
 MAX_KEY_CHARS: Final = 128
 
 
-class PatternError(ValueError):
+class PatternError(InputError):
     """A rollup pattern that cannot be used; the message is the reason. Permanent."""
 
-    retryable: Final = False
+    def __init__(self, message: str) -> None:
+        super().__init__("pattern", message, message=message)
 
 
 def _options() -> Any:

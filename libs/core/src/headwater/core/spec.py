@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlglot import exp
 
 from headwater.contracts import DatasetDefinition
-from headwater.contracts.errors import ContractError
+from headwater.contracts.errors import InputError
 from headwater.contracts.keys import validate_dataset_name
 from headwater.core import formats, hashing
 from headwater.core.errors import SpecError
@@ -299,7 +299,7 @@ def _check_name(file: str, name: object) -> str:
         raise SpecError(file, f"{name!r} is a YAML boolean: quote the name", dataset=str(name))
     try:
         return validate_dataset_name(str(name), "name")
-    except ContractError as exc:
+    except InputError as exc:
         raise SpecError(file, exc.reason, dataset=str(name)) from exc
 
 

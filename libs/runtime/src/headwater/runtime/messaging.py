@@ -27,7 +27,6 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 
 from headwater.contracts import (
-    ContractError,
     DeadLetter,
     Event,
     Subjects,
@@ -35,7 +34,7 @@ from headwater.contracts import (
     parse_model,
     subject_of,
 )
-from headwater.runtime.errors import HeadwaterError, InputError, RetryLater, Superseded
+from headwater.contracts.errors import HeadwaterError, InputError, Superseded
 from headwater.runtime.settings import ServiceSettings
 from headwater.runtime.topology import consumers
 
@@ -180,16 +179,12 @@ async def consume(
         # A newer delivery of this message owns it now: leave settling to that one.
         _log.warning("%s: %s; leaving it to the newer delivery", raw.subject, exc)
         return
-    except (ContractError, InputError) as exc:
-        await dead_letter(broker, subjects, service, raw, exc.field, exc.reason)
-        await msg.reject()
-        return
     except HeadwaterError as exc:
-        if not exc.retryable:
-            await dead_letter(broker, subjects, service, raw, "processing", str(exc))
-            await msg.reject()
+        if exc.retryable:
+            await _nak_with_backoff([raw], exc)
             return
-        await _nak_with_backoff([raw], exc)
+        await dead_letter(broker, subjects, service, raw, *exc.reply())
+        await msg.reject()
         return
     except Exception as exc:
         # An outage or a bug: never drop the message, retry it with backoff until it passes.
@@ -218,8 +213,8 @@ async def consume_batch(
     for raw in batch.raw_message:
         try:
             event = parse(raw)
-        except (ContractError, InputError) as exc:
-            await dead_letter(broker, subjects, service, raw, exc.field, exc.reason)
+        except InputError as exc:  # parsing raises no other error
+            await dead_letter(broker, subjects, service, raw, *exc.reply())
             await raw.term()
             continue
         if event is None:
@@ -266,7 +261,9 @@ async def _nak_with_backoff(owners: list[Msg], exc: BaseException) -> None:
     delivered = max(raw.metadata.num_delivered or 1 for raw in owners)
     if not isinstance(exc, HeadwaterError) and (delivered == 1 or delivered % STUCK_LOG_EVERY == 0):
         _log.error("processing %s failed (delivery %d)", owners[0].subject, delivered, exc_info=exc)
-    delay = exc.delay if isinstance(exc, RetryLater) else _backoff(delivered)
+    delay = _backoff(delivered)
+    if isinstance(exc, HeadwaterError) and exc.retry_after is not None:
+        delay = exc.retry_after
     _log.warning(
         "will retry %s (%d message(s)) in %.1fs: %s", owners[0].subject, len(owners), delay, exc
     )
@@ -285,8 +282,7 @@ async def _settle(
     if error is None:
         await raw.ack()
         return
-    field, reason = getattr(error, "field", "processing"), getattr(error, "reason", str(error))
-    await dead_letter(broker, subjects, service, raw, field, reason)
+    await dead_letter(broker, subjects, service, raw, *error.reply())
     await raw.term()
 
 

@@ -17,7 +17,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from headwater.runtime.errors import InputError, TransientError
+from headwater.contracts.errors import InputError, TransientError
 from headwater.runtime.settings import ServiceSettings
 
 T = TypeVar("T")

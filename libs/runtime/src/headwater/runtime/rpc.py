@@ -10,9 +10,7 @@ from typing import Any
 from faststream.nats import NatsBroker, NatsMessage
 from nats.errors import NoRespondersError
 
-from headwater.contracts import ContractError
-from headwater.core.errors import SpecError
-from headwater.runtime.errors import InputError, TransientError
+from headwater.contracts.errors import HeadwaterError, InputError, TransientError
 from headwater.runtime.messaging import raw_body
 
 _log = logging.getLogger(__name__)
@@ -33,12 +31,13 @@ def responder(broker: NatsBroker, subject: str, handler: Handler, *, max_workers
                 raise InputError("payload", "must be a JSON object")
             result = await handler(body)
             return json.dumps({"ok": True, "result": result}, default=str).encode()
-        except (InputError, ContractError) as exc:
-            return _error(exc.field, exc.reason)
-        except SpecError as exc:
-            return _error(exc.field or "spec", str(exc))
         except json.JSONDecodeError as exc:
             return _error("payload", f"is not JSON: {exc.msg}")
+        except HeadwaterError as exc:
+            if not exc.retryable:  # the caller's input: asking again gives the same answer
+                return _error(*exc.reply())
+            _log.warning("rpc %s failed: %s", subject, exc)
+            return _error("server", f"{type(exc).__name__}: {exc}", retryable=True)
         except Exception as exc:
             # The server's own trouble (e.g. its database is down), not the caller's input.
             _log.exception("rpc %s failed", subject)

@@ -26,16 +26,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from headwater.contracts import ContractError
+from headwater.contracts.errors import HeadwaterError, InputError
 from headwater.core.errors import SpecError
-from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.sdk.client import Activity, HeadwaterClient, StillBusy
 from headwater.sdk.config import load_settings
-from headwater.sdk.embedded import EmbeddedStack, StackError
+from headwater.sdk.embedded import EmbeddedStack
 from headwater.sdk.landing import is_glob, landings
 from headwater.sdk.precheck import check_spec
 from headwater.sdk.progress import WaitProgress
-from headwater.sdk.servers import ServerError
 from headwater.sdk.status import (
     check_states,
     parse_since,
@@ -71,18 +69,12 @@ def _run(state_dir: Path, fn: Callable[[HeadwaterClient], Awaitable[T]]) -> T:
 
     try:
         return asyncio.run(go())
-    except (InputError, ContractError) as exc:
-        err.print(f"[red]error[/red] {exc.field}: {exc.reason}")
-        raise typer.Exit(EXIT_INPUT) from None
-    except SpecError as exc:
-        err.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(EXIT_INPUT) from None
-    except StillBusy as exc:
-        err.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(EXIT_TIMEOUT) from None
     except HeadwaterError as exc:
+        # Bad input (a spec, a name, a key: "FIELD: REASON", or where in the spec) exits 2;
+        # `wait` out of time with work left, 3; Headwater's own trouble, 1.
         err.print(f"[red]error[/red] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        code = EXIT_INPUT if isinstance(exc, InputError) else EXIT_FAILED
+        raise typer.Exit(EXIT_TIMEOUT if isinstance(exc, StillBusy) else code) from None
 
 
 @app.callback()
@@ -153,7 +145,7 @@ def demo(
     try:
         keys = day_keys(days)
     except InputError as exc:
-        _bad(exc.field, exc.reason)
+        _bad(*exc.reply())
     stack = _start(state_dir)
     try:
         _run(state_dir, lambda hw: run_story(hw, console, keys, state_dir / "demo"))
@@ -186,7 +178,7 @@ def example_files(
         keys = example.days(days, start)
         written = example.write_files(directory, keys)
     except InputError as exc:
-        _bad(exc.field, exc.reason)
+        _bad(*exc.reply())
     for name, paths in written.items():
         console.print(f"{directory / name}: {len(paths)} file(s)", highlight=False)
 
@@ -196,7 +188,7 @@ def _start(state_dir: Path) -> EmbeddedStack:
     console.print(f"starting the embedded stack in {state_dir} ...")
     try:
         endpoints = stack.start()
-    except (StackError, ServerError) as exc:
+    except HeadwaterError as exc:  # the stack cannot start (StackError, ServerError)
         err.print(f"[red]error[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from None
     try:
@@ -330,7 +322,7 @@ def publish(
     try:
         found = landings(targets)
     except InputError as exc:
-        _bad(exc.field, exc.reason)
+        _bad(*exc.reply())
 
     async def land(hw: HeadwaterClient) -> None:
         for landing in found:
@@ -414,7 +406,7 @@ def status(
         states = check_states(state) if state else None
         changed = parse_since(since, datetime.now().astimezone()) if since else None
     except InputError as exc:
-        _bad(exc.field, exc.reason)
+        _bad(*exc.reply())
     listing = _run(
         state_dir,
         lambda hw: hw.partitions(dataset, states=states, since=changed, after=after, limit=limit),

@@ -25,9 +25,9 @@ from headwater.contracts import (
     validate_dataset_name,
     validate_partition_key,
 )
+from headwater.contracts.errors import InputError, TransientError
 from headwater.core.spec import read_document
 from headwater.runtime import rpc, topology
-from headwater.runtime.errors import InputError, TransientError
 from headwater.runtime.objectstore import open_store
 from headwater.runtime.settings import ServiceSettings
 

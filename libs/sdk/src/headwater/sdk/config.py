@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from headwater.runtime.errors import HeadwaterError
+from headwater.contracts.errors import HeadwaterError
 from headwater.runtime.settings import ServiceSettings
 
 ENDPOINTS_FILE = "endpoints.json"

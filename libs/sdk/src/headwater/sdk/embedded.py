@@ -26,7 +26,7 @@ from typing import IO, Any
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from headwater.contracts import Subjects
+from headwater.contracts import HeadwaterError, Subjects
 from headwater.sdk.config import ENDPOINTS_FILE, SECRETS_FILE
 from headwater.sdk.credentials import StackSecrets
 from headwater.sdk.servers import (
@@ -74,11 +74,9 @@ _CREDENTIAL_VARS = (
 _log = logging.getLogger(__name__)
 
 
-class StackError(RuntimeError):
+class StackError(HeadwaterError):
     """The stack cannot start as asked (another `up` serves the state directory, or the
     directory's data has no secrets to log in with). Permanent: `retryable` is False."""
-
-    retryable = False
 
 
 class StackSettings(BaseSettings):

@@ -13,8 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from headwater.contracts.errors import InputError
 from headwater.core.mappings import UNPARTITIONED_KEY
-from headwater.runtime.errors import InputError
 
 EXAMPLE_DIR = Path("examples/flights")
 DAILY = ("flights", "weather")

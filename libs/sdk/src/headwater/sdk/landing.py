@@ -6,8 +6,7 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
-from headwater.contracts import ContractError, format_of, validate_partition_key
-from headwater.runtime.errors import InputError
+from headwater.contracts import InputError, format_of, validate_partition_key
 
 GLOB_CHARS = frozenset("*?[")
 
@@ -78,7 +77,7 @@ def _stem(path: Path) -> str:
 def _name(path: Path) -> str:
     try:
         format_of(path.name)
-    except ContractError as exc:
+    except InputError as exc:
         raise InputError("path", f"{path}: {exc.reason}") from None
     return path.name
 
@@ -86,5 +85,5 @@ def _name(path: Path) -> str:
 def _key(key: str, path: Path) -> str:
     try:
         return validate_partition_key(key)
-    except ContractError as exc:
+    except InputError as exc:
         raise InputError("partition", f"{path}: {exc.reason}") from None

@@ -30,6 +30,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from headwater.contracts.errors import HeadwaterError
+
 __all__ = [
     "NatsServer",
     "NatsUser",
@@ -48,14 +50,12 @@ _PR_SET_PDEATHSIG = 1
 _MAX_SOCKET_PATH = 100
 
 
-class ServerError(RuntimeError):
+class ServerError(HeadwaterError):
     """A server did not start or stop as asked; the message ends with the tail of its log.
 
     Permanent for the caller that asked (`retryable` is False): a binary, port or data
     directory problem does not pass by itself.
     """
-
-    retryable = False
 
 
 def free_port() -> int:

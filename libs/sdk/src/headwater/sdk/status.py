@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from headwater.runtime.errors import InputError
+from headwater.contracts.errors import InputError
 
 # The states a partition is in, in the order shown (the scheduler's store.STATES).
 STATES = ("ready", "waiting", "queued", "errored", "blocked", "retracted")

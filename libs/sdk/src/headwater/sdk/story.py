@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from headwater.contracts.errors import InputError
 from headwater.core import formats
 from headwater.core.mappings import UNPARTITIONED_KEY
-from headwater.runtime.errors import InputError
 from headwater.runtime.objectstore import open_store
 from headwater.sdk import example
 from headwater.sdk.client import HeadwaterClient

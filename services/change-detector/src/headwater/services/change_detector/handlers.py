@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.contracts import (
-    ContractError,
+    InputError,
     PartitionLanded,
     PartitionRetracted,
     S3EventRecords,
@@ -18,7 +18,6 @@ from headwater.contracts import (
 )
 from headwater.core import formats, hashing
 from headwater.runtime import rpc
-from headwater.runtime.errors import InputError
 from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
@@ -48,7 +47,7 @@ class ChangeDetector:
             key = record.s3.object.key
             try:
                 dataset, partition, _ = split_object_key(_unquote(key))
-            except ContractError as exc:
+            except InputError as exc:
                 raise InputError(f"Records.{i}.s3.object.key", exc.reason) from exc
             # Any bucket that notifies on the subject would otherwise make us read `landing`.
             bucket = record.s3.bucket.name if record.s3.bucket is not None else None
@@ -85,7 +84,7 @@ class ChangeDetector:
             data = await objects.get(settings.landing_bucket, key)
             try:
                 files.append((key, formats.read_table(data, format_of(key), key, schema)))
-            except ContractError as exc:
+            except InputError as exc:
                 raise InputError("key", exc.reason) from exc
             except formats.SchemaMismatch as exc:
                 # The partition keeps its last good content; the file is named for its owner.

@@ -25,9 +25,9 @@ from headwater.contracts import (
     TaskFailed,
     TaskRequested,
 )
+from headwater.contracts.errors import RetryLater, Superseded, TransformError
 from headwater.contracts.tasks import ATTEMPT_ERROR_BYTES, ATTEMPT_TRACEBACK_BYTES, head, tail
 from headwater.runtime import failpoints
-from headwater.runtime.errors import RetryLater, Superseded, TransformError
 from headwater.runtime.messaging import emit
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id

@@ -6,8 +6,8 @@ import asyncio
 import pyarrow as pa
 
 from headwater.contracts import InputRef, TaskRequested
+from headwater.contracts.errors import HeadwaterError
 from headwater.core import formats, hashing
-from headwater.runtime.errors import HeadwaterError
 from headwater.runtime.objectstore import ObjectNotFound, ObjectStore
 
 READS_AT_ONCE = 8

@@ -9,8 +9,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from headwater.contracts.errors import TransformError
 from headwater.core.formats import combine
-from headwater.runtime.errors import TransformError
 
 ONE_QUERY = "a transform is one query (SELECT ...) over its inputs"
 # PIVOT is a query that DuckDB runs as several statements (MULTI).

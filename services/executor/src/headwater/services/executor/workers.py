@@ -29,8 +29,8 @@ import duckdb
 import pyarrow as pa
 
 from headwater.contracts import InputRef
+from headwater.contracts.errors import TransformError
 from headwater.core import formats, hashing
-from headwater.runtime.errors import TransformError
 from headwater.services.executor.inputs import InputDamaged, verified
 from headwater.services.executor.transforms import Sandbox, out_of_memory, run_transform
 

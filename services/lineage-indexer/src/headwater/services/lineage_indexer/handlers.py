@@ -15,7 +15,7 @@ from headwater.contracts import (
     dataset_of,
     family_of,
 )
-from headwater.runtime.errors import InputError
+from headwater.contracts.errors import InputError
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
 from headwater.services.lineage_indexer import store

@@ -23,9 +23,9 @@ from headwater.contracts import (
     TaskAttemptFailed,
     TaskFailed,
 )
+from headwater.contracts.errors import HeadwaterError, InputError
 from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
-from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
 from headwater.services.scheduler.reconciler import Reconciler, Work, merge

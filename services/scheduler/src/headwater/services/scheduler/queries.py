@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from headwater.contracts import DatasetDefinition
+from headwater.contracts.errors import InputError
 from headwater.core import reconcile
-from headwater.runtime.errors import InputError
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
 

@@ -11,9 +11,9 @@ import asyncpg
 from pydantic import ValidationError
 
 from headwater.contracts import CodeChanged, DatasetDefinition, Subjects
+from headwater.contracts.errors import InputError
 from headwater.core.spec import Pipeline, PipelineDocument, parse_pipeline
 from headwater.core.spec_input import SpecLimits
-from headwater.runtime.errors import InputError
 from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
 from headwater.services.spec_registry import store
