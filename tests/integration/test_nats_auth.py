@@ -348,7 +348,8 @@ async def test_each_service_does_its_own_work_as_its_own_user(
             store_dir=tmp_path / "objects",
         )
         async with HeadwaterClient(cli_settings) as hw:
-            await hw.apply(ROOT / "examples" / "flights" / "pipeline.yaml")
+            # The slice pipeline: one SQL dataset over a day of flights.
+            await hw.apply(ROOT / "tests" / "e2e" / "slice" / "pipeline.yaml")
         day = tmp_path / "flights-2013-01-01.csv"
         day.write_text("origin,dep_time,dep_delay\nEWR,517,2\nJFK,533,4\nJFK,,\n")
         upstream = cli_settings.model_copy(

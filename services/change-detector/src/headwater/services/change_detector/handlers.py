@@ -80,25 +80,19 @@ class ChangeDetector:
         schema = formats.schema_of(declared) if declared else None
         files = []
         # The announced file first: if it is the one at fault, the dead letter names it.
+        # A file not in its format (FormatError: field `file`) or breaking the declared columns
+        # (SchemaMismatch: `file.columns.NAME`) is bad input, dead-lettered naming the file; the
+        # partition keeps its last good content.
         for key in sorted(keys, key=lambda k: k != blame):
-            data = await objects.get(settings.landing_bucket, key)
             try:
-                files.append((key, formats.read_table(data, format_of(key), key, schema)))
+                fmt = format_of(key)
             except InputError as exc:
                 raise InputError("key", exc.reason) from exc
-            except formats.SchemaMismatch as exc:
-                # The partition keeps its last good content; the file is named for its owner.
-                raise InputError(f"file.columns.{exc.column}", str(exc)) from exc
-            except formats.FormatError as exc:
-                raise InputError("file", str(exc)) from exc
-        try:
-            if schema is None:
-                formats.check_alike(files, blame=blame)
-            table = formats.combine([t for _, t in files])
-        except formats.SchemaMismatch as exc:
-            raise InputError(f"file.columns.{exc.column}", str(exc)) from exc
-        except formats.FormatError as exc:
-            raise InputError("file", str(exc)) from exc
+            data = await objects.get(settings.landing_bucket, key)
+            files.append((key, formats.read_table(data, fmt, key, schema)))
+        if schema is None:
+            formats.check_alike(files, blame=blame)
+        table = formats.combine([t for _, t in files])
         ordered = bool(definition.get("ordered"))
         data_sha = hashing.data_sha(table, ordered=ordered)
         object_key = f"{data_sha}.parquet"
