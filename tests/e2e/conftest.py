@@ -14,9 +14,10 @@ import pytest
 from headwater.runtime.settings import ServiceSettings
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
-from headwater.sdk.embedded import EmbeddedStack, StackSettings
+from headwater.sdk.embedded import EmbeddedStack
 from headwater.sdk.example import flights
 from tests.fixtures.servers import S3Endpoint
+from tests.fixtures.stack import logs, stack_settings, started
 
 ROOT = Path(__file__).resolve().parents[2]
 # The thinnest pipeline (one source, one SQL dataset): the tests of one slice through the
@@ -54,29 +55,7 @@ class RunningStack:
         )
 
     def logs(self) -> str:
-        out = []
-        for path in sorted((self.state_dir / "logs").glob("*.log")):
-            out.append(f"==== {path.name}\n{path.read_text()[-4000:]}")
-        return "\n".join(out)
-
-
-def stack_settings(namespace: str, nats_url: str, dsn: str, s3: S3Endpoint | None) -> StackSettings:
-    values: dict[str, object] = {
-        "namespace": namespace,
-        "nats_url": nats_url,
-        "pg_dsn": dsn,
-        "landing_bucket": f"{namespace}-landing",
-        "data_bucket": f"{namespace}-data",
-        "code_bucket": f"{namespace}-code",
-    }
-    if s3 is not None:
-        values.update(
-            s3_endpoint=s3.url,
-            s3_access_key=s3.access_key,
-            s3_secret_key=s3.secret_key,
-            s3_region=s3.region,
-        )
-    return StackSettings.model_validate(values)
+        return logs(self.state_dir)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -90,18 +69,7 @@ async def stack(
 ) -> AsyncIterator[RunningStack]:
     """The five services as processes; parametrized over the local-directory store and S3."""
     s3 = s3_endpoint if request.param == "s3" else None
-    embedded = EmbeddedStack(
-        tmp_path / "state",
-        stack_settings(namespace, nats_url, database, s3),
-        service_env={"HEADWATER_RECONCILE_INTERVAL_S": "2"},
-        log_to_files=True,
-    )
-    embedded.start()
-    running = RunningStack(embedded, embedded.state_dir, request.param)
-    try:
-        async with running.client() as hw:
-            await hw.ready(timeout=60)
-        yield running
-    finally:
-        embedded.stop()
-        print(running.logs())  # shown by pytest only when the test failed
+    settings = stack_settings(namespace, nats_url, database, s3)
+    env = {"HEADWATER_RECONCILE_INTERVAL_S": "2"}
+    async with started(tmp_path / "state", settings, env) as embedded:
+        yield RunningStack(embedded, embedded.state_dir, request.param)

@@ -16,9 +16,8 @@ from headwater.core import formats
 from headwater.core.spec import parse_pipeline, read_document
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
-from headwater.sdk.embedded import EmbeddedStack
-from tests.e2e.conftest import stack_settings
 from tests.fixtures.servers import with_database
+from tests.fixtures.stack import stack_settings, started
 from tests.oracle import Oracle
 from tests.workloads import sales_csv
 
@@ -99,20 +98,13 @@ async def run_history(
     await admin.execute(f'CREATE DATABASE "{namespace}"')
     await admin.close()
     dsn = with_database(pg_dsn, namespace)
-    stack = EmbeddedStack(
-        root / "state", stack_settings(namespace, nats_url, dsn, None), log_to_files=True
-    )
-    stack.start()
     try:
-        async with HeadwaterClient(load_settings(stack.state_dir)) as hw:
-            await hw.ready()
+        async with (
+            started(root / "state", stack_settings(namespace, nats_url, dsn, None)) as stack,
+            HeadwaterClient(load_settings(stack.state_dir)) as hw,
+        ):
             await History(root, hw, dsn).run(steps)
-    except BaseException:
-        for log in sorted((stack.state_dir / "logs").glob("*.log")):
-            print(f"==== {log.name}\n{log.read_text()[-3000:]}")
-        raise
     finally:
-        stack.stop()
         admin = await asyncpg.connect(pg_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
         await admin.close()

@@ -27,8 +27,9 @@ import nats
 import pytest
 
 from headwater.sdk.embedded import EmbeddedStack, RestartPolicy
-from tests.e2e.conftest import ROOT, stack_settings
+from tests.e2e.conftest import ROOT
 from tests.e2e.test_embedded import _env, headwater
+from tests.fixtures.stack import stack_settings
 
 # One worker runs the module, so its `up` starts once (where xdist honours the group: see
 # pyproject.toml; until then each worker that runs one of these tests starts an `up`).

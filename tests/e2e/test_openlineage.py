@@ -16,8 +16,8 @@ from referencing import Registry, Resource
 
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
-from headwater.sdk.embedded import EmbeddedStack
-from tests.e2e.conftest import ROOT, stack_settings
+from tests.e2e.conftest import ROOT
+from tests.fixtures.stack import stack_settings, started
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -103,50 +103,43 @@ async def test_runs_of_a_landing_and_what_it_caused_are_emitted_as_openlineage_e
 ) -> None:
     out = tmp_path / "openlineage" / "events.jsonl"
     out.parent.mkdir()
-    stack = EmbeddedStack(
-        tmp_path / "state",
-        stack_settings(namespace, nats_url, database, None),
-        service_env={
-            "OPENLINEAGE__TRANSPORT__TYPE": "file",
-            "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(out),
-            "OPENLINEAGE__TRANSPORT__APPEND": "true",
-            "HEADWATER_ATTEMPTS": "1",
-        },
-        log_to_files=True,
-    )
     (tmp_path / "ol.yaml").write_text(SPEC)
     (tmp_path / "t.py").write_text(CHECKED_PY)
-    stack.start()
-    try:
-        async with HeadwaterClient(load_settings(stack.state_dir)) as hw:
-            await hw.ready()
-            await hw.apply(tmp_path / "ol.yaml")
-            for day, region in ((GOOD, "north"), (BAD, "bad")):
-                csv = tmp_path / f"orders-{day}.csv"
-                csv.write_text(f"region,amount\n{region},3\n{region},4\nsouth,5\n")
-                await hw.publish("orders", day, csv)
-            status = await hw.wait(timeout=120)
-            # 2 landings, 2 daily, 1 checked, 1 checked failed: 6 runs, 2 events each.
-            events = await events_in(out, 12)
+    settings = stack_settings(namespace, nats_url, database, None)
+    env = {
+        "OPENLINEAGE__TRANSPORT__TYPE": "file",
+        "OPENLINEAGE__TRANSPORT__LOG_FILE_PATH": str(out),
+        "OPENLINEAGE__TRANSPORT__APPEND": "true",
+        "HEADWATER_ATTEMPTS": "1",
+    }
+    async with (
+        started(tmp_path / "state", settings, env) as stack,
+        HeadwaterClient(load_settings(stack.state_dir)) as hw,
+    ):
+        await hw.apply(tmp_path / "ol.yaml")
+        for day, region in ((GOOD, "north"), (BAD, "bad")):
+            csv = tmp_path / f"orders-{day}.csv"
+            csv.write_text(f"region,amount\n{region},3\n{region},4\nsouth,5\n")
+            await hw.publish("orders", day, csv)
+        status = await hw.wait(timeout=120)
+        # 2 landings, 2 daily, 1 checked, 1 checked failed: 6 runs, 2 events each.
+        events = await events_in(out, 12)
 
-            # A redelivered event (here: published again, as after a lost ack) emits the same
-            # events again, byte for byte.
-            [landed] = [
-                h
-                for h in await hw.call(
-                    "lineage-indexer", "history", {"dataset": "orders", "partition": GOOD}
-                )
-                if h["kind"] == "partition_landed"
-            ]
-            await hw.nc.jetstream().publish(
-                hw.subjects.partition_landed("orders"),
-                landed["payload"].encode(),
-                headers={"Nats-Msg-Id": "redelivered"},
+        # A redelivered event (here: published again, as after a lost ack) emits the same
+        # events again, byte for byte.
+        [landed] = [
+            h
+            for h in await hw.call(
+                "lineage-indexer", "history", {"dataset": "orders", "partition": GOOD}
             )
-            again = (await events_in(out, 14))[12:]
-    finally:
-        stack.stop()
-        print("\n".join(p.read_text()[-3000:] for p in (stack.state_dir / "logs").glob("*")))
+            if h["kind"] == "partition_landed"
+        ]
+        await hw.nc.jetstream().publish(
+            hw.subjects.partition_landed("orders"),
+            landed["payload"].encode(),
+            headers={"Nats-Msg-Id": "redelivered"},
+        )
+        again = (await events_in(out, 14))[12:]
 
     assert len(events) == 12, events
     runs: dict[str, list[dict[str, Any]]] = defaultdict(list)

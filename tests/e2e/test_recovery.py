@@ -12,8 +12,7 @@ import pytest
 
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
-from headwater.sdk.embedded import EmbeddedStack
-from tests.e2e.conftest import stack_settings
+from tests.fixtures.stack import stack_settings, started
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -76,84 +75,69 @@ async def test_failures_retry_then_wait_and_a_fix_resumes_exactly_what_failed(
     root.mkdir()
     (root / "pipeline.yaml").write_text(SPEC)
     (root / "daily.py").write_text(DAILY % str(flag))
-    stack = EmbeddedStack(
-        tmp_path / "state",
-        stack_settings(namespace, nats_url, database, None),
-        service_env={"HEADWATER_ATTEMPTS": "3", "HEADWATER_RETRY_BASE_S": "0.1"},
-        log_to_files=True,
-    )
-    stack.start()
-    try:
-        async with HeadwaterClient(load_settings(stack.state_dir)) as hw:
-            await hw.ready()
-            await hw.apply(root / "pipeline.yaml")
-            for day in DAYS:
-                rows = [{"region": "north", "amount": 3}]
-                if day == "2024-03-02":
-                    rows.append({"region": "boom", "amount": 1})
-                path = tmp_path / f"{day}.csv"
-                path.write_bytes(csv(rows))
-                await hw.publish("sales", day, path)
-            status = await hw.wait(timeout=120)
+    settings = stack_settings(namespace, nats_url, database, None)
+    env = {"HEADWATER_ATTEMPTS": "3", "HEADWATER_RETRY_BASE_S": "0.1"}
+    async with (
+        started(tmp_path / "state", settings, env) as stack,
+        HeadwaterClient(load_settings(stack.state_dir)) as hw,
+    ):
+        await hw.apply(root / "pipeline.yaml")
+        for day in DAYS:
+            rows = [{"region": "north", "amount": 3}]
+            if day == "2024-03-02":
+                rows.append({"region": "boom", "amount": 1})
+            path = tmp_path / f"{day}.csv"
+            path.write_bytes(csv(rows))
+            await hw.publish("sales", day, path)
+        status = await hw.wait(timeout=120)
 
-            # Retried with backoff, then errored; what reads it is blocked, the rest is ready.
-            assert states(status) == {
-                ("sales", "2024-03-01"): "ready",
-                ("sales", "2024-03-02"): "ready",
-                ("sales", "2024-03-03"): "ready",
-                ("daily", "2024-03-01"): "ready",
-                ("daily", "2024-03-02"): "errored",
-                ("daily", "2024-03-03"): "ready",
-                ("pairs", "2024-03-01"): "ready",
-                ("pairs", "2024-03-02"): "blocked",
-                ("pairs", "2024-03-03"): "blocked",
-            }
-            errored = next(p for p in status["partitions"] if p["state"] == "errored")
-            assert errored["error"] == "ValueError: the boom region is not supported yet"
-            why = await hw.why("daily", "2024-03-02")
-            assert why["task"]["error"] == "ValueError: the boom region is not supported yet"
-            assert 'raise ValueError("the boom region' in why["task"]["traceback"]
-            history = await hw.call(
-                "lineage-indexer", "history", {"dataset": "daily", "partition": "2024-03-02"}
-            )
-            failed = [e for e in history if e["kind"] == "task_failed"]
-            assert len(failed) == 1
-            assert '"attempt":3' in failed[0]["payload"].replace(
-                " ", ""
-            )  # three runs, then it waits
-            before = await tasks(stack.admin_dsn)
-
-            # The cause goes away; `retry` resumes exactly the errored partition and what it blocked.
-            flag.unlink()
-            assert (await hw.retry("daily"))["retried"] == ["2024-03-02"]
-            status = await hw.wait(timeout=120)
-            assert set(states(status).values()) == {"ready"}
-            after = await tasks(stack.admin_dsn)
-            assert {
-                k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)
-            } == {
-                ("pairs", "2024-03-02"): 1,
-                ("pairs", "2024-03-03"): 1,
-            }
-            with pytest.raises(Exception, match="is not errored"):
-                await hw.retry("daily", "2024-03-01")
-
-            # A new failure, fixed by new code: the new code SHA resumes the errored partition.
-            flag.touch()
-            path = tmp_path / "2024-03-04.csv"
-            path.write_bytes(csv([{"region": "boom", "amount": 2}]))
-            await hw.publish("sales", "2024-03-04", path)
-            status = await hw.wait(timeout=120)
-            assert states(status)[("daily", "2024-03-04")] == "errored"
-            assert states(status)[("pairs", "2024-03-04")] == "blocked"
-            (root / "daily.py").write_text((DAILY % str(flag)).replace("FLAG.exists()", "False"))
-            await hw.apply(root / "pipeline.yaml")
-            status = await hw.wait(timeout=120)
-            assert set(states(status).values()) == {"ready"}
-    finally:
-        stack.stop()
-        print(
-            "\n".join(
-                p.read_text()[-3000:] for p in sorted((stack.state_dir / "logs").glob("*.log"))
-            )
+        # Retried with backoff, then errored; what reads it is blocked, the rest is ready.
+        assert states(status) == {
+            ("sales", "2024-03-01"): "ready",
+            ("sales", "2024-03-02"): "ready",
+            ("sales", "2024-03-03"): "ready",
+            ("daily", "2024-03-01"): "ready",
+            ("daily", "2024-03-02"): "errored",
+            ("daily", "2024-03-03"): "ready",
+            ("pairs", "2024-03-01"): "ready",
+            ("pairs", "2024-03-02"): "blocked",
+            ("pairs", "2024-03-03"): "blocked",
+        }
+        errored = next(p for p in status["partitions"] if p["state"] == "errored")
+        assert errored["error"] == "ValueError: the boom region is not supported yet"
+        why = await hw.why("daily", "2024-03-02")
+        assert why["task"]["error"] == "ValueError: the boom region is not supported yet"
+        assert 'raise ValueError("the boom region' in why["task"]["traceback"]
+        history = await hw.call(
+            "lineage-indexer", "history", {"dataset": "daily", "partition": "2024-03-02"}
         )
+        failed = [e for e in history if e["kind"] == "task_failed"]
+        assert len(failed) == 1
+        assert '"attempt":3' in failed[0]["payload"].replace(" ", "")  # three runs, then it waits
+        before = await tasks(stack.admin_dsn)
+
+        # The cause goes away; `retry` resumes exactly the errored partition and what it blocked.
+        flag.unlink()
+        assert (await hw.retry("daily"))["retried"] == ["2024-03-02"]
+        status = await hw.wait(timeout=120)
+        assert set(states(status).values()) == {"ready"}
+        after = await tasks(stack.admin_dsn)
+        assert {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)} == {
+            ("pairs", "2024-03-02"): 1,
+            ("pairs", "2024-03-03"): 1,
+        }
+        with pytest.raises(Exception, match="is not errored"):
+            await hw.retry("daily", "2024-03-01")
+
+        # A new failure, fixed by new code: the new code SHA resumes the errored partition.
+        flag.touch()
+        path = tmp_path / "2024-03-04.csv"
+        path.write_bytes(csv([{"region": "boom", "amount": 2}]))
+        await hw.publish("sales", "2024-03-04", path)
+        status = await hw.wait(timeout=120)
+        assert states(status)[("daily", "2024-03-04")] == "errored"
+        assert states(status)[("pairs", "2024-03-04")] == "blocked"
+        (root / "daily.py").write_text((DAILY % str(flag)).replace("FLAG.exists()", "False"))
+        await hw.apply(root / "pipeline.yaml")
+        status = await hw.wait(timeout=120)
+        assert set(states(status).values()) == {"ready"}

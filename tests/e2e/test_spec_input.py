@@ -11,8 +11,8 @@ import pytest
 
 from headwater.contracts.errors import InputError
 from headwater.core.spec import parse_pipeline, read_document
-from headwater.sdk.embedded import EmbeddedStack
-from tests.e2e.conftest import RunningStack, stack_settings
+from tests.e2e.conftest import RunningStack
+from tests.fixtures.stack import stack_settings, started
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,24 +36,13 @@ async def stack(
     tmp_path: Path, namespace: str, nats_url: str, database: str
 ) -> AsyncIterator[RunningStack]:
     """The services as processes, spec-registry with low dataset and code limits."""
-    embedded = EmbeddedStack(
-        tmp_path / "state",
-        stack_settings(namespace, nats_url, database, None),
-        service_env={
-            "HEADWATER_SPEC_MAX_DATASETS": str(MAX_DATASETS),
-            "HEADWATER_SPEC_MAX_CODE_BYTES": str(MAX_CODE_BYTES),
-        },
-        log_to_files=True,
-    )
-    embedded.start()
-    running = RunningStack(embedded, embedded.state_dir, "local")
-    try:
-        async with running.client() as hw:
-            await hw.ready(timeout=60)
-        yield running
-    finally:
-        embedded.stop()
-        print(running.logs())  # shown by pytest only when the test failed
+    env = {
+        "HEADWATER_SPEC_MAX_DATASETS": str(MAX_DATASETS),
+        "HEADWATER_SPEC_MAX_CODE_BYTES": str(MAX_CODE_BYTES),
+    }
+    settings = stack_settings(namespace, nats_url, database, None)
+    async with started(tmp_path / "state", settings, env) as embedded:
+        yield RunningStack(embedded, embedded.state_dir, "local")
 
 
 def write(root: Path, spec: str, files: dict[str, str] | None = None) -> Path:

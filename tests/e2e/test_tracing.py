@@ -11,9 +11,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
-from headwater.sdk.embedded import EmbeddedStack
 from headwater.sdk.example import write_day_csv
-from tests.e2e.conftest import SLICE, all_flights, stack_settings
+from tests.e2e.conftest import SLICE, all_flights
+from tests.fixtures.stack import stack_settings, started
 
 
 class Collector(HTTPServer):
@@ -58,23 +58,18 @@ async def test_one_landing_is_one_trace_across_services(
     collector: Collector, tmp_path: Path, namespace: str, nats_url: str, database: str
 ) -> None:
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
-    stack = EmbeddedStack(
-        tmp_path / "state",
-        stack_settings(namespace, nats_url, database, None),
-        service_env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"},
-        log_to_files=True,
-    )
-    stack.start()
-    try:
-        async with HeadwaterClient(load_settings(stack.state_dir)) as hw:
-            await hw.ready()
-            await hw.apply(SLICE)
-            await hw.publish(
-                "flights", "2013-01-03", write_day_csv("2013-01-03", tmp_path, all_flights())
-            )
-            await hw.wait(timeout=120)
-    finally:
-        stack.stop()  # services flush their spans on shutdown
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    settings = stack_settings(namespace, nats_url, database, None)
+    # The services flush their spans when the stack stops, at the end of the block.
+    async with (
+        started(tmp_path / "state", settings, env) as stack,
+        HeadwaterClient(load_settings(stack.state_dir)) as hw,
+    ):
+        await hw.apply(SLICE)
+        await hw.publish(
+            "flights", "2013-01-03", write_day_csv("2013-01-03", tmp_path, all_flights())
+        )
+        await hw.wait(timeout=120)
 
     services = {s for s, _, _ in collector.spans}
     assert {"change-detector", "scheduler", "executor", "lineage-indexer"} <= services

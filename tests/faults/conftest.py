@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import stack_settings
 from tests.faults.harness import FaultStack
+from tests.fixtures.stack import stack_settings
 
 
 @pytest.fixture

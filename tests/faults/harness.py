@@ -16,6 +16,7 @@ from headwater.core.spec import parse_pipeline, read_document
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackSettings
+from tests.fixtures.stack import launch, logs
 from tests.oracle import Oracle
 from tests.workloads import sales_csv
 
@@ -67,10 +68,7 @@ class FaultStack:
             **self.service_env,
         }
         (self.root / "failpoints").mkdir(parents=True, exist_ok=True)
-        self.stack = EmbeddedStack(
-            self.root / "state", self.settings, service_env=env, log_to_files=True
-        )
-        self.stack.start()
+        self.stack = launch(self.root / "state", self.settings, env)
         (self.root / "pipeline.yaml").write_text(self.spec)
         async with self.client() as hw:
             await hw.ready(timeout=60)
@@ -81,10 +79,7 @@ class FaultStack:
             self.stack.stop()
 
     def logs(self) -> str:
-        return "\n".join(
-            f"==== {p.name}\n{p.read_text()[-3000:]}"
-            for p in sorted((self.embedded.state_dir / "logs").glob("*.log"))
-        )
+        return logs(self.embedded.state_dir, tail=3000)
 
     @contextlib.asynccontextmanager
     async def supervised(self, interval: float = 0.2) -> AsyncIterator[None]:

@@ -13,8 +13,8 @@ import pytest
 
 from headwater.core import hashing
 from headwater.sdk.client import HeadwaterClient
-from tests.e2e.conftest import stack_settings
 from tests.faults.harness import FaultStack, days
+from tests.fixtures.stack import stack_settings
 
 pytestmark = pytest.mark.timeout(240)
 

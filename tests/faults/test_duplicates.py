@@ -26,8 +26,8 @@ from nats.aio.msg import Msg
 
 from headwater.core import formats, hashing
 from headwater.sdk.client import HeadwaterClient
-from tests.e2e.conftest import stack_settings
 from tests.faults.harness import FaultStack
+from tests.fixtures.stack import stack_settings
 from tests.workloads import sales_csv
 
 pytestmark = pytest.mark.timeout(240)

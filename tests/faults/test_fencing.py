@@ -18,8 +18,8 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.kv import KeyValue
 
-from tests.e2e.conftest import stack_settings
 from tests.faults.harness import FaultStack
+from tests.fixtures.stack import stack_settings
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -19,10 +19,10 @@ import pytest
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.servers import NatsServer, PostgresServer
-from tests.e2e.conftest import stack_settings
 from tests.faults.harness import FaultStack, days
 from tests.faults.proxy import TcpProxy
 from tests.fixtures.servers import S3Endpoint, with_database
+from tests.fixtures.stack import stack_settings
 
 pytestmark = pytest.mark.timeout(240)
 
