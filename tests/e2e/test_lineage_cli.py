@@ -243,3 +243,57 @@ def test_bad_input_is_one_line_and_exit_2(flights: tuple[RunningStack, Path]) ->
         result = stack.cli(*args, check=False)
         assert result.returncode == 2, (args, result.stderr)
         assert "Traceback" not in result.stderr
+
+
+def test_column_lineage_per_output_column(flights: tuple[RunningStack, Path]) -> None:
+    stack, _ = flights
+    found = as_json(stack, "lineage", "--columns", "carrier_delays")
+    columns = {c["name"]: c for c in found["columns"]}
+    assert list(columns) == [
+        *("day", "carrier", "origin", "flights", "late", "dep_delay_minutes"),
+        *("precip", "min_visib", "max_wind_speed"),
+    ]
+    assert columns["late"]["sources"] == [{"dataset": "flights_clean", "column": "dep_delay"}]
+    assert "> 30" in columns["late"]["expression"]  # the applied SQL's
+    assert columns["flights"]["sources"] == []  # count(*)
+    assert columns["day"]["unresolved"] is None
+    # weather_daily is Python: its columns are unknown, so the SQL's names are not checked.
+    assert columns["precip"]["sources"] == [{"dataset": "weather_daily", "column": "precip"}]
+    assert "weather_daily is a Python dataset" in columns["precip"]["unresolved"]
+    text = stack.cli("lineage", "--columns", "carrier_delays").stdout
+    row = next(line for line in text.splitlines() if line.startswith("│ late "))
+    assert "flights_clean.dep_delay" in row
+    assert "weather_daily is a Python" in " ".join(text.split())
+
+    # Resolved through SQL datasets: flights_clean's day from the source's year, month, day.
+    day = next(
+        c
+        for c in as_json(stack, "lineage", "--columns", "flights_clean")["columns"]
+        if c["name"] == "day"
+    )
+    assert {s["column"] for s in day["sources"]} == {"year", "month", "day"}
+    python = as_json(stack, "lineage", "--columns", "weather_daily")
+    assert python["columns"] is None
+    assert "Python" in python["unknown"]
+    said = stack.cli("lineage", "--columns", "weather_daily").stdout
+    assert said.startswith("weather_daily: columns unknown: a Python transform")
+    bad = stack.cli("lineage", "--columns", "carrier_delays", DAY, check=False)
+    assert bad.returncode == 2
+
+
+def test_plan_says_which_output_columns_a_sql_change_touches(
+    flights: tuple[RunningStack, Path], tmp_path: Path
+) -> None:
+    stack, example = flights
+    changed = tmp_path / "example"
+    shutil.copytree(example, changed)
+    sql = changed / "sql" / "carrier_delays.sql"
+    sql.write_text(sql.read_text().replace("f.dep_delay > 30", "f.dep_delay > 45"))
+    found = as_json(stack, "plan", str(changed / "pipeline.yaml"))
+    by_name = {c["dataset"]: c for c in found["changes"]}
+    touched = by_name["carrier_delays"]["columns"]
+    assert (touched["changed"], touched["added"], touched["removed"]) == (["late"], [], [])
+    assert "day" in touched["unchanged"]
+    assert "columns" not in by_name["carrier_delays_7d"]  # unchanged, and so are its columns
+    text = stack.cli("plan", str(changed / "pipeline.yaml")).stdout
+    assert "carrier_delays: columns changed late" in text

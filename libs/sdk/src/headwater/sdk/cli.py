@@ -32,7 +32,14 @@ from headwater.runtime.errors import HeadwaterError, InputError
 from headwater.sdk.client import Activity, HeadwaterClient, StillBusy
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackError
-from headwater.sdk.explain import print_graph, print_history, print_impact, print_partition_lineage
+from headwater.sdk.explain import (
+    print_column_changes,
+    print_columns,
+    print_graph,
+    print_history,
+    print_impact,
+    print_partition_lineage,
+)
 from headwater.sdk.landing import is_glob, landings
 from headwater.sdk.precheck import check_spec
 from headwater.sdk.progress import WaitProgress
@@ -115,6 +122,7 @@ def _print_changes(result: dict[str, Any], applied: bool) -> None:
         table.add_row(*row)
     console.print(table)
     if not applied:
+        print_column_changes(console, result["changes"])
         total = sum(len(c.get("run", [])) for c in result["changes"])
         console.print(f"{total} partition(s) will run")
         for name, keys in result.get("downstream", {}).items():
@@ -593,10 +601,24 @@ def lineage(
             "--all", help="every edge ever recorded (earlier materializations, retracted ones)"
         ),
     ] = False,
+    columns: Annotated[
+        bool,
+        typer.Option(
+            "--columns", help="per output column of DATASET, the input columns it comes from"
+        ),
+    ] = False,
 ) -> None:
     """What a partition is made from and what is made from it, as trees with each
     partition's data SHA and the code SHA that made it (now; --all: ever). Without PARTITION:
-    the datasets it reads and that read it, with their mappings and code SHAs."""
+    the datasets it reads and that read it, with their mappings and code SHAs. With
+    --columns: column-level lineage of a SQL dataset, from its SQL over its inputs' columns
+    (what cannot be resolved is said: a Python input, SELECT * over unknown columns)."""
+    if columns:
+        if partition is not None or history:
+            _bad("columns", "--columns takes a DATASET only (no PARTITION, no --all)")
+        found = _run(state_dir, lambda hw: hw.columns(dataset))
+        _print_json(found) if as_json else print_columns(console, found)
+        return
     if partition is None:
         if history:
             _bad("all", "--all is for a partition's lineage")

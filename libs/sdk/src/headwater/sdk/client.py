@@ -349,6 +349,14 @@ class HeadwaterClient:
         result: dict[str, Any] = await self.call("scheduler", "affected", body)
         return result
 
+    async def columns(self, dataset: str) -> dict[str, Any]:
+        """`dataset`'s column lineage, as spec-registry computed it from the applied spec:
+        `columns` (per output column: `name`, `sources` [{dataset, column}], `expression`,
+        `unresolved`), or None with `unknown` saying why (a Python dataset, SELECT * over
+        unknown columns)."""
+        result: dict[str, Any] = await self.call("spec-registry", "columns", {"dataset": dataset})
+        return result
+
     async def graph(self, dataset: str, depth: int = 20) -> dict[str, Any]:
         """The dataset-level lineage of `dataset` from the applied definitions: the datasets
         it reads (`upstream`) and that read it (`downstream`), transitively to `depth` steps,

@@ -317,3 +317,51 @@ def print_impact(console: Console, found: dict[str, Any]) -> None:
         " (a recomputation that gives the same data stops there: early cutoff)",
         highlight=False,
     )
+
+
+def print_columns(console: Console, found: dict[str, Any]) -> None:
+    """A dataset's column lineage: a row per output column with the input columns it comes
+    from and what could not be resolved."""
+    name = found["dataset"]
+    if found["columns"] is None:
+        console.print(f"{name}: columns unknown: {found['unknown']}", markup=False)
+        return
+    table = Table(title=f"columns of {name} ({found['kind']})")
+    for col in ("column", "from", "unresolved"):
+        table.add_column(col, overflow="fold")
+    for c in found["columns"]:
+        sources = ", ".join(f"{s['dataset']}.{s['column']}" for s in c["sources"])
+        if found["kind"] == "source":
+            sources = "(declared)"
+        table.add_row(
+            Text(c["name"]),
+            Text(sources or "(no input column)"),
+            Text(c["unresolved"] or ""),
+        )
+    console.print(table)
+
+
+def print_column_changes(console: Console, changes: list[dict[str, Any]]) -> None:
+    """Which output columns each change touches (`plan`)."""
+    for c in changes:
+        touched = c.get("columns")
+        if touched is None:
+            continue
+        if touched["unknown"]:
+            console.print(
+                f"  {c['dataset']}: columns not compared: {touched['unknown']}",
+                markup=False,
+                highlight=False,
+            )
+            continue
+        said = [
+            f"{what} {', '.join(touched[what])}"
+            for what in ("changed", "added", "removed")
+            if touched[what]
+        ]
+        console.print(
+            f"  {c['dataset']}: columns " + ("; ".join(said) if said else "unchanged"),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
