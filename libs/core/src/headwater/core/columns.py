@@ -136,9 +136,7 @@ def _output_column(
             table = leaf.expression.name
             sources.add((table, column))
             if table in unknown_inputs:
-                problems.append(
-                    f"{table}.{column}: taken from the SQL, not checked ({unknown_inputs[table]})"
-                )
+                problems.append(f"{column}: named by the SQL, not checked: {unknown_inputs[table]}")
         elif isinstance(leaf.expression, exp.Placeholder):
             problems.append(
                 f"cannot tell which input {column!r} comes from"
