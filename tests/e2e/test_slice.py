@@ -89,10 +89,9 @@ async def test_a_landed_partition_flows_to_its_derived_partition(
     why = json.loads(stack.cli("why", "delays_by_origin", DAY, "--json").stdout)
     assert [m["reason"] for m in why["materializations"]] == ["new partition"]
     # ... and for people.
-    assert (
-        f"flights/{DAY} -> delays_by_origin/{DAY}"
-        in stack.cli("lineage", "delays_by_origin", DAY).stdout
-    )
+    text = stack.cli("lineage", "delays_by_origin", DAY).stdout
+    assert text.startswith(f"upstream of delays_by_origin/{DAY}  data ")
+    assert f"└── flights/{DAY}  data " in text
     assert "new partition" in stack.cli("why", "delays_by_origin", DAY).stdout
     assert "delays_by_origin" in stack.cli("status").stdout
 

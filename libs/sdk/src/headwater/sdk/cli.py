@@ -31,6 +31,14 @@ from headwater.core.errors import SpecError
 from headwater.sdk.client import Activity, HeadwaterClient, StillBusy
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack
+from headwater.sdk.explain import (
+    print_column_changes,
+    print_columns,
+    print_graph,
+    print_history,
+    print_impact,
+    print_partition_lineage,
+)
 from headwater.sdk.landing import is_glob, landings
 from headwater.sdk.precheck import check_spec
 from headwater.sdk.progress import WaitProgress
@@ -106,6 +114,7 @@ def _print_changes(result: dict[str, Any], applied: bool) -> None:
         table.add_row(*row)
     console.print(table)
     if not applied:
+        print_column_changes(console, result["changes"])
         total = sum(len(c.get("run", [])) for c in result["changes"])
         console.print(f"{total} partition(s) will run")
         for name, keys in result.get("downstream", {}).items():
@@ -566,10 +575,16 @@ def retry(
     console.print(f"retrying {len(keys)} partition(s) of {dataset}: {', '.join(keys) or '-'}")
 
 
+Depth = Annotated[
+    int, typer.Option("--depth", min=1, max=100, help="steps to follow each way (1: adjacent)")
+]
+
+
 @app.command()
 def lineage(
     dataset: str,
-    partition: str,
+    partition: Annotated[str | None, typer.Argument(help="a partition (else the dataset)")] = None,
+    depth: Depth = 20,
     state_dir: StateDir = Path(".state"),
     as_json: Json = False,
     history: Annotated[
@@ -578,26 +593,65 @@ def lineage(
             "--all", help="every edge ever recorded (earlier materializations, retracted ones)"
         ),
     ] = False,
+    columns: Annotated[
+        bool,
+        typer.Option(
+            "--columns", help="per output column of DATASET, the input columns it comes from"
+        ),
+    ] = False,
 ) -> None:
-    """The partitions a partition is made from, and those made from it (now; --all: ever)."""
-    result = _run(state_dir, lambda hw: hw.lineage(dataset, partition, history=history))
+    """What a partition is made from and what is made from it, as trees with each
+    partition's data SHA and the code SHA that made it (now; --all: ever). Without PARTITION:
+    the datasets it reads and that read it, with their mappings and code SHAs. With
+    --columns: column-level lineage of a SQL dataset, from its SQL over its inputs' columns
+    (what cannot be resolved is said: a Python input, SELECT * over unknown columns)."""
+    if columns:
+        if partition is not None or history:
+            _bad("columns", "--columns takes a DATASET only (no PARTITION, no --all)")
+        found = _run(state_dir, lambda hw: hw.columns(dataset))
+        _print_json(found) if as_json else print_columns(console, found)
+        return
+    if partition is None:
+        if history:
+            _bad("all", "--all is for a partition's lineage")
+        graph = _run(state_dir, lambda hw: hw.graph(dataset, depth))
+        _print_json(graph) if as_json else print_graph(console, graph)
+        return
+    key = partition
+    result = _run(state_dir, lambda hw: hw.lineage(dataset, key, depth, history=history))
     if as_json:
         _print_json(result)
         return
-    for direction in ("upstream", "downstream"):
-        console.print(f"[bold]{direction}[/bold]")
-        for e in result[direction]:
-            indent = "  " * e["depth"]
-            mark = "" if not history else "  current" if e["current"] else "  history"
-            console.print(
-                f"{indent}{e['input_dataset']}/{e['input_key']} -> "
-                f"{e['output_dataset']}/{e['output_key']}  ({e['fingerprint'][:12]}){mark}",
-                markup=False,
-                highlight=False,
-            )
-        hidden = result["not_shown"][direction]
-        if hidden:
-            console.print(f"  ({hidden} edge(s) of earlier materializations not shown: --all)")
+    print_partition_lineage(console, result, history=history, depth=depth)
+
+
+@app.command("history")
+def history_(
+    dataset: str, partition: str, state_dir: StateDir = Path(".state"), as_json: Json = False
+) -> None:
+    """Every materialization of a partition, oldest first: when, its data and code SHAs, why
+    it ran and from which inputs; failures, retractions and the dataset's code changes between
+    them. * marks the current one."""
+    found = _run(state_dir, lambda hw: hw.history(dataset, partition))
+    _print_json(found) if as_json else print_history(console, found)
+
+
+@app.command()
+def impact(
+    dataset: str,
+    partition: Annotated[str | None, typer.Argument(help="a partition (else all of them)")] = None,
+    shown: Annotated[
+        int, typer.Option("--show", min=0, max=1000, help="partitions listed per dataset")
+    ] = 20,
+    state_dir: StateDir = Path(".state"),
+    as_json: Json = False,
+) -> None:
+    """What would run if a partition changed (its content, or its code or inputs), or
+    without PARTITION if the dataset's code changed (every partition of it): per dataset, how
+    many partitions would be recomputed, and the first --show of them. Downstream of DATASET
+    an upper bound: a recomputation that gives the same data stops there."""
+    found = _run(state_dir, lambda hw: hw.impact(dataset, partition, shown))
+    _print_json(found) if as_json else print_impact(console, found)
 
 
 dlq_app = typer.Typer(

@@ -30,6 +30,7 @@ from headwater.core.spec import read_document
 from headwater.runtime import rpc, topology
 from headwater.runtime.objectstore import open_store
 from headwater.runtime.settings import ServiceSettings
+from headwater.sdk.explain import dataset_graph, history_entries
 
 
 class HeadwaterClient:
@@ -319,6 +320,52 @@ class HeadwaterClient:
                 result[direction] = walked
                 result["not_shown"][direction] = len({_edge_id(e) for e in every}) - len(walked)
         return result
+
+    async def history(self, dataset: str, partition: str) -> dict[str, Any]:
+        """Every materialization of `dataset/partition`, and what happened to it, oldest
+        first (`entries`): each computation or landing (`materialized`: fingerprint, code and
+        data SHAs, rows, why it ran and from which input versions, whether it is current),
+        each failure for good (`failed`), retraction (`retracted`) and code change of the
+        dataset (`code_changed`). Materializations are the scheduler's (`why`), the rest the
+        lineage-indexer's events. `state`: the partition's state now."""
+        why = await self.why(dataset, partition)
+        events = await self.call(
+            "lineage-indexer",
+            "history",
+            {"dataset": dataset, "partition": partition, "code_changes": True},
+        )
+        return history_entries(dataset, partition, why, events)
+
+    async def impact(
+        self, dataset: str, partition: str | None = None, shown: int = 20
+    ) -> dict[str, Any]:
+        """What would run if `dataset/partition` changed (or, without `partition`, every
+        partition of `dataset`, as a code change does): per dataset in pipeline order, how
+        many partitions would be recomputed (`count`) and the first `shown` (`partitions`);
+        `total`. Past the dataset itself an upper bound: early cutoff may stop it."""
+        body: dict[str, Any] = {"dataset": dataset, "shown": shown}
+        if partition is not None:
+            body["partition"] = partition
+        result: dict[str, Any] = await self.call("scheduler", "affected", body)
+        return result
+
+    async def columns(self, dataset: str) -> dict[str, Any]:
+        """`dataset`'s column lineage, as spec-registry computed it from the applied spec:
+        `columns` (per output column: `name`, `sources` [{dataset, column}], `expression`,
+        `unresolved`), or None with `unknown` saying why (a Python dataset, SELECT * over
+        unknown columns)."""
+        result: dict[str, Any] = await self.call("spec-registry", "columns", {"dataset": dataset})
+        return result
+
+    async def graph(self, dataset: str, depth: int = 20) -> dict[str, Any]:
+        """The dataset-level lineage of `dataset` from the applied definitions: the datasets
+        it reads (`upstream`) and that read it (`downstream`), transitively to `depth` steps,
+        as edges input -> output with the mapping and each side's kind and code SHA."""
+        defs = await self.call("spec-registry", "datasets", {})
+        if dataset not in defs:
+            known = ", ".join(sorted(defs)) or "-"
+            raise InputError("dataset", f"no dataset {dataset!r} (known: {known})")
+        return dataset_graph(defs, dataset, depth)
 
     async def activity(self) -> "Activity":
         """What is still to do, from counters only (no partition is read): each consumer's

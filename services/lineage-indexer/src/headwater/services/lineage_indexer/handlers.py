@@ -60,6 +60,7 @@ class LineageIndexer:
                             event.dataset,
                             event.partition_key,
                             event.data_sha,
+                            event.code_sha,
                         )
                 if isinstance(event, PartitionLanded | TaskFailed):
                     await self._add_run(conn, event)
@@ -114,4 +115,9 @@ class LineageIndexer:
         if not isinstance(dataset, str):
             raise InputError("dataset", "history needs {dataset}")
         key = body.get("partition")
-        return await store.history(self.res.pool, dataset, key if isinstance(key, str) else None)
+        code_changes = body.get("code_changes", False)
+        if not isinstance(code_changes, bool):
+            raise InputError("code_changes", "must be true or false")
+        return await store.history(
+            self.res.pool, dataset, key if isinstance(key, str) else None, code_changes=code_changes
+        )

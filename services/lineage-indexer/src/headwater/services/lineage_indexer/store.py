@@ -39,11 +39,12 @@ async def add_edge(
     output_dataset: str,
     output_key: str,
     output_data_sha: str,
+    code_sha: str | None,
 ) -> None:
     await conn.execute(
         f"INSERT INTO {SCHEMA}.edges (fingerprint, input_dataset, input_key, input_data_sha,"
-        " output_dataset, output_key, output_data_sha) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        " ON CONFLICT DO NOTHING",
+        " output_dataset, output_key, output_data_sha, code_sha)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
         fingerprint,
         input_dataset,
         input_key,
@@ -51,6 +52,7 @@ async def add_edge(
         output_dataset,
         output_key,
         output_data_sha,
+        code_sha,
     )
 
 
@@ -58,7 +60,7 @@ async def walk(
     pool: asyncpg.Pool, dataset: str, key: str, depth: int, direction: Literal["up", "down"]
 ) -> list[dict[str, Any]]:
     """Every edge ever recorded into ("up") or out of ("down") dataset/key, transitively, to
-    `depth` steps; each edge names the fingerprint that made it."""
+    `depth` steps; each edge names the fingerprint and the code SHA that made its output."""
     near, far = ("output", "input") if direction == "up" else ("input", "output")
     rows = await pool.fetch(
         f"""
@@ -71,7 +73,7 @@ async def walk(
             WHERE w.depth < $3
         )
         SELECT DISTINCT input_dataset, input_key, input_data_sha, output_dataset, output_key,
-               output_data_sha, fingerprint, depth FROM walk
+               output_data_sha, fingerprint, code_sha, depth FROM walk
         ORDER BY depth, {far}_dataset, {far}_key
         """,
         dataset,
@@ -81,12 +83,18 @@ async def walk(
     return [dict(r) for r in rows]
 
 
-async def history(pool: asyncpg.Pool, dataset: str, key: str | None) -> list[dict[str, Any]]:
+async def history(
+    pool: asyncpg.Pool, dataset: str, key: str | None, *, code_changes: bool = False
+) -> list[dict[str, Any]]:
+    """The events of `dataset` (of its partition `key` only, when given; with `code_changes`,
+    the dataset's code changes too), oldest first."""
     rows = await pool.fetch(
         f"SELECT event_id, subject, kind, partition_key, payload, received_at FROM {SCHEMA}.events"
-        " WHERE dataset = $1 AND ($2::text IS NULL OR partition_key = $2) ORDER BY received_at",
+        " WHERE dataset = $1 AND ($2::text IS NULL OR partition_key = $2"
+        " OR ($3 AND partition_key IS NULL)) ORDER BY received_at",
         dataset,
         key,
+        code_changes,
     )
     return [dict(r) for r in rows]
 

@@ -14,7 +14,7 @@ from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
 from headwater.services.scheduler.handlers import Scheduler, SchedulerEvent
-from headwater.services.scheduler.queries import StatusQueries
+from headwater.services.scheduler.queries import ImpactQueries, StatusQueries
 from headwater.services.scheduler.settings import SchedulerSettings
 from headwater.services.scheduler.store import SCHEMA, prune_inbox
 
@@ -59,6 +59,7 @@ def build_app(
     responder(broker, s.rpc(NAME, "summary"), queries.summary)
     responder(broker, s.rpc(NAME, "partitions"), queries.partitions)
     responder(broker, s.rpc(NAME, "pending"), queries.pending)
+    responder(broker, s.rpc(NAME, "affected"), ImpactQueries(service.res).affected)
     service.on_start.append(app.reconcile_all)
     service.timers.append((settings.reconcile_interval_s, app.reconcile_all))
     service.timers.append((settings.settle_poll_s, app.settle_due))

@@ -143,3 +143,72 @@ def _since(value: Any) -> datetime | None:
     if since is None or since.tzinfo is None:
         raise InputError("since", f"must be an ISO 8601 time with a zone, not {value!r}")
     return since
+
+
+AFFECTED_SHOWN_MAX = 1000  # keys listed per dataset in one `affected` reply
+
+
+@dataclass
+class ImpactQueries:
+    """`headwater impact`: what would run if a partition, or a whole dataset, changed."""
+
+    res: Resources
+
+    async def affected(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The partitions that would be recomputed if `dataset`/`partition` changed (its
+        content, for a source; its code or inputs, for a derived one), or with no `partition`
+        every partition of `dataset` (as a code change does), and transitively what reads
+        them. Per dataset in pipeline order: `count` and the first `shown` keys (default 20)
+        in key order. Downstream of the changed dataset it is an upper bound: a recomputation
+        that gives the same data SHA stops there (early cutoff)."""
+        dataset, key = body.get("dataset"), body.get("partition")
+        if not isinstance(dataset, str) or not dataset:
+            raise InputError("dataset", "affected needs {dataset[, partition]}")
+        if key is not None and not isinstance(key, str):
+            raise InputError("partition", "must be a partition key")
+        shown = _int(body, "shown", 20, AFFECTED_SHOWN_MAX)
+        async with self.res.pool.acquire() as conn:
+            defs = await store.definitions(conn)
+            if dataset not in defs:
+                known = ", ".join(sorted(defs)) or "-"
+                raise InputError("dataset", f"no dataset {dataset!r} (known: {known})")
+            held = await store.rows(conn, dataset, None if key is None else [key])
+            if key is not None and key not in held:
+                raise InputError("partition", f"{dataset}/{key} is not held")
+            changed: dict[str, set[str]] = {dataset: set(held)}
+            for d in reconcile.topological(defs.values()):
+                if d.name == dataset or d.kind == "source":
+                    continue
+                outputs: set[str] = set()
+                for inp in {i.dataset for i in d.inputs}:
+                    keys = changed.get(inp)
+                    if not keys:
+                        continue
+                    if any(i.dataset == inp and i.mapping == "all" for i in d.inputs):
+                        # Every partition of the reader reads all of it (also when another
+                        # input decides the reader's partitions, as flights_clean's days).
+                        outputs |= set(await store.rows(conn, d.name))
+                        continue
+                    scope = reconcile.affected_scope([d], inp, keys)
+                    facts = await store.scoped_facts(conn, {inp: scope})
+                    index = reconcile.index_of(facts, [inp])
+                    for k in keys:
+                        outputs |= reconcile.affected_outputs(d, inp, k, facts, index)
+                if outputs:  # only the partitions that exist run again
+                    changed[d.name] = set(await store.rows(conn, d.name, outputs))
+        datasets = [
+            {
+                "dataset": d.name,
+                "kind": d.kind,
+                "count": len(changed[d.name]),
+                "partitions": sorted(changed[d.name])[:shown],
+            }
+            for d in reconcile.topological(defs.values())
+            if changed.get(d.name)
+        ]
+        return {
+            "dataset": dataset,
+            "partition": key,
+            "datasets": datasets,
+            "total": sum(d["count"] for d in datasets),
+        }

@@ -37,4 +37,5 @@ def build_app(
     responder(service.broker, s.rpc(NAME, "apply"), app.apply, max_workers=4)
     responder(service.broker, s.rpc(NAME, "plan"), app.plan, max_workers=4)
     responder(service.broker, s.rpc(NAME, "datasets"), app.datasets)
+    responder(service.broker, s.rpc(NAME, "columns"), app.columns)
     return service

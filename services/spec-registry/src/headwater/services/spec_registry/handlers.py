@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from headwater.contracts import CodeChanged, DatasetDefinition, Subjects
 from headwater.contracts.errors import InputError
+from headwater.core.columns import DatasetColumns, column_changes, pipeline_columns
 from headwater.core.spec import Pipeline, PipelineDocument, parse_pipeline
 from headwater.core.spec_input import SpecLimits
 from headwater.runtime.outbox import OutboxItem
@@ -26,15 +27,30 @@ class SpecRegistry:
     code_bucket: str
     limits: SpecLimits
 
-    async def _parse(self, doc: PipelineDocument) -> Pipeline:
+    async def _parse(self, doc: PipelineDocument) -> tuple[Pipeline, dict[str, DatasetColumns]]:
         # Off the event loop: a spec at the limits takes seconds to parse, and the service
         # meanwhile answers other callers (and its own heartbeats).
-        return await asyncio.to_thread(parse_pipeline, doc, self.limits)
+        return await asyncio.to_thread(_analyse, doc, self.limits)
 
     async def plan(self, body: dict[str, Any]) -> dict[str, Any]:
-        pipeline = await self._parse(_document(body))
+        pipeline, columns = await self._parse(_document(body))
         current = await store.current_datasets(self.res.pool)
         changes = _diff(pipeline, current)
+        for change in changes:  # which output columns each change touches
+            name = change["dataset"]
+            if change["change"] == "removed":
+                continue
+            old = current.get(name, {}).get("columns")
+            before = DatasetColumns.model_validate(old) if old else None
+            if change["change"] == "added":
+                before = DatasetColumns(dataset=name, kind=change["kind"], columns=())
+            touched = column_changes(before, columns[name])
+            # Shown for a code change, and wherever columns moved without one (a SELECT *
+            # over a source whose declared columns changed).
+            if change["change"] in ("added", "changed") or any(
+                touched[k] for k in ("added", "removed", "changed")
+            ):
+                change["columns"] = touched
         changed = {c["dataset"] for c in changes if c["change"] in ("added", "changed")}
         return {
             "pipeline": pipeline.name,
@@ -46,7 +62,7 @@ class SpecRegistry:
 
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
         doc = _document(body)
-        pipeline = await self._parse(doc)
+        pipeline, columns = await self._parse(doc)
         # Code is content-addressed: writing it before the commit is idempotent and safe.
         for ds in pipeline.datasets.values():
             if ds.kind != "source":
@@ -68,7 +84,9 @@ class SpecRegistry:
                     await self._announce(conn, version, definition, change, removed=True)
                     continue
                 ds = pipeline.datasets[name]
-                await store.put_dataset(conn, pipeline.name, ds, version)
+                await store.put_dataset(
+                    conn, pipeline.name, ds, version, columns[name].model_dump_json()
+                )
                 if change["change"] != "unchanged":
                     await self._announce(conn, version, ds.definition(), change, removed=False)
         await self.res.flush()
@@ -95,7 +113,39 @@ class SpecRegistry:
         await self.res.outbox.add(conn, OutboxItem.of(self.subjects, event, msg_id))
 
     async def datasets(self, body: dict[str, Any]) -> dict[str, Any]:
-        return await store.current_datasets(self.res.pool)
+        found = await store.current_datasets(self.res.pool)
+        for d in found.values():
+            d.pop("columns")  # `columns` serves them, one dataset at a time
+        return found
+
+    async def columns(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A dataset's column lineage as computed when its spec was applied: per output
+        column, the input columns it comes from, its expression and what is unresolved."""
+        dataset = body.get("dataset")
+        if not isinstance(dataset, str):
+            raise InputError("dataset", "columns needs {dataset}")
+        current = await store.current_datasets(self.res.pool)
+        found = current.get(dataset)
+        if found is None:
+            known = ", ".join(sorted(current)) or "-"
+            raise InputError("dataset", f"no dataset {dataset!r} (known: {known})")
+        if found["columns"] is None:
+            return DatasetColumns(
+                dataset=dataset,
+                kind=found["kind"],
+                columns=None,
+                unknown="applied before column lineage was kept: apply the spec again",
+            ).model_dump(mode="json")
+        result: dict[str, Any] = found["columns"]
+        return result
+
+
+def _analyse(
+    doc: PipelineDocument, limits: SpecLimits
+) -> tuple[Pipeline, dict[str, DatasetColumns]]:
+    """The validated pipeline and every dataset's column lineage."""
+    pipeline = parse_pipeline(doc, limits)
+    return pipeline, pipeline_columns(pipeline)
 
 
 def _document(body: dict[str, Any]) -> PipelineDocument:

@@ -12,7 +12,8 @@ SCHEMA = "spec_registry"
 
 async def current_datasets(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, Any]]:
     rows = await conn.fetch(
-        f"SELECT name, pipeline, kind, code_sha, definition FROM {SCHEMA}.datasets ORDER BY name"
+        f"SELECT name, pipeline, kind, code_sha, definition, columns FROM {SCHEMA}.datasets"
+        " ORDER BY name"
     )
     return {
         r["name"]: {
@@ -20,6 +21,7 @@ async def current_datasets(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str,
             "kind": r["kind"],
             "code_sha": r["code_sha"],
             "definition": json.loads(r["definition"]),
+            "columns": json.loads(r["columns"]) if r["columns"] is not None else None,
         }
         for r in rows
     }
@@ -37,19 +39,21 @@ async def add_version(conn: asyncpg.Connection, pipeline: str, doc: PipelineDocu
 
 
 async def put_dataset(
-    conn: asyncpg.Connection, pipeline: str, ds: DatasetSpec, version: int
+    conn: asyncpg.Connection, pipeline: str, ds: DatasetSpec, version: int, columns: str
 ) -> None:
+    """Store the dataset's definition and its column lineage (JSON) as of spec `version`."""
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.datasets (name, pipeline, kind, code_sha, definition, spec_version)"
-        " VALUES ($1, $2, $3, $4, $5, $6)"
+        f"INSERT INTO {SCHEMA}.datasets (name, pipeline, kind, code_sha, definition, spec_version,"
+        " columns) VALUES ($1, $2, $3, $4, $5, $6, $7)"
         " ON CONFLICT (name) DO UPDATE SET pipeline = $2, kind = $3, code_sha = $4,"
-        " definition = $5, spec_version = $6",
+        " definition = $5, spec_version = $6, columns = $7",
         ds.name,
         pipeline,
         ds.kind,
         ds.code_sha,
         ds.definition().model_dump_json(),
         version,
+        columns,
     )
     await conn.execute(
         f"INSERT INTO {SCHEMA}.code_blobs (code_sha, kind, blob) VALUES ($1, $2, $3)"
