@@ -113,6 +113,17 @@ def affected_scope(
     return scope
 
 
+def read_by_every_partition(definition: DatasetDefinition, input_dataset: str) -> bool:
+    """Whether every partition of `definition` reads every partition of `input_dataset`: an
+    `all` input beside inputs that decide its partitions (a day joined with an unpartitioned
+    table). A change there affects every partition, not one keyed like the input's."""
+    whole = any(
+        i.dataset == input_dataset and not Mapping.of(i).partitions_output
+        for i in definition.inputs
+    )
+    return whole and any(Mapping.of(i).partitions_output for i in definition.inputs)
+
+
 def affected_outputs(
     definition: DatasetDefinition,
     input_dataset: str,
@@ -120,8 +131,9 @@ def affected_outputs(
     facts: Facts,
     index: Index | None = None,
 ) -> set[str]:
-    """The output partitions of `definition` that read `input_dataset`/`input_key`.
-    `index` (from `index_of`, over the same facts) makes asking for many keys cheap."""
+    """The output partitions of `definition` that read `input_dataset`/`input_key` through a
+    mapping that keys them (see `read_by_every_partition` for the rest). `index` (from
+    `index_of`, over the same facts) makes asking for many keys cheap."""
     out: set[str] = set()
     for inp in definition.inputs:
         if inp.dataset == input_dataset:

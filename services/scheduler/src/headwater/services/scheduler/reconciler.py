@@ -326,7 +326,8 @@ class Reconciler:
     async def _downstream(
         self, conn: asyncpg.Connection, dataset: str, keys: set[str]
     ) -> dict[str, Work]:
-        """Per key of `keys`: the partitions of datasets reading `dataset` that read it."""
+        """Per key of `keys`: the partitions of datasets reading `dataset` that read it (every
+        partition, None, of a reader that reads all of `dataset` beside inputs keying it)."""
         defs = await store.definitions(conn)
         readers = [d for d in defs.values() if any(i.dataset == dataset for i in d.inputs)]
         if not readers:
@@ -334,9 +335,12 @@ class Reconciler:
         scope = reconcile.affected_scope(readers, dataset, keys)
         facts = await store.scoped_facts(conn, {dataset: scope})
         index = reconcile.index_of(facts, [dataset])
+        whole = {r.name for r in readers if reconcile.read_by_every_partition(r, dataset)}
         return {
             key: {
-                reader.name: reconcile.affected_outputs(reader, dataset, key, facts, index)
+                reader.name: None
+                if reader.name in whole
+                else reconcile.affected_outputs(reader, dataset, key, facts, index)
                 for reader in readers
             }
             for key in keys
