@@ -24,7 +24,8 @@ pytestmark = pytest.mark.timeout(180)
 SPEC = """\
 pipeline: ol
 sources:
-  orders: {}
+  orders:
+    columns: {region: string, amount: int64}
 datasets:
   daily:
     sql: SELECT region, sum(amount) AS amount FROM orders GROUP BY region
@@ -189,6 +190,16 @@ async def test_runs_of_a_landing_and_what_it_caused_are_emitted_as_openlineage_e
             assert facet["job"]["namespace"] == parent["job"]["namespace"]
             assert facet["root"]["run"]["runId"] == landing["run"]["runId"]
             assert facet["root"]["job"]["name"] == "orders"
+    # The SQL dataset's output names where each of its columns comes from (spec-registry's
+    # column lineage), in the input partition it read; the Python one's columns are unknown.
+    for day in (GOOD, BAD):
+        [output] = by_name["daily", day]["outputs"]
+        fields = output["facets"]["columnLineage"]["fields"]
+        assert {
+            column: [(f["name"], f["field"]) for f in found["inputFields"]]
+            for column, found in fields.items()
+        } == {"region": [(f"orders/{day}", "region")], "amount": [(f"orders/{day}", "amount")]}
+        assert "columnLineage" not in by_name["checked", GOOD]["outputs"][0]["facets"]
     failed = by_name["checked", BAD]
     assert failed["eventType"] == "FAIL"
     assert "a bad region" in failed["run"]["facets"]["errorMessage"]["message"]

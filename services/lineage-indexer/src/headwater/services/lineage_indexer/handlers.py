@@ -2,7 +2,8 @@
 output partition of every materialization, and its runs (for OpenLineage); answers lineage
 queries from those facts."""
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -16,6 +17,8 @@ from headwater.contracts import (
     family_of,
 )
 from headwater.contracts.errors import InputError
+from headwater.core.columns import DatasetColumns
+from headwater.runtime import rpc
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import current_trace_id
 from headwater.services.lineage_indexer import store
@@ -28,6 +31,7 @@ from headwater.services.lineage_indexer.openlineage import (
     run_id,
 )
 
+_log = logging.getLogger(__name__)
 # The events the lineage-indexer handles (headwater.contracts.registry names it their consumer).
 LineageEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed
 
@@ -38,6 +42,8 @@ class LineageIndexer:
     # OpenLineage export (None: not configured, nothing is emitted).
     emitter: Emitter | None = None
     naming: Naming | None = None
+    # Column lineage of each (dataset, code SHA), from spec-registry, for OpenLineage.
+    _columns: dict[tuple[str, str], DatasetColumns] = field(default_factory=dict)
 
     async def on_event(self, subject: str, event: LineageEvent) -> None:
         """Record one event of the families this service handles (`handled_by`): its kind is
@@ -71,9 +77,27 @@ class LineageIndexer:
         if run is not None and self.emitter is not None and self.naming is not None:
             record = RunRecord(**dict(run))
             if isinstance(event, PartitionLanded):
-                self.emitter.submit(landed_events(event, record, self.naming))
+                columns = await self._columns_of(event)
+                self.emitter.submit(landed_events(event, record, self.naming, columns))
             elif isinstance(event, TaskFailed):
                 self.emitter.submit(failed_events(event, record, self.naming))
+
+    async def _columns_of(self, event: PartitionLanded) -> DatasetColumns | None:
+        """The column lineage of a computed partition's dataset (spec-registry works it out
+        at apply), asked once per code SHA; None for a source, or when spec-registry does not
+        answer (the events then go without the facet: exporting never holds up indexing)."""
+        if event.code_sha is None or not event.inputs:
+            return None
+        key = (event.dataset, event.code_sha)
+        if key not in self._columns:
+            subject = self.res.settings.subjects.rpc("spec-registry", "columns")
+            try:
+                found = await rpc.call(self.res.broker, subject, {"dataset": event.dataset}, 2.0)
+                self._columns[key] = DatasetColumns.model_validate(found)
+            except Exception as exc:  # asked again for the next partition of the dataset
+                _log.warning("no column lineage for %s: %s", event.dataset, exc)
+                return None
+        return self._columns[key]
 
     async def _add_run(self, conn: asyncpg.Connection, event: PartitionLanded | TaskFailed) -> None:
         """Record the run `event` reports, and the run in the same trace that caused it (the

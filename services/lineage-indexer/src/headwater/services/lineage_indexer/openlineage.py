@@ -30,8 +30,10 @@ import attr
 from openlineage.client import OpenLineageClient
 from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
 from openlineage.client.facet_v2 import (
+    DatasetFacet,
     JobFacet,
     RunFacet,
+    column_lineage_dataset,
     dataset_version_dataset,
     error_message_run,
     job_type_job,
@@ -42,6 +44,7 @@ from openlineage.client.transport.console import ConsoleTransport
 from openlineage.client.transport.noop import NoopTransport
 
 from headwater.contracts import InputRef, PartitionLanded, TaskFailed
+from headwater.core.columns import DatasetColumns
 
 _log = logging.getLogger(__name__)
 
@@ -158,9 +161,37 @@ def _input(naming: Naming, ref: InputRef) -> InputDataset:
     )
 
 
-def landed_events(event: PartitionLanded, run: RunRecord, naming: Naming) -> list[RunEvent]:
+def column_lineage(
+    event: PartitionLanded, columns: DatasetColumns, naming: Naming
+) -> column_lineage_dataset.ColumnLineageDatasetFacet | None:
+    """The standard column-lineage facet of a computed partition: each output column with the
+    input columns it comes from, in the input partitions it read (None: columns unknown)."""
+    if columns.columns is None:
+        return None
+    fields = {}
+    for column in columns.columns:
+        read = [
+            column_lineage_dataset.InputField(
+                namespace=naming.namespace,
+                name=naming.dataset(ref.dataset, ref.partition_key),
+                field=source.column,
+            )
+            for source in column.sources
+            for ref in event.inputs
+            if ref.dataset == source.dataset
+        ]
+        fields[column.name] = column_lineage_dataset.Fields(
+            inputFields=read, transformationDescription=column.expression or None
+        )
+    return column_lineage_dataset.ColumnLineageDatasetFacet(fields=fields, producer=PRODUCER)
+
+
+def landed_events(
+    event: PartitionLanded, run: RunRecord, naming: Naming, columns: DatasetColumns | None = None
+) -> list[RunEvent]:
     """START and COMPLETE of the run that produced `event`'s partition. A computation starts
-    `duration_ms` before the indexer recorded its result; a landing is one instant."""
+    `duration_ms` before the indexer recorded its result; a landing is one instant. `columns`
+    (the dataset's column lineage, from spec-registry) adds the column-lineage facet."""
     source = not event.inputs and event.fingerprint == event.data_sha
     job = _job(naming, event.dataset, event.code_sha, "LANDING" if source else "TRANSFORM")
     facets: dict[str, RunFacet] = {
@@ -173,14 +204,18 @@ def landed_events(event: PartitionLanded, run: RunRecord, naming: Naming) -> lis
             producer=PRODUCER,
         )
     }
+    output_facets: dict[str, DatasetFacet] = {
+        "version": dataset_version_dataset.DatasetVersionDatasetFacet(
+            datasetVersion=event.data_sha, producer=PRODUCER
+        )
+    }
+    lineage = column_lineage(event, columns, naming) if columns is not None else None
+    if lineage is not None:
+        output_facets["columnLineage"] = lineage
     output = OutputDataset(
         namespace=naming.namespace,
         name=naming.dataset(event.dataset, event.partition_key),
-        facets={
-            "version": dataset_version_dataset.DatasetVersionDatasetFacet(
-                datasetVersion=event.data_sha, producer=PRODUCER
-            )
-        },
+        facets=output_facets,
         outputFacets={
             "outputStatistics": output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
                 rowCount=event.rows, size=event.bytes, producer=PRODUCER
