@@ -65,6 +65,16 @@ async def test_a_transform_runs_in_another_process_and_returns_its_table(
     assert again.column("pid").to_pylist() == out.column("pid").to_pylist()
 
 
+async def test_a_started_pool_s_workers_are_warm_before_it_takes_a_task(
+    pool: WorkerPool,
+) -> None:
+    """`start` returns once every worker has imported what it runs and opened its database
+    (its "ready" came): the executor subscribes only then, so its first tasks do not wait on,
+    or compete with, the workers' start."""
+    assert all(worker.warmed(0) for worker in pool._workers)
+    assert (await run(pool, SUM)).to_pylist() == [{"total": 6}]
+
+
 async def test_the_worker_reports_the_cpu_time_a_task_took_not_the_time_it_slept(
     pool: WorkerPool,
 ) -> None:

@@ -54,9 +54,17 @@ class WorkerPool:
         self._idle: asyncio.Queue[Worker] = asyncio.Queue()
         self._workers: set[Worker] = set()
 
-    async def start(self) -> None:
-        for _ in range(self.size):
-            self._idle.put_nowait(self._spawn())
+    async def start(self, warm_timeout_s: float = 120.0) -> None:
+        """Start the workers and wait until each has imported what it runs and opened its
+        database: an executor takes no task before (a worker importing Arrow, DuckDB and
+        pandas costs about a second of CPU, which the first tasks would otherwise wait on and
+        compete with)."""
+        workers = [self._spawn() for _ in range(self.size)]
+        warm = await asyncio.gather(*(asyncio.to_thread(w.warmed, warm_timeout_s) for w in workers))
+        if not all(warm):
+            _log.warning("%d worker(s) not warm after %.0fs", warm.count(False), warm_timeout_s)
+        for worker in workers:
+            self._idle.put_nowait(worker)
 
     async def close(self) -> None:
         for worker in list(self._workers):
@@ -132,6 +140,21 @@ class Worker:
         child.close()
         self.conn: Connection = parent
         self.healthy = True  # false from a task's start until it ends cleanly
+        self._warm = False  # the worker said it is ready (its first message)
+
+    def warmed(self, timeout_s: float) -> bool:
+        """Wait (blocking: in a thread) for the worker's "ready", sent once it has imported
+        what it runs and opened its database; False if it did not come in time or the worker
+        died (its first task then finds out how)."""
+        if self._warm:
+            return True
+        try:
+            if not self.conn.poll(timeout_s):
+                return False
+            self._warm = self.conn.recv() == ("ready",)
+        except (EOFError, OSError):
+            return False
+        return self._warm
 
     async def run(
         self,
@@ -176,6 +199,11 @@ class Worker:
         """Send one task and wait for its answer (blocking: run it in a thread). The objects
         cross the pipe as they are, unpickled."""
         try:
+            if not self.warmed(timeout_s):
+                self.process.join(1)
+                if self.process.exitcode is not None:
+                    return ("died", self.process.exitcode)
+                return ("timeout",)  # still starting after the task's whole time
             self.conn.send(header)
             for body in bodies:
                 self.conn.send_bytes(body)
@@ -218,6 +246,7 @@ def _serve(conn: Connection, parent: int, memory_mb: int | None) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crashing transform dumps no core
     sandbox = Sandbox()  # one DuckDB database for every task this worker runs
     _warm_up(sandbox, memory_mb)
+    conn.send(("ready",))
     while True:
         try:
             header = conn.recv()
