@@ -4,6 +4,7 @@ Pipeline with code SHAs, or a SpecError naming the file, the dataset and the fie
 from __future__ import annotations
 
 import textwrap
+import typing
 from pathlib import Path
 
 import pytest
@@ -865,3 +866,42 @@ def test_a_bad_timeout_memory_limit_or_settle_delay_is_rejected(
     body = f"sql: SELECT * FROM flights\ninputs: {{flights: identity}}\n{line}\n"
     err = spec_error(tmp_path, one_dataset(body))
     assert_names(err, dataset="d", field=field)
+
+
+# --------------------------------------------------------------------------------------------
+# every mapping can be written in a spec
+
+# How each mapping is written in a spec, and what it parses to (every kind of
+# `headwater.core.mappings.Mapping`, each with its parameters).
+WRITTEN = {
+    "identity": ("identity", Mapping(kind="identity")),
+    "all": ("all", Mapping(kind="all")),
+    "window": ("{mapping: window, size: 7}", Mapping(kind="window", size=7)),
+    "rollup to month": ("{mapping: rollup, to: month}", Mapping(kind="rollup", to="month")),
+    "rollup to year": ("{mapping: rollup, to: year}", Mapping(kind="rollup", to="year")),
+    "rollup by pattern": (
+        "{mapping: rollup, pattern: '^(\\d{4})-W\\d{2}'}",
+        Mapping(kind="rollup", pattern=r"^(\d{4})-W\d{2}"),
+    ),
+}
+
+
+def test_every_kind_of_mapping_has_a_way_to_be_written() -> None:
+    """A mapping added to `Mapping` must be writable in a spec: listed in WRITTEN below,
+    which the next test parses (this fails until it is)."""
+    kinds = set(typing.get_args(Mapping.model_fields["kind"].annotation))
+    periods = set(typing.get_args(typing.get_args(Mapping.model_fields["to"].annotation)[0]))
+    assert {m.kind for _, m in WRITTEN.values()} == kinds
+    assert {m.to for _, m in WRITTEN.values() if m.to} == periods
+
+
+@pytest.mark.parametrize("name", sorted(WRITTEN))
+def test_a_mapping_written_in_a_spec_reaches_the_scheduler_as_written(
+    tmp_path: Path, name: str
+) -> None:
+    text, expected = WRITTEN[name]
+    body = f"sql: SELECT * FROM flights\ninputs: {{flights: {text}}}\n"
+    dataset = load(tmp_path, one_dataset(body)).datasets["d"]
+    assert dataset.inputs["flights"] == expected
+    [carried] = dataset.definition().inputs
+    assert Mapping.of(carried) == expected  # what the scheduler decides with
