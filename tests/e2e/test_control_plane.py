@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 
 from headwater.core import formats
-from headwater.core.spec import Pipeline, parse_pipeline, read_document
+from headwater.core.spec import Pipeline, parse_pipeline
 from headwater.sdk.client import HeadwaterClient
+from headwater.sdk.spec_files import read_document
 from tests.e2e.conftest import RunningStack
 from tests.oracle import Oracle
 from tests.workloads import sales_csv

@@ -13,9 +13,10 @@ import pytest
 from rich.console import Console
 
 from headwater.core import formats
-from headwater.core.spec import Pipeline, parse_pipeline, read_document
+from headwater.core.spec import Pipeline, parse_pipeline
 from headwater.sdk.cli import DEMO_DAYS
 from headwater.sdk.example import days
+from headwater.sdk.spec_files import read_document
 from headwater.sdk.story import Counts, Step, run_story
 from tests.e2e.conftest import RunningStack
 from tests.oracle import Oracle

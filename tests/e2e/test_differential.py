@@ -13,9 +13,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from headwater.core import formats
-from headwater.core.spec import parse_pipeline, read_document
+from headwater.core.spec import parse_pipeline
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
+from headwater.sdk.spec_files import read_document
 from tests.fixtures.servers import with_database
 from tests.fixtures.stack import stack_settings, started
 from tests.oracle import Oracle

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from headwater.contracts.errors import InputError
-from headwater.core.spec import parse_pipeline, read_document
+from headwater.core.spec import parse_pipeline
+from headwater.sdk.spec_files import read_document
 from tests.e2e.conftest import RunningStack
 from tests.fixtures.stack import stack_settings, started
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import asyncpg
 
 from headwater.core import formats
-from headwater.core.spec import parse_pipeline, read_document
+from headwater.core.spec import parse_pipeline
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackSettings
+from headwater.sdk.spec_files import read_document
 from tests.fixtures.stack import launch, logs
 from tests.oracle import Oracle
 from tests.workloads import sales_csv

@@ -5,7 +5,8 @@ be resolved is said, not guessed; which output columns a change touches."""
 from pathlib import Path
 
 from headwater.core.columns import column_changes, pipeline_columns, sql_columns
-from headwater.core.spec import Pipeline, parse_pipeline, read_document
+from headwater.core.spec import Pipeline, parse_pipeline
+from headwater.sdk.spec_files import read_document
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flights"
 

@@ -15,9 +15,9 @@ from headwater.core.spec import (
     Pipeline,
     PipelineDocument,
     parse_pipeline,
-    read_document,
 )
 from headwater.sdk.precheck import check_spec
+from headwater.sdk.spec_files import read_document
 
 SPEC_FILE = "pipeline.yaml"
 

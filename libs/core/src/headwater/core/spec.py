@@ -18,7 +18,6 @@ must be defined at module level); input is bounded by `SpecLimits` (headwater.co
           delays_by_day: {mapping: rollup, to: month}
 """
 
-from pathlib import Path
 from typing import Any, Literal
 
 import sqlglot
@@ -96,17 +95,16 @@ class Pipeline(BaseModel):
     datasets: dict[str, DatasetSpec]
 
 
-def read_document(path: Path) -> PipelineDocument:
-    """Read a spec file and every file it names (relative to it). The size limits are
-    spec-registry's to enforce (its settings); the YAML is read within the default bounds."""
-    text = _read_text(path, str(path))
-    raw = _yaml(path.name, text, SpecLimits())
+def named_files(file: str, text: str) -> list[tuple[str, str, str]]:
+    """The files a spec's text names, relative to it: (path, dataset, field) for each SQL file
+    (`sql: x.sql`) and Python module (`python: m.py:function`). Reading them is the caller's
+    (headwater.sdk.spec_files): the core does no I/O. The YAML is read within the default
+    bounds; spec-registry enforces its own limits on the whole document."""
+    raw = _yaml(file, text, SpecLimits())
     datasets = raw.get("datasets") or {}
     if not isinstance(datasets, dict):
-        raise SpecError(
-            path.name, "must be a mapping of dataset name to definition", field="datasets"
-        )
-    files: dict[str, str] = {}
+        raise SpecError(file, "must be a mapping of dataset name to definition", field="datasets")
+    named: list[tuple[str, str, str]] = []
     for name, body in datasets.items():
         if not isinstance(body, dict):
             continue
@@ -120,36 +118,8 @@ def read_document(path: Path) -> PipelineDocument:
                 ref = value.strip()
             else:
                 ref = value.split(":")[0].strip()
-            files[ref] = _read_text(path.parent / ref, path.name, ref, dataset=name, field=field)
-    return PipelineDocument(file=path.name, yaml_text=text, files=files)
-
-
-def _read_text(
-    path: Path,
-    file: str,
-    ref: str | None = None,
-    *,
-    dataset: str | None = None,
-    field: str | None = None,
-) -> str:
-    """The UTF-8 text of `path` (the spec itself, or the file `ref` it names); SpecError if it
-    cannot be read or is not UTF-8, naming where its first bad byte is."""
-    what = "cannot read" if ref is None else f"cannot read {ref!r}"
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise SpecError(file, f"{what}: {exc.strerror}", dataset=dataset, field=field) from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        reason = (
-            f"{what}: it is not UTF-8 text (byte {data[exc.start]:#04x} at line {line}, "
-            f"offset {exc.start})"
-        )
-        raise SpecError(file, reason, dataset=dataset, field=field) from exc
-    # Newlines as text mode reads them (\r\n and \r become \n), as before.
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+            named.append((ref, str(name), field))
+    return named
 
 
 def _yaml(file: str, text: str, limits: SpecLimits) -> dict[str, Any]:

@@ -26,11 +26,11 @@ from headwater.contracts import (
     validate_partition_key,
 )
 from headwater.contracts.errors import InputError, TransientError
-from headwater.core.spec import read_document
 from headwater.runtime import rpc, topology
 from headwater.runtime.objectstore import open_store
 from headwater.runtime.settings import ServiceSettings
 from headwater.sdk.explain import dataset_graph, history_entries
+from headwater.sdk.spec_files import read_document
 
 
 class HeadwaterClient:

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from headwater.core.errors import SpecError
-from headwater.core.spec import Pipeline, parse_pipeline, read_document
+from headwater.core.spec import Pipeline, parse_pipeline
 from headwater.core.spec_input import SpecLimits
+from headwater.sdk.spec_files import read_document
 
 # The size and count limits are spec-registry's settings, so it alone enforces them; the YAML
 # bounds protect this process too.
