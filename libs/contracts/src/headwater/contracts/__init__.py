@@ -28,6 +28,7 @@ from headwater.contracts.registry import (
     handled_by,
     subject_of,
 )
+from headwater.contracts.states import PartitionState, TaskState
 from headwater.contracts.subjects import Subjects
 from headwater.contracts.tasks import TaskAttemptFailed, TaskFailed, TaskRequested
 from headwater.contracts.upstream import (
@@ -54,6 +55,7 @@ __all__ = [
     "InputRef",
     "PartitionLanded",
     "PartitionRetracted",
+    "PartitionState",
     "RetryLater",
     "S3EventRecords",
     "Subjects",
@@ -61,6 +63,7 @@ __all__ = [
     "TaskAttemptFailed",
     "TaskFailed",
     "TaskRequested",
+    "TaskState",
     "TransformError",
     "TransientError",
     "UpstreamEvent",

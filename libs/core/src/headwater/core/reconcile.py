@@ -9,7 +9,7 @@ from collections.abc import Mapping as MappingT
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from headwater.contracts import DatasetDefinition, InputRef
+from headwater.contracts import DatasetDefinition, InputRef, PartitionState, TaskState
 from headwater.core import hashing
 from headwater.core.mappings import UNPARTITIONED_KEY, Mapping, Scope
 
@@ -20,7 +20,7 @@ class PartitionFact:
 
     data_sha: str | None
     object_key: str | None
-    state: str  # "ready" when up to date; anything else blocks what reads it
+    state: str  # a PartitionState ("ready" when up to date), or "pending" in a plan
 
 
 @dataclass(frozen=True)
@@ -175,10 +175,10 @@ def decide(
     reads_ = reads_or_why
     # An errored input blocks whatever the order of inputs; otherwise wait for the first.
     for dataset, k, fact in reads_:
-        if fact.state in ("errored", "blocked"):
+        if fact.state in (PartitionState.ERRORED, PartitionState.BLOCKED):
             return NotReady(True, f"{dataset}/{k} is {fact.state}")
     for dataset, k, fact in reads_:
-        if fact.state != "ready" or fact.data_sha is None or fact.object_key is None:
+        if fact.state != PartitionState.READY or fact.data_sha is None or fact.object_key is None:
             return NotReady(False, f"{dataset}/{k} is {fact.state}")
     refs = [
         InputRef(dataset=d, partition_key=k, data_sha=f.data_sha, object_key=f.object_key)
@@ -221,7 +221,7 @@ def topological(definitions: Iterable[DatasetDefinition]) -> list[DatasetDefinit
 class Row:
     """A partition as the scheduler stores it (the columns a transition reads or writes)."""
 
-    state: str
+    state: PartitionState
     fingerprint: str | None = None  # of its current materialization
     desired_fingerprint: str | None = None
     data_sha: str | None = None
@@ -247,7 +247,7 @@ class Task:
     """What the scheduler knows of a task: `requested`, `succeeded`, `failed`, `cancelled`
     or `interrupted` (it could not read an input that has since been recomputed)."""
 
-    state: str
+    state: TaskState
     error: str | None = None
 
 
@@ -287,7 +287,7 @@ def transition(
         return Step(None, cancel)
     if isinstance(decision, NotReady):
         cancel = (wanted, f"not ready: {decision.reason}") if wanted is not None else None
-        state = "blocked" if decision.blocked else "waiting"
+        state = PartitionState.BLOCKED if decision.blocked else PartitionState.WAITING
         if row is not None and (row.state, row.incomplete) == (state, decision.incomplete):
             return Step(row, cancel)
         base = row if row is not None else Row(state)
@@ -297,15 +297,17 @@ def transition(
     # A task asked for earlier and not wanted now is dropped, not computed: superseded, or
     # its inputs are changing (if they end as they were, early cutoff asks again).
     cancel = (wanted, f"superseded by {fp[:12]}") if wanted not in (None, fp) else None
-    base = replace(row, incomplete=False) if row is not None else Row("queued")
+    base = replace(row, incomplete=False) if row is not None else Row(PartitionState.QUEUED)
     if row is not None and row.fingerprint == fp:
-        if row.state == "ready" and not row.incomplete:
+        if row.state == PartitionState.READY and not row.incomplete:
             return Step(row, cancel)
-        return Step(replace(base, state="ready", desired_fingerprint=fp, reason=None), cancel)
+        return Step(
+            replace(base, state=PartitionState.READY, desired_fingerprint=fp, reason=None), cancel
+        )
     if made is not None:  # computed before (a revert, an unchanged input): reused
         adopted = replace(
             base,
-            state="ready",
+            state=PartitionState.READY,
             fingerprint=fp,
             desired_fingerprint=fp,
             data_sha=made.data_sha,
@@ -315,16 +317,18 @@ def transition(
             reason=None,
         )
         return Step(adopted, cancel)
-    queued = replace(base, state="queued", desired_fingerprint=fp)
+    queued = replace(base, state=PartitionState.QUEUED, desired_fingerprint=fp)
     if task is None:
         return Step(queued, cancel, "new")
-    if task.state in ("succeeded", "interrupted"):
+    if task.state in (TaskState.SUCCEEDED, TaskState.INTERRUPTED):
         # Computed before but its object is unusable (a repair), or it could not read an
         # input that has since been recomputed: sent again.
-        return Step(queued, cancel, "repair" if task.state == "succeeded" else "again")
-    if task.state == "cancelled":  # wanted again (a revert, a re-added dataset)
+        return Step(queued, cancel, "repair" if task.state == TaskState.SUCCEEDED else "again")
+    if task.state == TaskState.CANCELLED:  # wanted again (a revert, a re-added dataset)
         return Step(queued, cancel, "revive")
-    if task.state == "failed":  # waits for `retry` (a fix changes the fingerprint)
-        errored = replace(base, state="errored", desired_fingerprint=fp, reason=task.error)
+    if task.state == TaskState.FAILED:  # waits for `retry` (a fix changes the fingerprint)
+        errored = replace(
+            base, state=PartitionState.ERRORED, desired_fingerprint=fp, reason=task.error
+        )
         return Step(errored, cancel)
     return Step(queued, cancel)  # requested: in flight

@@ -19,9 +19,11 @@ from headwater.contracts import (
     InputRef,
     PartitionLanded,
     PartitionRetracted,
+    PartitionState,
     Subjects,
     TaskAttemptFailed,
     TaskFailed,
+    TaskState,
 )
 from headwater.contracts.errors import HeadwaterError, InputError
 from headwater.core import reconcile
@@ -139,7 +141,7 @@ class Scheduler:
                 conn,
                 event.dataset,
                 event.partition_key,
-                state="ready",
+                state=PartitionState.READY,
                 fingerprint=event.fingerprint,
                 desired_fingerprint=event.fingerprint,
                 data_sha=event.data_sha,
@@ -155,7 +157,9 @@ class Scheduler:
         if event.repaired:  # the object was written anew: what it backs is usable again
             await store.mark_repaired(conn, event.object_key)
         # Every delivery up to the one that made it ran the transform (or was lost running it).
-        await store.finish_task(conn, event.fingerprint, "succeeded", executions=event.attempt)
+        await store.finish_task(
+            conn, event.fingerprint, TaskState.SUCCEEDED, executions=event.attempt
+        )
         # Reconciled like any partition: adopted if it is still what is wanted (a result for
         # an older desire is kept for reuse, not made current).
         return {event.dataset: {event.partition_key}}
@@ -175,7 +179,7 @@ class Scheduler:
             conn,
             event.dataset,
             event.partition_key,
-            state="retracted",
+            state=PartitionState.RETRACTED,
             data_sha=None,
             object_key=None,
             fingerprint=None,
@@ -196,13 +200,17 @@ class Scheduler:
         # The executor reports how many deliveries ran it (none did when an input was bad).
         ran = 0 if event.damaged_input is not None else event.attempt
         await store.finish_task(
-            conn, event.fingerprint, "failed", event.error, event.traceback, executions=ran
+            conn, event.fingerprint, TaskState.FAILED, event.error, event.traceback, executions=ran
         )
         current = await store.partition(conn, event.dataset, event.partition_key)
         if current is None or current["desired_fingerprint"] != event.fingerprint:
             return {}
         await store.set_partition(
-            conn, event.dataset, event.partition_key, state="errored", reason=event.error
+            conn,
+            event.dataset,
+            event.partition_key,
+            state=PartitionState.ERRORED,
+            reason=event.error,
         )
         return await self.reconciler.downstream_of(conn, event.dataset, {event.partition_key})
 
@@ -227,7 +235,7 @@ class Scheduler:
         if producer is not None and producer["data_sha"] != ref.data_sha:
             # The input has changed since the task was requested: the reader's reconcile
             # asks for what is wanted now.
-            await store.finish_task(conn, event.fingerprint, "interrupted", event.error)
+            await store.finish_task(conn, event.fingerprint, TaskState.INTERRUPTED, event.error)
             return {event.dataset: {event.partition_key}}
         if produced is None or produced["code_sha"] is None:
             return None
@@ -240,18 +248,18 @@ class Scheduler:
             ref.partition_key,
             event.error,
         )
-        await store.finish_task(conn, event.fingerprint, "interrupted", event.error)
+        await store.finish_task(conn, event.fingerprint, TaskState.INTERRUPTED, event.error)
         await store.set_partition(
             conn,
             event.dataset,
             event.partition_key,
-            state="waiting",
+            state=PartitionState.WAITING,
             reason=f"input {ref.dataset}/{ref.partition_key} is being recomputed: {event.error}",
         )
         # Not current any more: its reconcile finds the materialization unusable and the
         # task succeeded before, and sends it again as a repair.
         await store.set_partition(
-            conn, ref.dataset, ref.partition_key, state="queued", fingerprint=None
+            conn, ref.dataset, ref.partition_key, state=PartitionState.QUEUED, fingerprint=None
         )
         return {ref.dataset: {ref.partition_key}}
 
@@ -275,13 +283,15 @@ class Scheduler:
             index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
             requests: dict[str, tuple[reconcile.Request, Desired]] = {}
             for k, row in sorted(stored.items()):
-                if row.state != "errored":
+                if row.state != PartitionState.ERRORED:
                     continue
                 decision = reconcile.decide(d, k, facts, index)
                 if isinstance(decision, Desired):
                     requests[k] = ("again", decision)
             queued = {
-                k: replace(stored[k], state="queued", desired_fingerprint=dec.fingerprint)
+                k: replace(
+                    stored[k], state=PartitionState.QUEUED, desired_fingerprint=dec.fingerprint
+                )
                 for k, (_, dec) in requests.items()
             }
             await store.put_rows(conn, d.name, queued)
@@ -381,7 +391,7 @@ class Scheduler:
             partition.update(
                 dataset=dataset,
                 partition_key=key,
-                state="retracted",
+                state=PartitionState.RETRACTED,
                 reason=gone["reason"],
                 updated_at=gone["retracted_at"],
             )
@@ -398,14 +408,14 @@ class Scheduler:
             }
         else:
             partition = dict(current)
-            if current["state"] == "retracted":  # a source whose files were deleted
+            if current["state"] == PartitionState.RETRACTED:  # a source whose files were deleted
                 last = history[-1] if history else None
                 retracted = {
                     "at": current["updated_at"],
                     "reason": current["reason"],
                     "inputs": [],
                     "was": {
-                        "state": "ready",
+                        "state": PartitionState.READY,
                         "fingerprint": last["fingerprint"] if last else None,
                         "data_sha": last["data_sha"] if last else None,
                         "rows": last["rows"] if last else None,
@@ -487,7 +497,9 @@ class Scheduler:
                             continue
                         m = made.get(decision.fingerprint)
                         if m is not None:
-                            facts[d.name][key] = PartitionFact(m.data_sha, m.object_key, "ready")
+                            facts[d.name][key] = PartitionFact(
+                                m.data_sha, m.object_key, PartitionState.READY
+                            )
                             if d.name in result:
                                 result[d.name]["reuse"].append(key)
                             continue

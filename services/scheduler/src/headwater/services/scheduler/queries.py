@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from headwater.contracts import DatasetDefinition
+from headwater.contracts import DatasetDefinition, PartitionState
 from headwater.contracts.errors import InputError
 from headwater.core import reconcile
 from headwater.runtime.service import Resources
@@ -38,9 +38,9 @@ class StatusQueries:
         errored_total = 0
         for name in shown:
             found = counts.get(name, {})
-            by_state = {s: found.get(s, 0) for s in store.STATES}
+            by_state = {s.value: found.get(s.value, 0) for s in store.STATES}
             by_state.update({s: n for s, n in found.items() if s not in by_state})
-            errored_total += by_state["errored"]
+            errored_total += by_state[PartitionState.ERRORED]
             info = infos.get(name)
             datasets.append(
                 {

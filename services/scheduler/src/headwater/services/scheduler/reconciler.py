@@ -12,7 +12,13 @@ import asyncpg
 from nats.js.kv import KeyValue
 from opentelemetry.context import Context
 
-from headwater.contracts import DatasetDefinition, Subjects, TaskRequested
+from headwater.contracts import (
+    DatasetDefinition,
+    PartitionState,
+    Subjects,
+    TaskRequested,
+    TaskState,
+)
 from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
 from headwater.runtime.outbox import OutboxItem
@@ -135,12 +141,12 @@ class Reconciler:
                 settled = row is None and decision is None
             elif isinstance(decision, Desired):
                 settled = (row.state, row.fingerprint, row.incomplete) == (
-                    "ready",
+                    PartitionState.READY,
                     decision.fingerprint,
                     False,
                 )
             else:
-                state = "blocked" if decision.blocked else "waiting"
+                state = PartitionState.BLOCKED if decision.blocked else PartitionState.WAITING
                 settled = (row.state, row.incomplete) == (state, decision.incomplete)
             if not settled:
                 out[key] = decision
@@ -180,7 +186,7 @@ class Reconciler:
                 tasks.get(fp) if fp else None,
             )
             if step.request is not None and fp is not None:
-                tasks[fp] = reconcile.Task("requested")  # asked once, even if read twice
+                tasks[fp] = reconcile.Task(TaskState.REQUESTED)  # asked once, even if read twice
             steps[key] = step
         await self.cancel(conn, [s.cancel for s in steps.values() if s.cancel is not None])
         notes: dict[str, str] = {}
@@ -365,7 +371,11 @@ def _reason(
     what it coalesced (a queued request it replaces, `note`)."""
     coalesced = [note] if note else []
     wanted = row.desired_fingerprint if row is not None else None
-    if row is not None and row.state == "queued" and wanted not in (None, decision.fingerprint):
+    if (
+        row is not None
+        and row.state == PartitionState.QUEUED
+        and wanted not in (None, decision.fingerprint)
+    ):
         coalesced.append(f"replaces request {str(wanted)[:12]} (superseded before its result)")
     previous = made_from.get(row.fingerprint) if row is not None and row.fingerprint else None
     if previous is None:

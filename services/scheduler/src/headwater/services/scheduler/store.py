@@ -8,7 +8,13 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from headwater.contracts import DatasetDefinition, PartitionLanded, TaskAttemptFailed
+from headwater.contracts import (
+    DatasetDefinition,
+    PartitionLanded,
+    PartitionState,
+    TaskAttemptFailed,
+    TaskState,
+)
 from headwater.core.hashing import FINGERPRINT_VERSION
 from headwater.core.mappings import Scope
 from headwater.core.reconcile import Output, PartitionFact, Row, Task
@@ -148,7 +154,7 @@ _ROW = (
 
 def _row(r: asyncpg.Record) -> Row:
     return Row(
-        r["state"],
+        PartitionState(r["state"]),
         r["fingerprint"],
         r["desired_fingerprint"],
         r["data_sha"],
@@ -230,7 +236,7 @@ async def tasks(conn: Conn, fingerprints: Collection[str]) -> dict[str, Task]:
         f"SELECT fingerprint, state, error FROM {SCHEMA}.tasks WHERE fingerprint = ANY($1::text[])",
         list(fingerprints),
     )
-    return {r["fingerprint"]: Task(r["state"], r["error"]) for r in found}
+    return {r["fingerprint"]: Task(TaskState(r["state"]), r["error"]) for r in found}
 
 
 @dataclass(frozen=True)
@@ -528,7 +534,9 @@ async def _inputs_gone(conn: Conn, fingerprint: str | None) -> tuple[list[dict[s
     for ref in refs:
         name = f"{ref['dataset']}/{ref['partition_key']}"
         row = await partition(conn, ref["dataset"], ref["partition_key"])
-        if row is not None and row["state"] == "retracted":  # a source: its files were deleted
+        if (
+            row is not None and row["state"] == PartitionState.RETRACTED
+        ):  # a source: its files were deleted
             reasons.append(f"input {name} was retracted ({row['reason']})")
         elif row is not None and row["incomplete"]:  # a join that lost one side
             reasons.append(f"input {name} lost an input of its own ({row['reason']})")
@@ -668,7 +676,7 @@ async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[dict[
 # --- the CLI's status: a summary and a listing whose replies do not grow with what is held --
 # A partition's states, in the order `status` shows them; `retracted` counts sources whose files
 # were deleted and derived partitions that went away (kept in `retractions`).
-STATES = ("ready", "waiting", "queued", "errored", "blocked", "retracted")
+STATES = tuple(PartitionState)
 LISTING_MAX = 1000  # rows per page of `partitions_page`
 
 
@@ -703,7 +711,7 @@ async def state_counts(conn: Conn | asyncpg.Pool) -> dict[str, dict[str, int]]:
         " GROUP BY r.dataset"
     ):
         counts = out.setdefault(r["dataset"], {})
-        counts["retracted"] = counts.get("retracted", 0) + int(r["n"])
+        counts[PartitionState.RETRACTED] = counts.get(PartitionState.RETRACTED, 0) + int(r["n"])
     return out
 
 
@@ -765,7 +773,9 @@ async def partitions_page(
     match after them (without `count`: 1 if any does, else 0). The key order uses the
     C-collated key index, so a page costs its rows plus what the filters skip; the count is
     one pass over the rest of the dataset."""
-    wanted = list(states) if states is not None else [s for s in STATES if s != "retracted"]
+    wanted = (
+        list(states) if states is not None else [s for s in STATES if s != PartitionState.RETRACTED]
+    )
     params: list[Any] = [dataset, wanted, since, after]
     live = (
         f"SELECT {_LISTED} FROM {SCHEMA}.partitions p"
@@ -780,7 +790,7 @@ async def partitions_page(
         f" (SELECT 1 FROM {SCHEMA}.partitions p"
         " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key)"
     )
-    union = f"({live}) UNION ALL ({gone})" if "retracted" in wanted else live
+    union = f"({live}) UNION ALL ({gone})" if PartitionState.RETRACTED in wanted else live
     size = min(max(limit, 0), LISTING_MAX)
     page = await conn.fetch(
         f"SELECT * FROM ({union}) AS u"
