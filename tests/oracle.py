@@ -99,3 +99,13 @@ def _run(kind: str, code: str, function: str | None, tables: dict[str, pa.Table]
     assert function is not None
     value: pa.Table = namespace[function](**tables)
     return value
+
+
+def held_content(status: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """What a stack holds, as the oracle's content is written: the data SHA of every ready
+    partition (from `status`), by (dataset, key). Convergence is `held_content(status) == content`."""
+    return {
+        (p["dataset"], p["partition_key"]): p["data_sha"]
+        for p in status["partitions"]
+        if p["state"] == "ready"
+    }

@@ -14,7 +14,7 @@ from headwater.core.spec import Pipeline, parse_pipeline
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.spec_files import read_document
 from tests.e2e.conftest import RunningStack
-from tests.oracle import Oracle
+from tests.oracle import Oracle, held_content
 from tests.workloads import sales_csv
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.parametrize("stack", ["local"], indirect=True)]
@@ -90,11 +90,7 @@ class Shop:
         assert self.pipeline is not None
         tables = {k: formats.read_table(v, "csv", k) for k, v in self.sources.items()}
         expected = self.oracle.evaluate(self.pipeline, {"sales": tables})
-        held = {
-            (p["dataset"], p["partition_key"]): p["data_sha"]
-            for p in status["partitions"]
-            if p["state"] == "ready"
-        }
+        held = held_content(status)
         assert held == expected  # convergence
         assert all(p["state"] == "ready" for p in status["partitions"])
         ran = await self.ran()

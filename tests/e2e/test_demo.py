@@ -19,7 +19,7 @@ from headwater.sdk.example import days
 from headwater.sdk.spec_files import read_document
 from headwater.sdk.story import Counts, Step, run_story
 from tests.e2e.conftest import RunningStack
-from tests.oracle import Oracle
+from tests.oracle import Oracle, held_content
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.parametrize("stack", ["local"], indirect=True)]
 
@@ -110,11 +110,7 @@ async def test_the_demo_story_matches_the_oracle_at_every_step(
         assert f"ran {_listed(want.ran)}" in printed
     # Convergence: what is held at the end is the oracle's content; minimality: every
     # computation dispatched (the failed one included) is one of its cache misses, once.
-    held = {
-        (p["dataset"], p["partition_key"]): p["data_sha"]
-        for p in status["partitions"]
-        if p["state"] == "ready"
-    }
+    held = held_content(status)
     assert held == expected.held
     assert len({r["fingerprint"] for r in dispatched}) == len(dispatched)
     assert {(r["dataset"], r["fingerprint"]) for r in dispatched} == {

@@ -19,7 +19,7 @@ from headwater.sdk.config import load_settings
 from headwater.sdk.spec_files import read_document
 from tests.fixtures.servers import with_database
 from tests.fixtures.stack import stack_settings, started
-from tests.oracle import Oracle
+from tests.oracle import Oracle, held_content
 from tests.workloads import sales_csv
 
 SPEC = """\
@@ -151,11 +151,7 @@ class History:
         pipeline = parse_pipeline(read_document(self.root / "pipeline.yaml"))
         tables = {k: formats.read_table(v, "csv", k) for k, v in self.sources.items()}
         expected = self.oracle.evaluate(pipeline, {"sales": tables})
-        held = {
-            (p["dataset"], p["partition_key"]): p["data_sha"]
-            for p in status["partitions"]
-            if p["state"] == "ready"
-        }
+        held = held_content(status)
         assert held == expected, f"after {step}"
         conn = await asyncpg.connect(self.dsn)
         try:

@@ -18,7 +18,7 @@ from headwater.sdk.config import load_settings
 from headwater.sdk.embedded import EmbeddedStack, StackSettings
 from headwater.sdk.spec_files import read_document
 from tests.fixtures.stack import launch, logs
-from tests.oracle import Oracle
+from tests.oracle import Oracle, held_content
 from tests.workloads import sales_csv
 
 SPEC = """\
@@ -126,11 +126,7 @@ class FaultStack:
         tables = {k: formats.read_table(v, "csv", k) for k, v in self.landed.items()}
         oracle = Oracle()
         expected = oracle.evaluate(pipeline, {"sales": tables})
-        held = {
-            (p["dataset"], p["partition_key"]): p["data_sha"]
-            for p in status["partitions"]
-            if p["state"] == "ready"
-        }
+        held = held_content(status)
         assert held == expected, "content differs from a from-scratch run"
         conn = await asyncpg.connect(self.pg_dsn)
         try:
