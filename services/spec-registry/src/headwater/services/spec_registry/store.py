@@ -55,13 +55,6 @@ async def put_dataset(
         version,
         columns,
     )
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.code_blobs (code_sha, kind, blob) VALUES ($1, $2, $3)"
-        " ON CONFLICT (code_sha) DO NOTHING",
-        ds.code_sha,
-        ds.kind,
-        json.dumps(ds.code_blob()),
-    )
 
 
 async def remove_dataset(conn: asyncpg.Connection, name: str) -> None:
