@@ -91,10 +91,13 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     )
     running = Up(proc, state, root / "up.out")
     try:
+        # Up when it says so: it prints where its endpoints are once every service is ready
+        # (the executors' workers warm), and only then supervises what it started. A server
+        # killed before that is not restarted: `up` fails its start instead.
         deadline = time.monotonic() + 120
-        while not (state / "endpoints.json").exists():
+        while "endpoints in" not in running.output.read_text():
             assert proc.poll() is None, running.output.read_text()
-            assert time.monotonic() < deadline, "`up` wrote no endpoints"
+            assert time.monotonic() < deadline, "`up` did not say it was up"
             time.sleep(0.2)
         running.status_answers()
         yield running
