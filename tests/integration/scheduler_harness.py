@@ -41,12 +41,12 @@ def definitions(daily_code: str = "daily") -> list[DatasetDefinition]:
     ]
 
 
-def source_landed(key: str, version: int = 1) -> PartitionLanded:
-    """What the change-detector says of `sales/key` at content `version`."""
-    data = source_sha(key, version)
+def source_landed(key: str, version: int = 1, dataset: str = "sales") -> PartitionLanded:
+    """What the change-detector says of `dataset/key` at content `version`."""
+    data = source_sha(key, version, dataset)
     return PartitionLanded(
-        event_id=f"landed:sales:{key}:v{version}",
-        dataset="sales",
+        event_id=f"landed:{dataset}:{key}:v{version}",
+        dataset=dataset,
         partition_key=key,
         data_sha=data,
         fingerprint=data,
@@ -57,8 +57,8 @@ def source_landed(key: str, version: int = 1) -> PartitionLanded:
     )
 
 
-def source_sha(key: str, version: int = 1) -> str:
-    return sha(f"sales/{key}/v{version}")
+def source_sha(key: str, version: int = 1, dataset: str = "sales") -> str:
+    return sha(f"{dataset}/{key}/v{version}")
 
 
 @contextlib.asynccontextmanager

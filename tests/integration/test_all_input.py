@@ -4,9 +4,9 @@ once, from its landing (not only on the reconcile timer). On a real Postgres and
 
 import pytest
 
-from headwater.contracts import CodeChanged, DatasetDefinition, InputDefinition, PartitionLanded
+from headwater.contracts import CodeChanged, DatasetDefinition, InputDefinition
 from headwater.core import hashing
-from tests.integration.scheduler_harness import scheduler, sha
+from tests.integration.scheduler_harness import scheduler, sha, source_landed, source_sha
 from tests.integration.test_batches import drain
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,25 +26,10 @@ DEFINITIONS = [
 ]
 
 
-def landed(dataset: str, key: str, version: int = 1) -> PartitionLanded:
-    data = sha(f"{dataset}/{key}/v{version}")
-    return PartitionLanded(
-        event_id=f"landed:{dataset}:{key}:v{version}",
-        dataset=dataset,
-        partition_key=key,
-        data_sha=data,
-        fingerprint=data,
-        object_key=f"{data}.parquet",
-        rows=1,
-        bytes=1,
-        source_version=version,
-    )
-
-
 def fingerprint(day: str, regions_version: int) -> str:
     inputs = [
-        ("regions", "all", sha(f"regions/all/v{regions_version}")),
-        ("sales", day, sha(f"sales/{day}/v1")),
+        ("regions", "all", source_sha("all", regions_version, "regions")),
+        ("sales", day, source_sha(day)),
     ]
     return hashing.fingerprint(sha("enriched"), inputs)
 
@@ -55,10 +40,10 @@ async def test_new_content_of_a_whole_input_reruns_every_partition_from_its_land
     async with scheduler(database, nats_url, namespace) as app:
         for d in DEFINITIONS:
             await app.handle([CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d)])
-        assert await app.handle([landed("sales", day) for day in DAYS]) == [None, None]
-        assert await app.handle([landed("regions", "all")]) == [None]
+        assert await app.handle([source_landed(day) for day in DAYS]) == [None, None]
+        assert await app.handle([source_landed("all", dataset="regions")]) == [None]
         await drain(app)  # the executor's answers: both days ready
-        assert await app.handle([landed("regions", "all", version=2)]) == [None]
+        assert await app.handle([source_landed("all", version=2, dataset="regions")]) == [None]
         async with app.res.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT partition_key, state, desired_fingerprint FROM scheduler.partitions"

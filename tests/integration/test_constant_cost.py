@@ -118,16 +118,21 @@ async def one_landing(
     return count, states
 
 
-async def test_rows_read_for_one_landing_do_not_grow_with_partitions_held(
-    database: str, nats_url: str, namespace: str, pg_dsn: str
-) -> None:
-    # Two databases: each run counts only its own scheduler schema.
+async def second_database(pg_dsn: str, database: str, namespace: str) -> str:
+    """Another database beside the test's: each run counts only its own scheduler schema."""
     admin = await asyncpg.connect(pg_dsn)
     try:
         await admin.execute(f'CREATE DATABASE "{namespace}_big"')
     finally:
         await admin.close()
-    big = database.rsplit("/", 1)[0] + f"/{namespace}_big"
+    return database.rsplit("/", 1)[0] + f"/{namespace}_big"
+
+
+async def test_rows_read_for_one_landing_do_not_grow_with_partitions_held(
+    database: str, nats_url: str, namespace: str, pg_dsn: str
+) -> None:
+    # Two databases: each run counts only its own scheduler schema.
+    big = await second_database(pg_dsn, database, namespace)
     small_count, _ = await one_landing(database, nats_url, namespace, 1_000)
     big_count, states = await one_landing(big, nats_url, namespace, 10_000)
     # The landing did its work: the new day is queued, the window over it waits for it.
@@ -142,12 +147,7 @@ async def test_rows_read_for_a_day_of_a_monthly_rollup_do_not_grow_with_days_hel
 ) -> None:
     """A month rollup reads the days of its month, found by prefix, not every day held (it
     travels to the scheduler as a pattern, which it reads back as the month)."""
-    admin = await asyncpg.connect(pg_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{namespace}_big"')
-    finally:
-        await admin.close()
-    big = database.rsplit("/", 1)[0] + f"/{namespace}_big"
+    big = await second_database(pg_dsn, database, namespace)
     small_count, _ = await one_landing(database, nats_url, namespace, 1_000, MONTHLY, days)
     big_count, states = await one_landing(big, nats_url, namespace, 10_000, MONTHLY, days)
     # 10,000 days from 1990-01-01: the middle one is 2003-09-09, in month 2003-09.
