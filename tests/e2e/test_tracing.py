@@ -1,25 +1,67 @@
 """OpenTelemetry: with the standard OTEL_EXPORTER_OTLP_ENDPOINT set, every service exports
-its spans over OTLP, and one landing and the work it causes share one trace."""
+its spans (and its metrics) over OTLP; one landing and the work it causes share one trace, whose
+spans say what each service did (dataset, partition, fingerprint, SHAs, rows, bytes, why it ran,
+how it ended), parent to child from the upstream event to the last derived partition."""
 
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.config import load_settings
 from headwater.sdk.example import write_day_csv
-from tests.e2e.conftest import SLICE, all_flights
+from tests.e2e.conftest import all_flights
 from tests.fixtures.stack import stack_settings, started
+
+# Two derived levels, so the trace goes scheduler -> executor twice.
+PIPELINE = """\
+pipeline: traced
+sources:
+  flights: {}
+datasets:
+  delays_by_origin:
+    sql: SELECT origin, count(*) AS flights, avg(dep_delay) AS avg_dep_delay FROM flights GROUP BY origin
+    inputs: {flights: identity}
+  worst_origin:
+    sql: SELECT origin, avg_dep_delay FROM delays_by_origin ORDER BY avg_dep_delay DESC LIMIT 1
+    inputs: {delays_by_origin: identity}
+"""
+DAY = "2013-01-03"
+ERROR = 2  # OTLP's STATUS_CODE_ERROR
+
+
+@dataclass
+class Span:
+    service: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    attributes: dict[str, Any]
+    status: int
 
 
 class Collector(HTTPServer):
-    """The smallest OTLP/HTTP trace receiver: keeps (service, trace id, span name)."""
+    """The smallest OTLP/HTTP receiver: keeps every span, and the names of the metrics each
+    service sent."""
 
-    spans: list[tuple[str, str, str]]
+    spans: list[Span]
+    metrics: dict[str, set[str]]
+
+
+def _value(v: AnyValue) -> Any:
+    kind = v.WhichOneof("value")
+    return getattr(v, kind) if kind else None
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -27,14 +69,30 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        request = ExportTraceServiceRequest.FromString(body)
-        for rs in request.resource_spans:
-            attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    self.server.spans.append(
-                        (attrs["service.name"], span.trace_id.hex(), span.name)
-                    )
+        if self.path.endswith("/v1/metrics"):
+            metrics = ExportMetricsServiceRequest.FromString(body)
+            for rm in metrics.resource_metrics:
+                service = {a.key: _value(a.value) for a in rm.resource.attributes}["service.name"]
+                for sm in rm.scope_metrics:
+                    names = {m.name for m in sm.metrics}
+                    self.server.metrics.setdefault(service, set()).update(names)
+        else:
+            request = ExportTraceServiceRequest.FromString(body)
+            for rs in request.resource_spans:
+                service = {a.key: _value(a.value) for a in rs.resource.attributes}["service.name"]
+                for ss in rs.scope_spans:
+                    for s in ss.spans:
+                        self.server.spans.append(
+                            Span(
+                                service,
+                                s.trace_id.hex(),
+                                s.span_id.hex(),
+                                s.parent_span_id.hex(),
+                                s.name,
+                                {a.key: _value(a.value) for a in s.attributes},
+                                s.status.code,
+                            )
+                        )
         self.send_response(200)
         self.send_header("Content-Type", "application/x-protobuf")
         self.end_headers()
@@ -46,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def collector() -> Iterator[Collector]:
     server = Collector(("127.0.0.1", 0), _Handler)
-    server.spans = []
+    server.spans, server.metrics = [], {}
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -54,27 +112,133 @@ def collector() -> Iterator[Collector]:
     server.server_close()
 
 
+def ancestors(span: Span, by_id: dict[str, Span]) -> list[Span]:
+    """`span` and its parents up to the root (as far as the collector received them)."""
+    chain = [span]
+    while chain[-1].parent_id in by_id:
+        chain.append(by_id[chain[-1].parent_id])
+    return chain
+
+
+def one(spans: list[Span], name: str, **attributes: Any) -> Span:
+    found = [
+        s
+        for s in spans
+        if s.name == name and all(s.attributes.get(k) == v for k, v in attributes.items())
+    ]
+    assert len(found) == 1, (name, attributes, found)
+    return found[0]
+
+
 async def test_one_landing_is_one_trace_across_services(
     collector: Collector, tmp_path: Path, namespace: str, nats_url: str, database: str
 ) -> None:
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_METRIC_EXPORT_INTERVAL": "500",
+    }
     settings = stack_settings(namespace, nats_url, database, None)
+    spec = tmp_path / "pipeline.yaml"
+    spec.write_text(PIPELINE)
     # The services flush their spans when the stack stops, at the end of the block.
     async with (
         started(tmp_path / "state", settings, env) as stack,
         HeadwaterClient(load_settings(stack.state_dir)) as hw,
     ):
-        await hw.apply(SLICE)
-        await hw.publish(
-            "flights", "2013-01-03", write_day_csv("2013-01-03", tmp_path, all_flights())
-        )
+        await hw.apply(spec)
+        await hw.publish("flights", DAY, write_day_csv(DAY, tmp_path, all_flights()))
         await hw.wait(timeout=120)
+        worst = await hw.why("worst_origin", DAY)
 
-    services = {s for s, _, _ in collector.spans}
+    spans = collector.spans
+    services = {s.service for s in spans}
     assert {"change-detector", "scheduler", "executor", "lineage-indexer"} <= services
-    traces: dict[str, set[str]] = {}
-    for service, trace_id, _ in collector.spans:
-        traces.setdefault(trace_id, set()).add(service)
-    # The landing's trace reaches the executor through the scheduler.
-    assert any({"change-detector", "scheduler", "executor"} <= s for s in traces.values()), traces
+
+    # What each service did, on its spans.
+    refresh = one(spans, "change-detector refresh", **{"headwater.dataset": "flights"})
+    assert refresh.attributes["headwater.partition"] == DAY
+    assert refresh.attributes["headwater.outcome"] == "landed"
+    assert refresh.attributes["headwater.rows"] > 0
+    assert refresh.attributes["headwater.bytes"] > 0
+    source_sha = refresh.attributes["headwater.data_sha"]
+    steps = {s.name for s in spans if s.parent_id == refresh.span_id}
+    assert {"change-detector list", "change-detector read", "change-detector hash"} <= steps
+    assert {"change-detector write", "change-detector record"} <= steps
+
+    tasks = {
+        d: one(spans, "executor task", **{"headwater.dataset": d})
+        for d in ("delays_by_origin", "worst_origin")
+    }
+    for task in tasks.values():
+        a = task.attributes
+        assert a["headwater.partition"] == DAY
+        assert a["headwater.outcome"] == "succeeded"
+        assert len(a["headwater.fingerprint"]) == 64
+        assert len(a["headwater.code_sha"]) == 64
+        assert len(a["headwater.data_sha"]) == 64
+        assert a["headwater.rows"] > 0
+        assert a["headwater.bytes"] > 0
+        assert a["headwater.reason"] == "new partition"  # why it ran, from the scheduler
+        steps = {s.name for s in spans if s.parent_id == task.span_id}
+        assert {
+            "executor fetch inputs",
+            "executor transform",
+            "executor write",
+            "executor publish",
+        } <= steps, steps
+    last = tasks["worst_origin"].attributes
+    materialization = worst["materializations"][-1]
+    assert last["headwater.fingerprint"] == materialization["fingerprint"]
+    assert last["headwater.data_sha"] == materialization["data_sha"]
+    transform = next(
+        s
+        for s in spans
+        if s.name == "executor transform" and s.parent_id == tasks["worst_origin"].span_id
+    )
+    assert transform.attributes["headwater.rows"] == 1
+
+    handled = one(
+        spans,
+        "scheduler handle partition-landed",
+        **{"headwater.dataset": "flights", "headwater.partition": DAY},
+    )
+    assert handled.attributes["headwater.outcome"] == "handled"
+    assert handled.attributes["headwater.data_sha"] == source_sha
+    assert handled.attributes["messaging.system"] == "nats"
+    assert any(s.name == "scheduler reconcile" for s in spans if s.trace_id == handled.trace_id)
+
+    recorded = one(
+        spans,
+        "lineage-indexer record",
+        **{"headwater.dataset": "worst_origin", "headwater.event.family": "partition-landed"},
+    )
+    assert recorded.attributes["headwater.outcome"] == "recorded"
+    assert recorded.attributes["headwater.reason"] == "new partition"
+    assert recorded.attributes["db.system.name"] == "postgresql"
+
+    # One trace, parent to child: the upstream event's landing, the scheduler, the first
+    # executor, the scheduler again, the executor of the last derived partition.
+    by_id = {s.span_id: s for s in spans}
+    chain = ancestors(tasks["worst_origin"], by_id)
+    assert {s.trace_id for s in chain} == {refresh.trace_id}
+    ours = [
+        (s.name, s.attributes.get("headwater.dataset"))
+        for s in reversed(chain)
+        if s.name.split()[0] in ("change-detector", "scheduler", "executor")
+        and s.name.split()[1] in ("refresh", "handle", "task")
+    ]
+    assert ours == [
+        ("change-detector refresh", "flights"),
+        ("scheduler handle partition-landed", "flights"),
+        ("executor task", "delays_by_origin"),
+        ("scheduler handle partition-landed", "delays_by_origin"),
+        ("executor task", "worst_origin"),
+    ], [(s.service, s.name) for s in reversed(chain)]
+    assert chain[-1].service == "change-detector"  # the root: the upstream event's consumer
+    assert not [s for s in chain if s.status == ERROR]
+
+    # Metrics go out over OTLP too.
+    assert "headwater.events.handled" in collector.metrics.get("scheduler", set())
+    assert "headwater.tasks" in collector.metrics.get("executor", set())

@@ -14,6 +14,7 @@ from faststream.nats.message import NatsBatchMessage
 
 from headwater.contracts import PartitionLanded, Subjects
 from headwater.runtime import messaging, topology
+from headwater.runtime.metrics import Metrics
 from headwater.runtime.settings import ServiceSettings
 from headwater.sdk.client import HeadwaterClient
 
@@ -27,8 +28,18 @@ async def broker(nats_url: str, namespace: str) -> AsyncIterator[NatsBroker]:
     await b.stop()
 
 
+def count(metrics: Metrics, name: str) -> float | None:
+    """The service's counter `name` for the family of these tests' events."""
+    labels = {"service": "test", "family": "partition-landed"}
+    return metrics.registry.get_sample_value(name, labels)
+
+
 async def run_consumer(
-    broker: NatsBroker, subjects: Subjects, outcomes: list[str], fail_times: int
+    broker: NatsBroker,
+    subjects: Subjects,
+    outcomes: list[str],
+    fail_times: int,
+    metrics: Metrics | None = None,
 ) -> None:
     """The lineage-indexer's durable consumer, with a handler failing `fail_times` times."""
 
@@ -40,7 +51,13 @@ async def run_consumer(
     @messaging.durable_subscriber(broker, subjects, "lineage-indexer")
     async def handle(msg: NatsMessage) -> None:
         await messaging.consume(
-            msg, PartitionLanded, process, broker=broker, subjects=subjects, service="test"
+            msg,
+            PartitionLanded,
+            process,
+            broker=broker,
+            subjects=subjects,
+            service="test",
+            metrics=metrics,
         )
 
     await broker.connect()
@@ -90,10 +107,14 @@ async def test_a_failure_that_passes_is_retried_then_acked(
     broker: NatsBroker, nats_url: str, namespace: str
 ) -> None:
     outcomes: list[str] = []
-    await run_consumer(broker, Subjects(namespace), outcomes, fail_times=2)
+    metrics = Metrics("test", otlp=False)
+    await run_consumer(broker, Subjects(namespace), outcomes, fail_times=2, metrics=metrics)
     await settled(nats_url, namespace)
     assert len(outcomes) == 3  # two failures, then success: acked, not redelivered again
     assert await letters(nats_url, namespace) == []
+    assert count(metrics, "headwater_events_retried_total") == 2
+    assert count(metrics, "headwater_events_handled_total") == 1
+    assert count(metrics, "headwater_dead_letters_total") is None
 
 
 async def test_a_long_failure_is_retried_past_the_old_delivery_limit_never_dropped(
@@ -113,6 +134,7 @@ async def test_bad_input_is_dead_lettered_on_its_first_delivery(
 ) -> None:
     subjects = Subjects(namespace)
     calls: list[str] = []
+    metrics = Metrics("test", otlp=False)
 
     async def process(event: PartitionLanded) -> None:
         calls.append(event.event_id)
@@ -120,7 +142,13 @@ async def test_bad_input_is_dead_lettered_on_its_first_delivery(
     @messaging.durable_subscriber(broker, subjects, "lineage-indexer")
     async def handle(msg: NatsMessage) -> None:
         await messaging.consume(
-            msg, PartitionLanded, process, broker=broker, subjects=subjects, service="test"
+            msg,
+            PartitionLanded,
+            process,
+            broker=broker,
+            subjects=subjects,
+            service="test",
+            metrics=metrics,
         )
 
     await broker.connect()
@@ -132,6 +160,9 @@ async def test_bad_input_is_dead_lettered_on_its_first_delivery(
     [letter] = await letters(nats_url, namespace)
     assert letter["delivered"] == 1
     assert letter["service"] == "test"
+    assert count(metrics, "headwater_events_rejected_total") == 1
+    assert count(metrics, "headwater_dead_letters_total") == 1
+    assert count(metrics, "headwater_events_handled_total") is None
 
 
 @pytest.mark.parametrize(
@@ -179,6 +210,7 @@ async def test_one_event_that_always_fails_does_not_hold_back_its_batch(
     subjects = Subjects(namespace)
     done: list[str] = []
     poison_tries: list[int] = []
+    metrics = Metrics("test", otlp=False)
 
     async def process(events: list[PartitionLanded], traces: list[object]) -> list[None]:
         if any(e.event_id == "poison" for e in events):
@@ -198,6 +230,7 @@ async def test_one_event_that_always_fails_does_not_hold_back_its_batch(
             broker=broker,
             subjects=subjects,
             service="test",
+            metrics=metrics,
         )
 
     await broker.connect()
@@ -224,3 +257,6 @@ async def test_one_event_that_always_fails_does_not_hold_back_its_batch(
     assert poison_tries[0] == 3  # the whole batch first, then the poison alone, again and again
     assert set(poison_tries[1:]) == {1}
     assert await letters(nats_url, namespace) == []
+    # Counted per event: the good ones handled once, the poison retried on each failure.
+    assert count(metrics, "headwater_events_handled_total") == 2
+    assert (count(metrics, "headwater_events_retried_total") or 0) >= 2

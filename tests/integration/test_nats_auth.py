@@ -35,6 +35,7 @@ from headwater.services.scheduler.app import build_app as scheduler_app
 from headwater.services.scheduler.settings import SchedulerSettings
 from headwater.services.spec_registry.app import build_app
 from headwater.services.spec_registry.settings import SpecRegistrySettings
+from tests.fixtures.metrics import samples, value
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "deploy" / "nats" / "nats.conf"
@@ -422,7 +423,15 @@ async def test_a_service_waits_for_the_topology_step(
     await run_topology_step(url, pw)
     await asyncio.wait_for(starting, 30)
     assert await http_get(port, "/readyz") == (200, "ok")
-    assert (await http_get(port, "/metrics"))[0] == 404
+    # Its metrics: the gauges it observed once started, as the user it logs in with (its own
+    # consumer's info is all it may read of JetStream).
+    status, text = await http_get(port, "/metrics")
+    assert status == 200
+    metrics = samples(text)
+    own = {"consumer": "lineage-indexer", "stream": "HW_EVENTS", "service": "lineage-indexer"}
+    assert value(metrics, "headwater_consumer_pending", **own) == 0
+    assert value(metrics, "headwater_outbox_backlog", service="lineage-indexer") == 0
+    assert (await http_get(port, "/nothing"))[0] == 404
     await service.stop()
 
 

@@ -1,9 +1,11 @@
-"""Liveness and readiness over plain HTTP, for Kubernetes probes and compose health checks.
+"""Liveness, readiness and metrics over plain HTTP, for Kubernetes probes, compose health
+checks and Prometheus.
 
 `GET /livez` answers 200 while the service's event loop runs; `GET /readyz` answers 200 once the
 service has started (topology found, schema migrated, subscribers bound) and while its check
-passes (NATS connected, Postgres answering), else 503 with the reason. Off unless
-`HEADWATER_HEALTH_PORT` is set (the embedded stack does not set it).
+passes (NATS connected, Postgres answering), else 503 with the reason; `GET /metrics` answers
+the service's metrics in Prometheus's text format. Off unless `HEADWATER_HEALTH_PORT` is set
+(the embedded stack does not set it).
 """
 
 import asyncio
@@ -11,16 +13,21 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from headwater.runtime.metrics import PROMETHEUS_CONTENT_TYPE
+
 ReadyCheck = Callable[[], Awaitable[str | None]]  # None when ready, else why not
+Scrape = Callable[[], Awaitable[bytes]]  # the metrics, in Prometheus's text format
 _log = logging.getLogger(__name__)
 _MAX_HEADER_LINES = 100
 
 
 class HealthServer:
-    """A tiny HTTP/1.0 server with two paths; anything else is 404."""
+    """A tiny HTTP/1.0 server with three paths; anything else is 404."""
 
-    def __init__(self, host: str, port: int, ready: ReadyCheck) -> None:
-        self.host, self.port, self._ready = host, port, ready
+    def __init__(
+        self, host: str, port: int, ready: ReadyCheck, metrics: Scrape | None = None
+    ) -> None:
+        self.host, self.port, self._ready, self._metrics = host, port, ready, metrics
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -41,20 +48,23 @@ class HealthServer:
                     break
             parts = request.split()
             path = parts[1].decode(errors="replace") if len(parts) >= 2 else ""
+            content_type = "text/plain"
             if path == "/livez":
-                status, body = 200, "ok"
+                status, data = 200, b"ok\n"
+            elif path == "/metrics" and self._metrics is not None:
+                status, data = 200, await self._metrics()
+                content_type = PROMETHEUS_CONTENT_TYPE
             elif path == "/readyz":
                 try:
                     why = await asyncio.wait_for(self._ready(), 5)
                 except Exception as exc:
                     why = f"readiness check failed: {exc!r}"
-                status, body = (200, "ok") if why is None else (503, why)
+                status, data = (200, b"ok\n") if why is None else (503, why.encode() + b"\n")
             else:
-                status, body = 404, "not found: /livez or /readyz"
+                status, data = 404, b"not found: /livez, /readyz or /metrics\n"
             reason = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}[status]
-            data = body.encode() + b"\n"
             writer.write(
-                f"HTTP/1.0 {status} {reason}\r\nContent-Type: text/plain\r\n"
+                f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
                 + data
             )

@@ -27,15 +27,35 @@ from opentelemetry.sdk.trace import TracerProvider
 from pydantic import BaseModel
 
 from headwater.contracts import (
+    FAMILIES,
     DeadLetter,
     Event,
     Subjects,
+    dataset_of,
+    family_at,
     family_of,
     parse_model,
     subject_of,
 )
 from headwater.contracts.errors import HeadwaterError, InputError, Superseded
+from headwater.runtime.metrics import Metrics
 from headwater.runtime.settings import ServiceSettings
+from headwater.runtime.telemetry import (
+    CODE_SHA,
+    DATA_SHA,
+    DATASET,
+    ERROR_TYPE,
+    FAMILY,
+    FINGERPRINT,
+    MESSAGING_BATCH_COUNT,
+    MESSAGING_DESTINATION,
+    MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION,
+    MESSAGING_SYSTEM,
+    OUTCOME,
+    PARTITION,
+)
+from headwater.runtime.telemetry import span as telemetry_span
 from headwater.runtime.topology import consumers
 
 _log = logging.getLogger(__name__)
@@ -62,15 +82,23 @@ def set_redelivery_backoff(base_s: float, cap_s: float) -> None:
     NAK_BASE_DELAY_S, NAK_MAX_DELAY_S = base_s, cap_s
 
 
-def make_broker(settings: ServiceSettings, service: str, tracer: TracerProvider) -> NatsBroker:
-    """A FastStream NATS broker with OpenTelemetry propagation through message headers."""
+def make_broker(
+    settings: ServiceSettings, service: str, tracer: TracerProvider, metrics: Metrics | None = None
+) -> NatsBroker:
+    """A FastStream NATS broker with OpenTelemetry propagation through message headers (and
+    FastStream's messaging durations among the service's metrics)."""
     security = None
     if settings.nats_user:
         security = NatsUserPassword(settings.nats_user, settings.nats_password or "")
     return NatsBroker(
         settings.nats_url,
         name=f"headwater-{service}",
-        middlewares=[NatsTelemetryMiddleware(tracer_provider=tracer)],
+        middlewares=[
+            NatsTelemetryMiddleware(
+                tracer_provider=tracer,
+                meter_provider=metrics.provider if metrics is not None else None,
+            )
+        ],
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,
         logger=logging.getLogger(f"headwater.{service}.broker"),
@@ -130,9 +158,16 @@ async def emit(broker: NatsBroker, subjects: Subjects, event: Event, *, msg_id: 
 
 
 async def dead_letter(
-    broker: NatsBroker, subjects: Subjects, service: str, raw: Msg, field: str, reason: str
+    broker: NatsBroker,
+    subjects: Subjects,
+    service: str,
+    raw: Msg,
+    field: str,
+    reason: str,
+    metrics: Metrics | None = None,
 ) -> None:
-    """Keep a rejected message, with the field at fault and why, in the dead-letter stream."""
+    """Keep a rejected message, with the field at fault and why, in the dead-letter stream
+    (counted in `metrics`, per family of the rejected message, once JetStream has it)."""
     meta = raw.metadata
     # A letter must fit in a message however large the input was: keep its head, its size
     # and its hash (the whole input stays in its own stream until the stream's limits).
@@ -158,7 +193,21 @@ async def dead_letter(
         msg_id=f"dlq:{service}:{meta.stream}:{stream_seq}",
         stream=family_of(letter).stream(subjects),
     )
+    if metrics is not None:
+        metrics.dead_lettered(family_name(subjects, raw.subject))
     _log.warning("dead-lettered %s (%s: %s)", raw.subject, field, reason)
+
+
+def family_name(subjects: Subjects, subject: str, model: type[BaseModel] | None = None) -> str:
+    """The registry's name of the family a message belongs to (metrics label it so), by its
+    model when known, else by its subject; "unknown" for a subject that is not Headwater's."""
+    if model is not None and (name := _FAMILY_BY_MODEL.get(model)) is not None:
+        return name
+    family = family_at(subjects, subject)
+    return family.name if family is not None else "unknown"
+
+
+_FAMILY_BY_MODEL = {f.model: f.name for f in FAMILIES}
 
 
 async def consume(
@@ -169,8 +218,11 @@ async def consume(
     broker: NatsBroker,
     subjects: Subjects,
     service: str,
+    metrics: Metrics | None = None,
 ) -> None:
-    """Parse, process and settle one message (see the module docstring)."""
+    """Parse, process and settle one message (see the module docstring); each outcome is
+    counted in `metrics` by the message's family: handled, rejected (and its dead letter),
+    retried."""
     raw: Msg = msg.raw_message
     try:
         event = parse_model(model, raw.data)
@@ -181,16 +233,39 @@ async def consume(
         return
     except HeadwaterError as exc:
         if exc.retryable:
+            _count(metrics, "retried", subjects, raw, model)
             await _nak_with_backoff([raw], exc)
             return
-        await dead_letter(broker, subjects, service, raw, *exc.reply())
+        await dead_letter(broker, subjects, service, raw, *exc.reply(), metrics=metrics)
+        _count(metrics, "rejected", subjects, raw, model)
         await msg.reject()
         return
     except Exception as exc:
         # An outage or a bug: never drop the message, retry it with backoff until it passes.
+        _count(metrics, "retried", subjects, raw, model)
         await _nak_with_backoff([raw], exc)
         return
+    # Counted before it is settled: whoever sees it settled sees it counted.
+    _count(metrics, "handled", subjects, raw, model)
     await msg.ack()
+
+
+def _count(
+    metrics: Metrics | None,
+    outcome: str,
+    subjects: Subjects,
+    raw: Msg,
+    model: type[BaseModel] | None = None,
+) -> None:
+    if metrics is None:
+        return
+    family = family_name(subjects, raw.subject, model)
+    if outcome == "handled":
+        metrics.handled(family)
+    elif outcome == "rejected":
+        metrics.rejected(family)
+    else:
+        metrics.retried(family)
 
 
 async def consume_batch(
@@ -201,20 +276,24 @@ async def consume_batch(
     broker: NatsBroker,
     subjects: Subjects,
     service: str,
+    metrics: Metrics | None = None,
 ) -> None:
     """`consume` for a batch: each message is parsed on its own (bad input is dead-lettered
     at once; `parse` returning None means "not ours", acked); the rest are processed together
     (one transaction, one reconcile) and settled after it committed. `process` returns, per
     event, the bad-input error that rejected it alone (dead-lettered) or None (acked). A
     failure of the whole batch naks every message with backoff, for as long as it takes.
-    `process` also gets each event's trace context, to publish what it causes in its trace."""
+    `process` also gets each event's trace context, to publish what it causes in its trace:
+    the context of the event's own span, "SERVICE handle FAMILY", a child of its producer's,
+    which ends when the event is settled with its outcome."""
     events: list[BaseModel] = []
     owners: list[Msg] = []
     for raw in batch.raw_message:
         try:
             event = parse(raw)
         except InputError as exc:  # parsing raises no other error
-            await dead_letter(broker, subjects, service, raw, *exc.reply())
+            await dead_letter(broker, subjects, service, raw, *exc.reply(), metrics=metrics)
+            _count(metrics, "rejected", subjects, raw)
             await raw.term()
             continue
         if event is None:
@@ -224,15 +303,43 @@ async def consume_batch(
         owners.append(raw)
     if not events:
         return
-    traces = [propagate.extract(r.headers or {}) for r in owners]
+    spans = [
+        _event_span(service, subjects, raw, event)
+        for raw, event in zip(owners, events, strict=True)
+    ]
+    traces = [trace.set_span_in_context(s) for s in spans]
+    try:
+        await _process_batch(
+            owners, events, traces, spans, process, broker, subjects, service, metrics
+        )
+    finally:
+        for each in spans:
+            each.end()
+
+
+async def _process_batch(
+    owners: list[Msg],
+    events: list[BaseModel],
+    traces: list[Context],
+    spans: list[trace.Span],
+    process: Callable[[list[Any], list[Context]], Awaitable[list[HeadwaterError | None]]],
+    broker: NatsBroker,
+    subjects: Subjects,
+    service: str,
+    metrics: Metrics | None,
+) -> None:
     try:
         with _batch_span(service, traces):
             rejected = await process(events, traces)
     except Superseded as exc:
         _log.warning("batch of %d: %s; leaving it to the newer delivery", len(owners), exc)
+        for each in spans:
+            each.set_attribute(OUTCOME, "superseded")
         return
     except Exception as exc:
         if len(owners) == 1:
+            _failed(spans[0], exc)
+            _count(metrics, "retried", subjects, owners[0])
             await _nak_with_backoff(owners, exc)
             return
         # One event that always fails must not hold back the others: each on its own, so
@@ -240,19 +347,22 @@ async def consume_batch(
         _log.warning(
             "a batch of %d failed (%s); processing its events one by one", len(owners), exc
         )
-        for raw, event, ctx in zip(owners, events, traces, strict=True):
+        for raw, event, ctx, span in zip(owners, events, traces, spans, strict=True):
             try:
                 with _batch_span(service, [ctx]):
                     [error] = await process([event], [ctx])
             except Superseded:
+                span.set_attribute(OUTCOME, "superseded")
                 continue  # a newer delivery owns it
             except Exception as one:
+                _failed(span, one)
+                _count(metrics, "retried", subjects, raw)
                 await _nak_with_backoff([raw], one)
                 continue
-            await _settle(broker, subjects, service, raw, error)
+            await _settle(broker, subjects, service, raw, error, span, metrics)
         return
-    for raw, error in zip(owners, rejected, strict=True):
-        await _settle(broker, subjects, service, raw, error)
+    for raw, error, span in zip(owners, rejected, spans, strict=True):
+        await _settle(broker, subjects, service, raw, error, span, metrics)
 
 
 async def _nak_with_backoff(owners: list[Msg], exc: BaseException) -> None:
@@ -277,13 +387,55 @@ async def _settle(
     service: str,
     raw: Msg,
     error: HeadwaterError | None,
+    span: trace.Span,
+    metrics: Metrics | None,
 ) -> None:
     """Ack a processed message, or dead-letter and terminate one rejected as bad input."""
     if error is None:
+        span.set_attribute(OUTCOME, "handled")
+        _count(metrics, "handled", subjects, raw)
         await raw.ack()
         return
-    await dead_letter(broker, subjects, service, raw, *error.reply())
+    await dead_letter(broker, subjects, service, raw, *error.reply(), metrics=metrics)
+    _failed(span, error, "rejected")
+    _count(metrics, "rejected", subjects, raw)
     await raw.term()
+
+
+def _event_span(service: str, subjects: Subjects, raw: Msg, event: BaseModel) -> trace.Span:
+    """The span of one event of a batch, in its producer's trace (not yet current)."""
+    family = family_name(subjects, raw.subject, type(event))
+    attributes: dict[str, Any] = {
+        MESSAGING_SYSTEM: "nats",
+        MESSAGING_OPERATION: "process",
+        MESSAGING_DESTINATION: raw.subject,
+        MESSAGING_MESSAGE_ID: (raw.headers or {}).get("Nats-Msg-Id"),
+        FAMILY: family,
+        DATASET: _dataset(event),
+        PARTITION: getattr(event, "partition_key", None),
+        FINGERPRINT: getattr(event, "fingerprint", None),
+        DATA_SHA: getattr(event, "data_sha", None),
+        CODE_SHA: getattr(event, "code_sha", None),
+    }
+    return trace.get_tracer("headwater").start_span(
+        f"{service} handle {family}",
+        context=propagate.extract(raw.headers or {}),
+        kind=trace.SpanKind.CONSUMER,
+        attributes={k: v for k, v in attributes.items() if isinstance(v, str | int)},
+    )
+
+
+def _dataset(event: BaseModel) -> str | None:
+    try:
+        return dataset_of(event)
+    except TypeError:
+        return None
+
+
+def _failed(span: trace.Span, exc: BaseException, outcome: str = "retried") -> None:
+    span.record_exception(exc)
+    span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:256]))
+    span.set_attributes({ERROR_TYPE: type(exc).__qualname__, OUTCOME: outcome})
 
 
 def _batch_span(service: str, traces: list[Context]) -> Any:
@@ -295,12 +447,11 @@ def _batch_span(service: str, traces: list[Context]) -> Any:
         for ctx in traces[1:]
         if (span := trace.get_current_span(ctx)).get_span_context().is_valid
     ]
-    tracer = trace.get_tracer("headwater.runtime.messaging")
-    return tracer.start_as_current_span(
+    return telemetry_span(
         f"{service} process batch",
+        {MESSAGING_BATCH_COUNT: len(traces)},
         context=traces[0],
         links=links,
-        attributes={"messaging.batch.message_count": len(traces)},
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from headwater.runtime import db, failpoints, topology
 from headwater.runtime.health import HealthServer
 from headwater.runtime.messaging import make_broker, set_redelivery_backoff
+from headwater.runtime.metrics import Metrics
 from headwater.runtime.objectstore import ObjectStore, open_store
 from headwater.runtime.outbox import Outbox
 from headwater.runtime.settings import ServiceSettings, describe_invalid
@@ -39,9 +40,12 @@ class Resources:
         buckets: list[str],
         pool: asyncpg.Pool | None,
         store: ObjectStore | None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.broker = broker
+        # The service's instruments (one set per service, never global: tests run several).
+        self.metrics = metrics or Metrics("headwater", otlp=False)
         self.schema = schema
         self.migrations = migrations
         self.buckets = buckets
@@ -124,7 +128,8 @@ class Service:
         failpoints.arm(settings.failpoints, settings.failpoints_dir)
         set_redelivery_backoff(settings.redelivery_base_s, settings.redelivery_cap_s)
         tracer = setup_tracing(name)
-        broker = make_broker(settings, name, tracer)
+        metrics = Metrics(name)
+        broker = make_broker(settings, name, tracer, metrics)
         res = Resources(
             settings,
             broker,
@@ -133,12 +138,15 @@ class Service:
             buckets=buckets or [],
             pool=pool,
             store=store,
+            metrics=metrics,
         )
         service = cls(name, settings, broker, resources=res)
         service.on_stop.append(lambda: asyncio.to_thread(tracer.shutdown))  # flush spans
+        service.on_stop.append(lambda: asyncio.to_thread(metrics.shutdown))  # and metrics
         if schema is not None:
             service.timers.append((5.0, res.flush))
             service.timers.append((60.0, res.prune))
+        service.timers.append((settings.metrics_interval_s, service.observe))
         return service
 
     @property
@@ -150,9 +158,18 @@ class Service:
         if self.settings.health_port is not None:
             # First: alive (and not ready) while it waits for NATS, the topology, Postgres.
             self.health = HealthServer(
-                self.settings.health_host, self.settings.health_port, self.not_ready
+                self.settings.health_host,
+                self.settings.health_port,
+                self.not_ready,
+                self.scrape,
             )
             await self.health.start()
+            _log.info(
+                "%s: /livez, /readyz and /metrics on http://%s:%d",
+                self.name,
+                self.settings.health_host,
+                self.health.port,
+            )
         await self.broker.connect()
         js = self.broker.connection.jetstream()
         if self.settings.declare_topology:
@@ -172,6 +189,7 @@ class Service:
         for interval, hook in self.timers:
             self._tasks.append(asyncio.create_task(self._every(interval, hook)))
         self._started = True
+        await self.observe()
         _log.info("%s started", self.name)
 
     async def not_ready(self) -> str | None:
@@ -187,6 +205,31 @@ class Service:
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
                 return f"Postgres does not answer: {exc!r}"
         return None
+
+    async def observe(self) -> None:
+        """Refresh the gauges (on a timer): the outbox backlog, and the lag of each durable
+        consumer this service binds (JetStream's consumer info: one request each). A failure
+        (NATS or Postgres away) leaves the last values and is logged; the next look retries."""
+        if not self._started or self.resources is None:
+            return
+        res, metrics = self.resources, self.resources.metrics
+        try:
+            if res.outbox is not None and res.schema is not None:
+                metrics.set_backlog(await res.outbox.pending(res.pool))
+            js = self.broker.connection.jetstream()
+            for stream, durable in self.bound_consumers():
+                info = await js.consumer_info(stream, durable, timeout=5)
+                metrics.set_consumer(
+                    stream, durable, info.num_pending or 0, info.num_ack_pending or 0
+                )
+        except Exception as exc:  # an outage: readiness and the logs say so
+            _log.warning("%s: cannot observe its gauges: %r", self.name, exc)
+
+    async def scrape(self) -> bytes:
+        """The service's metrics in Prometheus's text format (`/metrics`)."""
+        if self.resources is None:
+            return b""
+        return self.resources.metrics.scrape()
 
     def bound_consumers(self) -> list[tuple[str, str]]:
         """(stream, durable) of every durable consumer this service's subscribers bind."""

@@ -49,6 +49,8 @@ class ServiceSettings(BaseSettings):
     # unset: no health server. 0 picks a free port (tests).
     health_port: int | None = Field(default=None, ge=0, le=65535)
     health_host: str = "0.0.0.0"
+    # How often the gauges (outbox backlog, consumer lag) are observed; the counters are live.
+    metrics_interval_s: float = Field(default=15.0, gt=0)
     # How long an executor may hold a task without a heartbeat before it is redelivered.
     task_ack_wait_s: float = 60.0
     # ... and a service an event, before it goes to another replica (or the restarted one).

@@ -33,14 +33,24 @@ def build_app(
         store=store,
     )
     app = ChangeDetector(service.res, settings.subjects, settings.datasets_cache_s)
-    broker, s = service.broker, settings.subjects
+    broker, s, metrics = service.broker, settings.subjects, service.res.metrics
 
     @durable_subscriber(broker, s, "change-detector-upstream")
     async def on_upstream(msg: NatsMessage) -> None:
-        await consume(msg, UpstreamEvent, app.on_upstream, broker=broker, subjects=s, service=NAME)
+        await consume(
+            msg,
+            UpstreamEvent,
+            app.on_upstream,
+            broker=broker,
+            subjects=s,
+            service=NAME,
+            metrics=metrics,
+        )
 
     @durable_subscriber(broker, s, "change-detector-s3")
     async def on_s3(msg: NatsMessage) -> None:
-        await consume(msg, S3EventRecords, app.on_s3, broker=broker, subjects=s, service=NAME)
+        await consume(
+            msg, S3EventRecords, app.on_s3, broker=broker, subjects=s, service=NAME, metrics=metrics
+        )
 
     return service

@@ -20,7 +20,18 @@ from headwater.core import formats, hashing
 from headwater.runtime import rpc
 from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
-from headwater.runtime.telemetry import current_trace_id
+from headwater.runtime.telemetry import (
+    BYTES,
+    DATA_SHA,
+    DATASET,
+    DB_SYSTEM,
+    OUTCOME,
+    PARTITION,
+    ROWS,
+    annotate,
+    current_trace_id,
+    span,
+)
 from headwater.services.change_detector import store
 
 _log = logging.getLogger(__name__)
@@ -67,14 +78,26 @@ class ChangeDetector:
     ) -> None:
         """Re-read DATASET/PARTITION/ and publish its data SHA if it is new. When its files
         disagree on their columns, the file `blame` (the one announced) is the one at fault."""
+        with span(
+            "change-detector refresh", {DATASET: dataset, PARTITION: partition_key}
+        ) as current:
+            outcome = await self._refresh(dataset, partition_key, require, blame)
+            current.set_attribute(OUTCOME, outcome)
+
+    async def _refresh(
+        self, dataset: str, partition_key: str, require: str | None, blame: str | None
+    ) -> str:
+        """`refresh`; returns its outcome: landed, unchanged, restored (unchanged, its object
+        written again), retracted, or nothing (retracted before, or never landed)."""
         await self._check_source(dataset)
         settings = self.res.settings
         objects = self.res.objects
         prefix = f"{dataset}/{partition_key}/"
-        keys = await objects.list(settings.landing_bucket, prefix)
+        with span("change-detector list", {"headwater.prefix": prefix}) as listed:
+            keys = await objects.list(settings.landing_bucket, prefix)
+            listed.set_attribute("headwater.files", len(keys))
         if not keys:
-            await self._retract(dataset, partition_key, require)
-            return
+            return await self._retract(dataset, partition_key, require)
         definition = self._sources[1].get(dataset, {}).get("definition", {})
         declared = definition.get("columns")
         schema = formats.schema_of(declared) if declared else None
@@ -83,18 +106,25 @@ class ChangeDetector:
         # A file not in its format (FormatError: field `file`) or breaking the declared columns
         # (SchemaMismatch: `file.columns.NAME`) is bad input, dead-lettered naming the file; the
         # partition keeps its last good content.
-        for key in sorted(keys, key=lambda k: k != blame):
-            try:
-                fmt = format_of(key)
-            except InputError as exc:
-                raise InputError("key", exc.reason) from exc
-            data = await objects.get(settings.landing_bucket, key)
-            files.append((key, formats.read_table(data, fmt, key, schema)))
-        if schema is None:
-            formats.check_alike(files, blame=blame)
-        table = formats.combine([t for _, t in files])
-        ordered = bool(definition.get("ordered"))
-        data_sha = hashing.data_sha(table, ordered=ordered)
+        with span("change-detector read", {"headwater.files": len(keys)}) as read:
+            size = 0
+            for key in sorted(keys, key=lambda k: k != blame):
+                try:
+                    fmt = format_of(key)
+                except InputError as exc:
+                    raise InputError("key", exc.reason) from exc
+                data = await objects.get(settings.landing_bucket, key)
+                size += len(data)
+                files.append((key, formats.read_table(data, fmt, key, schema)))
+            read.set_attribute(BYTES, size)
+            if schema is None:
+                formats.check_alike(files, blame=blame)
+        with span("change-detector hash") as hashed:
+            table = formats.combine([t for _, t in files])
+            ordered = bool(definition.get("ordered"))
+            data_sha = hashing.data_sha(table, ordered=ordered)
+            hashed.set_attributes({ROWS: table.num_rows, DATA_SHA: data_sha})
+        annotate(data_sha=data_sha, fingerprint=data_sha, rows=table.num_rows)
         object_key = f"{data_sha}.parquet"
         async with self.res.pool.acquire() as conn:
             unchanged = await store.last_data_sha(conn, dataset, partition_key) == data_sha
@@ -105,36 +135,52 @@ class ChangeDetector:
             if not await objects.exists(settings.data_bucket, object_key):
                 await objects.put(settings.data_bucket, object_key, formats.to_parquet(table))
                 _log.warning("%s object %s was missing: restored", prefix, object_key)
-            return
+                return "restored"
+            return "unchanged"
         body = formats.to_parquet(table)
-        if not await objects.exists(settings.data_bucket, object_key):
-            await objects.put(settings.data_bucket, object_key, body)
+        annotate(bytes=len(body))
+        with span("change-detector write", {BYTES: len(body)}) as written:
+            exists = await objects.exists(settings.data_bucket, object_key)
+            if not exists:
+                await objects.put(settings.data_bucket, object_key, body)
+            written.set_attribute("headwater.stored_before", exists)
         assert self.res.outbox is not None
-        async with self.res.pool.acquire() as conn, conn.transaction():
-            await store.lock_partition(conn, dataset, partition_key)
-            if await store.last_data_sha(conn, dataset, partition_key) == data_sha:
-                return
-            version = await store.record(
-                conn, dataset, partition_key, data_sha, object_key, keys, table.num_rows, len(body)
-            )
-            event = PartitionLanded(
-                event_id=f"landed:{dataset}:{partition_key}:v{version}",
-                dataset=dataset,
-                partition_key=partition_key,
-                data_sha=data_sha,
-                fingerprint=hashing.source_fingerprint(data_sha),
-                object_key=object_key,
-                rows=table.num_rows,
-                bytes=len(body),
-                source_files=tuple(keys),
-                source_version=version,
-                trace_id=current_trace_id(),
-            )
-            await self.res.outbox.add(conn, OutboxItem.of(self.subjects, event, event.event_id))
+        with span("change-detector record", {DB_SYSTEM: "postgresql"}):
+            async with self.res.pool.acquire() as conn, conn.transaction():
+                await store.lock_partition(conn, dataset, partition_key)
+                if await store.last_data_sha(conn, dataset, partition_key) == data_sha:
+                    return "unchanged"
+                version = await store.record(
+                    conn,
+                    dataset,
+                    partition_key,
+                    data_sha,
+                    object_key,
+                    keys,
+                    table.num_rows,
+                    len(body),
+                )
+                event = PartitionLanded(
+                    event_id=f"landed:{dataset}:{partition_key}:v{version}",
+                    dataset=dataset,
+                    partition_key=partition_key,
+                    data_sha=data_sha,
+                    fingerprint=hashing.source_fingerprint(data_sha),
+                    object_key=object_key,
+                    rows=table.num_rows,
+                    bytes=len(body),
+                    source_files=tuple(keys),
+                    source_version=version,
+                    trace_id=current_trace_id(),
+                )
+                # Published in this span's trace: the scheduler's work continues it.
+                item = OutboxItem.of(self.subjects, event, event.event_id)
+                await self.res.outbox.add(conn, item)
         await self.res.flush()
         _log.info("%s landed: %s (%d rows)", prefix, data_sha[:12], table.num_rows)
+        return "landed"
 
-    async def _retract(self, dataset: str, partition_key: str, require: str | None) -> None:
+    async def _retract(self, dataset: str, partition_key: str, require: str | None) -> str:
         assert self.res.outbox is not None
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock_partition(conn, dataset, partition_key)
@@ -142,7 +188,7 @@ class ChangeDetector:
             if version is None:  # nothing to retract: already retracted, or never landed
                 if require is not None and not await store.known(conn, dataset, partition_key):
                     raise InputError("key", f"{require!r} is not in the landing bucket")
-                return
+                return "nothing"
             event = PartitionRetracted(
                 event_id=f"retracted:{dataset}:{partition_key}:v{version}",
                 dataset=dataset,
@@ -152,6 +198,7 @@ class ChangeDetector:
             await self.res.outbox.add(conn, OutboxItem.of(self.subjects, event, event.event_id))
         await self.res.flush()
         _log.info("%s/%s/ retracted (its files were deleted)", dataset, partition_key)
+        return "retracted"
 
     async def _check_source(self, dataset: str) -> None:
         fetched_at, sources = self._sources

@@ -7,6 +7,7 @@ from headwater.contracts import TaskRequested
 from headwater.runtime.messaging import consume, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.service import Service
+from headwater.runtime.telemetry import REASON, baggage_of
 from headwater.services.executor.concurrency import InFlight
 from headwater.services.executor.handlers import Executor
 from headwater.services.executor.settings import ExecutorSettings
@@ -37,11 +38,24 @@ def build_app(
     @durable_subscriber(broker, s, NAME, batch_size=1)
     async def on_task(msg: NatsMessage) -> None:
         async def run(task: TaskRequested) -> None:
-            delivery = msg.raw_message.metadata.num_delivered or 1
-            await app.run(task, heartbeat=msg.raw_message.in_progress, delivery=delivery)
+            raw = msg.raw_message
+            await app.run(
+                task,
+                heartbeat=raw.in_progress,
+                delivery=raw.metadata.num_delivered or 1,
+                reason=baggage_of(raw.headers, REASON),  # why the scheduler asked for it
+            )
 
         await in_flight.start(
-            consume(msg, TaskRequested, run, broker=broker, subjects=s, service=NAME)
+            consume(
+                msg,
+                TaskRequested,
+                run,
+                broker=broker,
+                subjects=s,
+                service=NAME,
+                metrics=service.res.metrics,
+            )
         )
 
     return service

@@ -24,13 +24,32 @@ from headwater.contracts import (
     TaskAttemptFailed,
     TaskFailed,
     TaskRequested,
+    subject_of,
 )
 from headwater.contracts.errors import RetryLater, Superseded, TransformError
 from headwater.contracts.tasks import ATTEMPT_ERROR_BYTES, ATTEMPT_TRACEBACK_BYTES, head, tail
 from headwater.runtime import failpoints
 from headwater.runtime.messaging import emit
 from headwater.runtime.service import Resources
-from headwater.runtime.telemetry import current_trace_id
+from headwater.runtime.telemetry import (
+    ATTEMPT,
+    BYTES,
+    CODE_SHA,
+    DATA_SHA,
+    DATASET,
+    FINGERPRINT,
+    MESSAGING_DESTINATION,
+    MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION,
+    MESSAGING_SYSTEM,
+    OUTCOME,
+    PARTITION,
+    REASON,
+    ROWS,
+    annotate,
+    current_trace_id,
+    span,
+)
 from headwater.services.executor.inputs import InputDamaged, load_inputs, verified
 from headwater.services.executor.settings import ExecutorSettings
 from headwater.services.executor.workers import Inputs, Output, Worker, WorkerPool
@@ -54,7 +73,45 @@ class Executor:
     def broker(self) -> NatsBroker:
         return self.res.broker
 
-    async def run(self, task: TaskRequested, heartbeat: Any = None, delivery: int = 1) -> None:
+    async def run(
+        self,
+        task: TaskRequested,
+        heartbeat: Any = None,
+        delivery: int = 1,
+        reason: str | None = None,
+    ) -> None:
+        """Run `task` in a span, "executor task", that says why it ran (`reason`: the
+        scheduler's, from the message's baggage), what it made and how it ended; each outcome
+        is counted."""
+        d = task.dataset
+        attributes = {
+            DATASET: d.name,
+            PARTITION: task.partition_key,
+            FINGERPRINT: task.fingerprint,
+            CODE_SHA: d.code_sha,
+            REASON: reason,
+            ATTEMPT: delivery,
+            "headwater.request": task.attempt,
+            "headwater.repair": task.repair,
+        }
+        outcome = "error"  # an outage or a bug: the task is redelivered
+        with span("executor task", attributes) as current:
+            try:
+                outcome = await self._run(task, heartbeat, delivery)
+            except RetryLater:
+                outcome = "retried"
+                raise
+            except Superseded:
+                outcome = "superseded"
+                raise
+            except asyncio.CancelledError:  # the executor stops: the task is redelivered
+                outcome = "interrupted"
+                raise
+            finally:
+                current.set_attribute(OUTCOME, outcome)
+                self.res.metrics.task(d.name, outcome)
+
+    async def _run(self, task: TaskRequested, heartbeat: Any, delivery: int) -> str:
         started = time.perf_counter()
         failpoints.hit("executor.after_fetch")
         # A repair computes again what was published: its object was found unusable.
@@ -65,62 +122,67 @@ class Executor:
             # break minimality; publishing the stored result again is harmless (the readers'
             # inboxes absorb it) and repairs a lost result.
             _log.info("%s/%s already published", task.dataset.name, task.partition_key)
+            annotate(data_sha=done.data_sha, rows=done.rows, bytes=done.bytes)
             # A new message id: the first one may still be in the duplicate window though its
             # message is gone. The event id is unchanged, so readers see one event.
-            await emit(
-                self.broker,
-                self.subjects,
-                done,
-                msg_id=f"{done.event_id}:again:{uuid.uuid4().hex[:8]}",
-            )
-            return
+            with self._publish_span(done):
+                await emit(
+                    self.broker,
+                    self.subjects,
+                    done,
+                    msg_id=f"{done.event_id}:again:{uuid.uuid4().hex[:8]}",
+                )
+            return "republished"
         if await self._cancelled(task, "before it ran"):
-            return
+            return "cancelled"
         lease = await self._take_lease(task.fingerprint, delivery)
         # Heartbeats from here: waiting for a free worker counts as work in progress.
         beat = asyncio.create_task(self._heartbeat(heartbeat)) if heartbeat else None
         try:
-            await self._compute(task, delivery, lease, started)
+            return await self._compute(task, delivery, lease, started)
         finally:
             if beat is not None:
                 beat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await beat
 
-    async def _compute(
-        self, task: TaskRequested, delivery: int, lease: int, started: float
-    ) -> None:
+    async def _compute(self, task: TaskRequested, delivery: int, lease: int, started: float) -> str:
         settings = self.res.settings
-        blob = await self._load_code(task.dataset.code_sha)
+        d = task.dataset
         try:
             # Read while another task holds the worker: storage and CPU overlap.
-            inputs = await load_inputs(self.res.objects, settings.data_bucket, task)
+            with span("executor fetch inputs", {"headwater.inputs": len(task.inputs)}) as fetch:
+                blob = await self._load_code(d.code_sha)
+                inputs = await load_inputs(self.res.objects, settings.data_bucket, task)
+                fetch.set_attribute(
+                    BYTES, sum(len(data) for refs in inputs.values() for _, data in refs)
+                )
             waits = self.pool.busy()
             if waits:
-                _log.info("%s/%s waits for a worker", task.dataset.name, task.partition_key)
+                _log.info("%s/%s waits for a worker", d.name, task.partition_key)
             async with self.pool.worker() as worker:
                 # The wait for a worker may have been long: what is no longer wanted is
                 # dropped now, not computed.
                 if waits and await self._cancelled(task, "as a worker came free"):
-                    return
+                    return "cancelled"
                 _log.info(
                     "%s/%s running in worker %s",
-                    task.dataset.name,
+                    d.name,
                     task.partition_key,
                     worker.process.pid,
                 )
                 output = await self._transform(task, worker, blob, inputs)
             del inputs
         except InputDamaged as exc:
-            _log.warning("%s/%s cannot run: %s", task.dataset.name, task.partition_key, exc)
+            _log.warning("%s/%s cannot run: %s", d.name, task.partition_key, exc)
             await self._commit_lease(task.fingerprint, lease)
             await self._failed(task, delivery, str(exc), damaged_input=exc.ref)
-            return
+            return "failed"
         except TransformError as exc:
             policy = self.settings
             _log.warning(
                 "%s/%s failed (attempt %d of %d): %s",
-                task.dataset.name,
+                d.name,
                 task.partition_key,
                 delivery,
                 policy.attempts,
@@ -133,11 +195,12 @@ class Executor:
                 raise RetryLater(str(exc), delay) from exc
             await self._commit_lease(task.fingerprint, lease)
             await self._failed(task, delivery, str(exc), traceback=exc.traceback)
-            return
+            return "failed"
         if output is None or await self._cancelled(task, "as it finished"):
-            return  # acked: a cancelled task publishes nothing
+            return "cancelled"  # acked: a cancelled task publishes nothing
         data_sha, body = output.data_sha, output.parquet
         object_key = f"{data_sha}.parquet"
+        annotate(data_sha=data_sha, rows=output.rows, bytes=len(body))
         if task.repair:
             # A result that does not keep its SHA through Parquet would be found damaged by
             # every reader and repaired forever: fail it instead.
@@ -148,10 +211,16 @@ class Executor:
                 await self._attempt_failed(task, delivery, error)
                 await self._commit_lease(task.fingerprint, lease)
                 await self._failed(task, delivery, error)
-                return
-        # A repair writes the object anew: the one stored there was found missing or damaged.
-        if task.repair or not await self.res.objects.exists(settings.data_bucket, object_key):
-            await self.res.objects.put(settings.data_bucket, object_key, body)
+                return "failed"
+        with span("executor write", {BYTES: len(body), DATA_SHA: data_sha}) as write:
+            # A repair writes the object anew: the one stored there was found missing or
+            # damaged.
+            stored = not task.repair and await self.res.objects.exists(
+                settings.data_bucket, object_key
+            )
+            if not stored:
+                await self.res.objects.put(settings.data_bucket, object_key, body)
+            write.set_attribute("headwater.stored_before", stored)
         failpoints.hit("executor.after_write")
         await self._commit_lease(task.fingerprint, lease)
         # A repair's result is a new event for the readers (the first was processed).
@@ -160,11 +229,11 @@ class Executor:
             event_id = f"{event_id}:repair{task.attempt}"
         landed = PartitionLanded(
             event_id=event_id,
-            dataset=task.dataset.name,
+            dataset=d.name,
             partition_key=task.partition_key,
             data_sha=data_sha,
             fingerprint=task.fingerprint,
-            code_sha=task.dataset.code_sha,
+            code_sha=d.code_sha,
             object_key=object_key,
             rows=output.rows,
             bytes=len(body),
@@ -175,15 +244,29 @@ class Executor:
             repaired=task.repair,
             attempt=delivery,
         )
-        await emit(self.broker, self.subjects, landed, msg_id=landed.event_id)
-        await self._mark_published(landed)
+        with self._publish_span(landed):
+            await emit(self.broker, self.subjects, landed, msg_id=landed.event_id)
+            await self._mark_published(landed)
         failpoints.hit("executor.after_commit")
         _log.info(
             "%s/%s -> %s (%d rows)",
-            task.dataset.name,
+            d.name,
             task.partition_key,
             data_sha[:12],
             output.rows,
+        )
+        return "succeeded"
+
+    def _publish_span(self, landed: PartitionLanded) -> Any:
+        """The span of publishing a result (FastStream's own publish span is its child)."""
+        return span(
+            "executor publish",
+            {
+                MESSAGING_SYSTEM: "nats",
+                MESSAGING_OPERATION: "send",
+                MESSAGING_DESTINATION: subject_of(self.subjects, landed),
+                MESSAGING_MESSAGE_ID: landed.event_id,
+            },
         )
 
     async def _failed(
@@ -231,7 +314,30 @@ class Executor:
     async def _transform(
         self, task: TaskRequested, worker: Worker, blob: dict[str, Any], inputs: Inputs
     ) -> Output | None:
-        """The output, or None if the task was cancelled while it ran (its worker is killed)."""
+        """The output, or None if the task was cancelled while it ran (its worker is killed);
+        in a span, "executor transform", and timed (`headwater.transform.duration`)."""
+        d = task.dataset
+        started, outcome = time.perf_counter(), "error"
+        with span("executor transform", {"headwater.worker": worker.process.pid}) as current:
+            try:
+                output = await self._run_worker(task, worker, blob, inputs)
+                outcome = "cancelled" if output is None else "succeeded"
+                if output is not None:
+                    current.set_attributes(
+                        {
+                            ROWS: output.rows,
+                            DATA_SHA: output.data_sha,
+                            "headwater.cpu_s": output.cpu_s,
+                        }
+                    )
+                return output
+            finally:
+                current.set_attribute(OUTCOME, outcome)
+                self.res.metrics.transformed(d.name, outcome, time.perf_counter() - started)
+
+    async def _run_worker(
+        self, task: TaskRequested, worker: Worker, blob: dict[str, Any], inputs: Inputs
+    ) -> Output | None:
         d = task.dataset
         run = asyncio.create_task(
             worker.run(

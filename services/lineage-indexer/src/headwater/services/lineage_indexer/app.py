@@ -12,6 +12,7 @@ from headwater.runtime.messaging import consume, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
+from headwater.runtime.telemetry import REASON, baggage_of
 from headwater.services.lineage_indexer.handlers import LineageEvent, LineageIndexer
 from headwater.services.lineage_indexer.openlineage import Emitter, Naming, configured_client
 from headwater.services.lineage_indexer.settings import LineageIndexerSettings
@@ -46,7 +47,7 @@ def build_app(
     app = LineageIndexer(
         service.res, emitter, Naming(settings.openlineage_job_namespace) if emitter else None
     )
-    broker, s = service.broker, settings.subjects
+    broker, s, metrics = service.broker, settings.subjects, service.res.metrics
     # Other facts (a task's failed attempts: the scheduler keeps them for `why`) are acked
     # unread: headwater.contracts.registry names what this service handles.
     handled = set(handled_by(NAME))
@@ -61,9 +62,10 @@ def build_app(
         model = cast(type[LineageEvent], family.model)
 
         async def record(event: LineageEvent) -> None:
-            await app.on_event(subject, event)
+            # Why the run it reports ran: the scheduler's reason, passed on as baggage.
+            await app.on_event(subject, event, baggage_of(msg.raw_message.headers, REASON))
 
-        await consume(msg, model, record, broker=broker, subjects=s, service=NAME)
+        await consume(msg, model, record, broker=broker, subjects=s, service=NAME, metrics=metrics)
 
     responder(broker, s.rpc(NAME, "lineage"), app.lineage)
     responder(broker, s.rpc(NAME, "history"), app.history)

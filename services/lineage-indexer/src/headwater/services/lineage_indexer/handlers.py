@@ -20,7 +20,19 @@ from headwater.contracts.errors import InputError
 from headwater.core.columns import DatasetColumns
 from headwater.runtime import rpc
 from headwater.runtime.service import Resources
-from headwater.runtime.telemetry import current_trace_id
+from headwater.runtime.telemetry import (
+    CODE_SHA,
+    DATA_SHA,
+    DATASET,
+    DB_SYSTEM,
+    FAMILY,
+    FINGERPRINT,
+    OUTCOME,
+    PARTITION,
+    REASON,
+    current_trace_id,
+    span,
+)
 from headwater.services.lineage_indexer import store
 from headwater.services.lineage_indexer.openlineage import (
     Emitter,
@@ -45,16 +57,37 @@ class LineageIndexer:
     # Column lineage of each (dataset, code SHA), from spec-registry, for OpenLineage.
     _columns: dict[tuple[str, str], DatasetColumns] = field(default_factory=dict)
 
-    async def on_event(self, subject: str, event: LineageEvent) -> None:
+    async def on_event(self, subject: str, event: LineageEvent, reason: str | None = None) -> None:
         """Record one event of the families this service handles (`handled_by`): its kind is
-        its family's, its partition key None for a code change."""
-        kind, dataset = family_of(event).kind, dataset_of(event)
+        its family's, its partition key None for a code change. `reason`: why the run it
+        reports ran (the scheduler's, carried as baggage), for its span."""
+        family, dataset = family_of(event), dataset_of(event)
         key: str | None = getattr(event, "partition_key", None)
+        attributes = {
+            FAMILY: family.name,
+            DATASET: dataset,
+            PARTITION: key,
+            FINGERPRINT: getattr(event, "fingerprint", None),
+            DATA_SHA: getattr(event, "data_sha", None),
+            CODE_SHA: getattr(event, "code_sha", None),
+            REASON: reason,
+            DB_SYSTEM: "postgresql",
+        }
+        with span("lineage-indexer record", attributes) as current:
+            new = await self._record(subject, event, family.kind, dataset, key)
+            current.set_attribute(OUTCOME, "recorded" if new else "duplicate")
+
+    async def _record(
+        self, subject: str, event: LineageEvent, kind: str, dataset: str, key: str | None
+    ) -> bool:
+        """Store `event` and what it says (edges, runs); whether it was new."""
         event_id: str = event.event_id
+        new = False
         async with self.res.pool.acquire() as conn, conn.transaction():
             if await store.add_event(
                 conn, event_id, subject, kind, dataset, key, event.model_dump_json()
             ):
+                new = True
                 if isinstance(event, PartitionLanded):
                     for ref in event.inputs:
                         await store.add_edge(
@@ -81,6 +114,7 @@ class LineageIndexer:
                 self.emitter.submit(landed_events(event, record, self.naming, columns))
             elif isinstance(event, TaskFailed):
                 self.emitter.submit(failed_events(event, record, self.naming))
+        return new
 
     async def _columns_of(self, event: PartitionLanded) -> DatasetColumns | None:
         """The column lineage of a computed partition's dataset (spec-registry works it out

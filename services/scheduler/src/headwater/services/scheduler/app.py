@@ -47,7 +47,15 @@ def build_app(
     async def on_events(
         _body: list[bytes], batch: Annotated[NatsBatchMessage, Context("message")]
     ) -> None:
-        await consume_batch(batch, parse, app.handle, broker=broker, subjects=s, service=NAME)
+        await consume_batch(
+            batch,
+            parse,
+            app.handle,
+            broker=broker,
+            subjects=s,
+            service=NAME,
+            metrics=service.res.metrics,
+        )
 
     responder(broker, s.rpc(NAME, "status"), app.status)
     responder(broker, s.rpc(NAME, "why"), app.why)

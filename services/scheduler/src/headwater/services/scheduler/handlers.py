@@ -6,6 +6,7 @@ The read side of `status` and `wait` is queries.py."""
 
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -77,6 +78,7 @@ class Scheduler:
         stored facts, so the batch ends where the same events one by one would. `traces`
         (each event's trace context) put each task in the trace of the event that caused it."""
         errors: list[HeadwaterError | None] = [None] * len(events)
+        started = time.perf_counter()
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock(conn)
             self.reconciler.begin()  # under the lock: one batch (or reconcile) at a time
@@ -92,6 +94,8 @@ class Scheduler:
                 except InputError as exc:
                     errors[i] = exc
             await self.reconciler.run(conn, work)
+        self.reconciler.count_requested()
+        self.res.metrics.reconciled("events", len(events), time.perf_counter() - started)
         await self.res.flush()
         if self.reconciler.cancel_pending:
             await self.reconciler.write_cancels()
@@ -301,7 +305,7 @@ class Scheduler:
                 raise InputError("partition", f"{dataset}/{key} is not errored")
             return {}
 
-        await self._transact(apply)
+        await self._transact(apply, "retry")
         return {"dataset": dataset, "retried": retried}
 
     async def reconcile_all(self) -> None:
@@ -312,7 +316,7 @@ class Scheduler:
             await self._resend_unanswered(conn, defs)
             return {d.name: None for d in defs.values() if d.kind != "source"}
 
-        await self._transact(apply)
+        await self._transact(apply, "timer")
 
     async def settle_due(self) -> None:
         """Ask for the held computations (`settle:`) whose inputs have been quiet long
@@ -327,7 +331,7 @@ class Scheduler:
             due = await store.settled_due(conn, _DUE_AT_ONCE)
             return {name: keys for name, keys in due.items()}
 
-        await self._transact(apply)
+        await self._transact(apply, "settle")
 
     async def _resend_unanswered(
         self, conn: asyncpg.Connection, defs: dict[str, DatasetDefinition]
@@ -354,11 +358,12 @@ class Scheduler:
             _log.warning("re-sending task %s: unanswered", task["fingerprint"][:12])
             await self.reconciler.uncancel(task["fingerprint"])  # wanted: no stray mark may drop it
             await store.mark_sent(conn, task["fingerprint"])
+            again = "sent again: neither the task nor its result was heard of"
             await self.reconciler.publish(
                 conn,
                 [
                     self.reconciler.task(
-                        d, task["partition_key"], decision, task["attempts"], resend=True
+                        d, task["partition_key"], decision, task["attempts"], again, resend=True
                     )
                 ],
             )
@@ -513,13 +518,17 @@ class Scheduler:
         return {"datasets": result, "downstream": downstream}
 
     # --- the reconciler -------------------------------------------------------------------
-    async def _transact(self, apply: Any) -> None:
-        """A command's or the timer's reconcile (events go through `handle`)."""
+    async def _transact(self, apply: Any, trigger: str) -> None:
+        """A command's or a timer's reconcile (events go through `handle`); `trigger` names
+        which in its metrics and span."""
+        started = time.perf_counter()
         async with self.res.pool.acquire() as conn, conn.transaction():
             await store.lock(conn)
             self.reconciler.begin()  # its tasks continue the trace it runs in
             work: Work = await apply(conn)
-            await self.reconciler.run(conn, work)
+            await self.reconciler.run(conn, work, trigger)
+        self.reconciler.count_requested()
+        self.res.metrics.reconciled(trigger, 0, time.perf_counter() - started)
         await self.res.flush()
         await self.reconciler.write_cancels()
 

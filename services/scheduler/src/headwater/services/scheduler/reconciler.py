@@ -4,12 +4,14 @@ through the outbox), cancellations; then looks at what reads the partitions that
 
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import asyncpg
 from nats.js.kv import KeyValue
+from opentelemetry import baggage
 from opentelemetry.context import Context
 
 from headwater.contracts import (
@@ -23,6 +25,7 @@ from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
 from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
+from headwater.runtime.telemetry import REASON, Attributes, span
 from headwater.services.scheduler import store
 
 _log = logging.getLogger(__name__)
@@ -30,6 +33,15 @@ Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: al
 # A settling partition whose inputs keep changing still runs this many settle delays after
 # the first change.
 _SETTLE_CAP = 4
+# Why a task runs travels to the executor as W3C baggage (`headwater.reason`), cut to this
+# many characters (baggage is bounded; a rollup's reason can name a month of inputs).
+REASON_CHARS = 512
+# Why a request other than a first one is made (a first one's reason is `_reason`'s).
+_AGAIN = {
+    "again": "computed again: retried after an error, or interrupted by an input recomputed",
+    "repair": "computed again: its stored output was missing or damaged",
+    "revive": "asked for again after it was cancelled",
+}
 
 
 def merge(work: Work, more: Work) -> None:
@@ -49,11 +61,20 @@ class Reconciler:
     subjects: Subjects
     _cancels: KeyValue | None = field(default=None, repr=False)
     _causes: dict[tuple[str, str | None], Context] = field(default_factory=dict, repr=False)
+    # Tasks requested by the current batch (dataset, kind of request): counted once committed.
+    requested: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
     cancel_pending: bool = True  # marks to write: look once at start-up
 
     def begin(self) -> None:
         """A new batch (or command) starts: what it publishes continues its own traces."""
         self._causes = {}
+        self.requested = Counter()
+
+    def count_requested(self) -> None:
+        """Count the tasks the committed batch requested (its metrics)."""
+        for (dataset, kind), n in self.requested.items():
+            self.res.metrics.requested(dataset, kind, n)
+        self.requested = Counter()
 
     # Which event of a batch caused the work on a partition (dataset, key; key None: every
     # partition of the dataset), so what it publishes continues that event's trace.
@@ -97,9 +118,22 @@ class Reconciler:
             self._cancels = await js.key_value(self.subjects.cancels_bucket)
         return self._cancels
 
-    async def run(self, conn: asyncpg.Connection, work: Work) -> None:
+    async def run(self, conn: asyncpg.Connection, work: Work, trigger: str = "events") -> None:
+        """Decide and write the partitions `work` names, then those reading what changed. In a
+        span, "scheduler reconcile", except on the timer (a trace every few seconds would
+        bury the ones that explain something)."""
         if not work:
             return
+        if trigger == "timer":
+            await self._run(conn, work)
+            return
+        before = self.requested.total()
+        attributes: Attributes = {"headwater.trigger": trigger, "headwater.datasets": len(work)}
+        with span("scheduler reconcile", attributes) as current:
+            await self._run(conn, work)
+            current.set_attribute("headwater.tasks_requested", self.requested.total() - before)
+
+    async def _run(self, conn: asyncpg.Connection, work: Work) -> None:
         defs = await store.definitions(conn)
         for d in reconcile.topological(defs.values()):
             if d.name not in work or d.kind == "source":
@@ -283,20 +317,20 @@ class Reconciler:
         first = {k: dec for k, (_, dec) in requests.items() if dec.fingerprint not in generations}
         before = {stored[k].fingerprint for k in first if k in stored}
         made_from = await store.made_from(conn, {fp for fp in before if fp is not None})
+        reasons = {
+            k: _reason(d, dec, made_from, stored.get(k), notes.get(k)) for k, dec in first.items()
+        }
         await store.add_tasks(
-            conn,
-            d.name,
-            [
-                (dec.fingerprint, k, _reason(d, dec, made_from, stored.get(k), notes.get(k)))
-                for k, dec in first.items()
-            ],
+            conn, d.name, [(dec.fingerprint, k, reasons[k]) for k, dec in first.items()]
         )
         for fp in {dec.fingerprint for kind, dec in requests.values() if kind == "revive"}:
             await self.uncancel(fp)
         messages = []
         for key, (kind, dec) in sorted(requests.items()):
             attempt = generations.get(dec.fingerprint, 1)
-            messages.append(self.task(d, key, dec, attempt, repair=kind == "repair"))
+            reason = reasons.get(key) or _AGAIN.get(kind, kind)
+            messages.append(self.task(d, key, dec, attempt, reason, repair=kind == "repair"))
+            self.requested[(d.name, kind)] += 1
         await self.publish(conn, messages)
 
     def task(
@@ -305,6 +339,7 @@ class Reconciler:
         key: str,
         decision: Desired,
         attempt: int,
+        reason: str,
         *,
         resend: bool = False,
         repair: bool = False,
@@ -322,8 +357,12 @@ class Reconciler:
         msg_id = decision.fingerprint if attempt == 1 else f"{decision.fingerprint}:retry{attempt}"
         if resend:
             msg_id = f"{msg_id}:resend:{uuid.uuid4().hex[:8]}"
-        # The outbox publishes it in the trace of the event that caused it.
-        return OutboxItem.of(self.subjects, task, msg_id, self.cause_of(d.name, key))
+        # The outbox publishes it in the trace of the event that caused it, with why it runs
+        # as baggage (the executor's span says it; the contract is unchanged).
+        cause = baggage.set_baggage(
+            REASON, reason[:REASON_CHARS], context=self.cause_of(d.name, key)
+        )
+        return OutboxItem.of(self.subjects, task, msg_id, cause)
 
     async def publish(self, conn: asyncpg.Connection, items: list[OutboxItem]) -> None:
         assert self.res.outbox is not None
