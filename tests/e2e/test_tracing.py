@@ -3,7 +3,9 @@ its spans (and its metrics) over OTLP; one landing and the work it causes share 
 spans say what each service did (dataset, partition, fingerprint, SHAs, rows, bytes, why it ran,
 how it ended), parent to child from the upstream event to the last derived partition."""
 
+import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -37,6 +39,7 @@ datasets:
     inputs: {delays_by_origin: identity}
 """
 DAY = "2013-01-03"
+BAD_DAY = "2013-01-04"  # a file that is not Parquet lands there: dead-lettered
 ERROR = 2  # OTLP's STATUS_CODE_ERROR
 
 
@@ -49,6 +52,7 @@ class Span:
     name: str
     attributes: dict[str, Any]
     status: int
+    events: list[str]
 
 
 class Collector(HTTPServer):
@@ -91,6 +95,7 @@ class _Handler(BaseHTTPRequestHandler):
                                 s.name,
                                 {a.key: _value(a.value) for a in s.attributes},
                                 s.status.code,
+                                [e.name for e in s.events],
                             )
                         )
         self.send_response(200)
@@ -149,7 +154,14 @@ async def test_one_landing_is_one_trace_across_services(
     ):
         await hw.apply(spec)
         await hw.publish("flights", DAY, write_day_csv(DAY, tmp_path, all_flights()))
+        bad = tmp_path / "bad.parquet"
+        bad.write_bytes(b"not parquet at all")
+        await hw.publish("flights", BAD_DAY, bad)
         await hw.wait(timeout=120)
+        deadline = time.monotonic() + 60
+        while not await hw.dead_letters():
+            assert time.monotonic() < deadline, "the bad file was not dead-lettered"
+            await asyncio.sleep(0.1)
         worst = await hw.why("worst_origin", DAY)
 
     spans = collector.spans
@@ -157,8 +169,11 @@ async def test_one_landing_is_one_trace_across_services(
     assert {"change-detector", "scheduler", "executor", "lineage-indexer"} <= services
 
     # What each service did, on its spans.
-    refresh = one(spans, "change-detector refresh", **{"headwater.dataset": "flights"})
-    assert refresh.attributes["headwater.partition"] == DAY
+    refresh = one(
+        spans,
+        "change-detector refresh",
+        **{"headwater.dataset": "flights", "headwater.partition": DAY},
+    )
     assert refresh.attributes["headwater.outcome"] == "landed"
     assert refresh.attributes["headwater.rows"] > 0
     assert refresh.attributes["headwater.bytes"] > 0
@@ -217,6 +232,15 @@ async def test_one_landing_is_one_trace_across_services(
     assert recorded.attributes["headwater.outcome"] == "recorded"
     assert recorded.attributes["headwater.reason"] == "new partition"
     assert recorded.attributes["db.system.name"] == "postgresql"
+
+    # A failure is recorded on the span of the work that failed, with its exception.
+    failed = one(spans, "change-detector refresh", **{"headwater.partition": BAD_DAY})
+    assert failed.status == ERROR
+    assert failed.attributes["error.type"] == "FormatError"
+    assert failed.attributes["headwater.outcome"] == "error"
+    assert "exception" in failed.events
+    read = one(spans, "change-detector read", **{"error.type": "FormatError"})
+    assert read.parent_id == failed.span_id
 
     # One trace, parent to child: the upstream event's landing, the scheduler, the first
     # executor, the scheduler again, the executor of the last derived partition.
