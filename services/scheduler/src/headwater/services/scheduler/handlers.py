@@ -358,6 +358,7 @@ class Scheduler:
             _log.warning("re-sending task %s: unanswered", task["fingerprint"][:12])
             await self.reconciler.uncancel(task["fingerprint"])  # wanted: no stray mark may drop it
             await store.mark_sent(conn, task["fingerprint"])
+            self.reconciler.requested[(d.name, "resend")] += 1  # a message or result was lost
             again = "sent again: neither the task nor its result was heard of"
             await self.reconciler.publish(
                 conn,
