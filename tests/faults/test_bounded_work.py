@@ -127,6 +127,15 @@ async def code_sha(hw: HeadwaterClient, dataset: str) -> str:
     return str(datasets[dataset]["code_sha"])
 
 
+async def queued(hw: HeadwaterClient, dataset: str, key: str, timeout: float = 30) -> None:
+    """Return once the scheduler has asked for `dataset/key` (the partition is queued)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while (state := partitions(await hw.status()).get((dataset, key), {}).get("state")) != "queued":
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{dataset}/{key} not queued after {timeout} s: {state}")
+        await asyncio.sleep(0.1)
+
+
 async def started(directory: Path, n: int) -> list[int]:
     """The pids of the workers that started the slow transform, once `n` have."""
     while len(list(directory.iterdir())) < n:  # noqa: ASYNC110 - a file another process writes
@@ -217,17 +226,21 @@ async def test_new_code_cancels_the_old_tasks_and_a_revert_runs_them_again(
     marks.mkdir()
     flag.touch()
     v1 = SLOW_V1 % (str(marks), str(flag))
-    # One task at a time: the second waits in the queue, not in the executor.
+    # One task at a time: the second waits in the queue, not in the executor. Only `slow` reads
+    # the source: with another reader, its task for the second day could queue behind the
+    # first slow task instead, and the second slow task would not be asked for before the change.
     stack = await stack_for(
-        tmp_path, namespace, nats_url, database, CANCELLED, v1, executor_concurrency="1"
+        tmp_path, namespace, nats_url, database, ONLY_SLOW, v1, executor_concurrency="1"
     )
     spec = tmp_path / "pipeline.yaml"
     try:
         async with stack.client() as hw:
             old = await code_sha(hw, "slow")
-            for day in days(2):  # one slow task runs; the other waits behind it
+            first, second = days(2)
+            for day in (first, second):
                 await stack.land(hw, day)
-            [worker] = await started(marks, 1)
+            [worker] = await started(marks, 1)  # one slow task runs ...
+            await queued(hw, "slow", second)  # ... and the other waits behind it
 
             (tmp_path / "slow.py").write_text(SLOW_V2)
             await hw.apply(spec)
