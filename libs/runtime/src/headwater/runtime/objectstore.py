@@ -1,26 +1,19 @@
-"""Object storage: one interface, two back ends (a local directory, or any S3 endpoint).
+"""Object storage: one interface, two back ends (a local directory here, or any S3 endpoint in
+`objectstore_s3`, loaded only when one is configured: its client costs every process that
+imports it a tenth of a second).
 
 Keys are validated before they reach either back end; the local store writes atomically
 (temp file, fsync, rename) so a crash never leaves a half-written object under its key.
 """
 
 import asyncio
-import io
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
-from urllib.parse import urlparse
+from typing import Protocol
 
-import urllib3
-from minio import Minio
-from minio.error import S3Error
-
-from headwater.contracts.errors import InputError, TransientError
+from headwater.contracts.errors import InputError
 from headwater.runtime.settings import ServiceSettings
-
-T = TypeVar("T")
 
 
 class ObjectNotFound(InputError):
@@ -30,7 +23,8 @@ class ObjectNotFound(InputError):
         super().__init__("key", f"{bucket}/{key} does not exist")
 
 
-def _check_key(key: str) -> str:
+def check_key(key: str) -> str:
+    """`key`, if it is a safe object key (no empty, `.` or `..` segment, not a temp name)."""
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise InputError("key", f"{key!r} is not a safe object key")
@@ -72,7 +66,7 @@ class LocalStore:
         self.description = f"file://{root}"
 
     def _path(self, bucket: str, key: str) -> Path:
-        return self.root / bucket / _check_key(key)
+        return self.root / bucket / check_key(key)
 
     async def ensure_bucket(self, bucket: str) -> None:
         (self.root / bucket).mkdir(parents=True, exist_ok=True)
@@ -128,101 +122,6 @@ class LocalStore:
         self._path(bucket, key).unlink(missing_ok=True)
 
 
-class S3Store:
-    """Any S3-compatible endpoint (MinIO in the compose stack, moto in tests)."""
-
-    def __init__(
-        self, endpoint: str, access_key: str, secret_key: str, region: str, timeout_s: float = 30.0
-    ) -> None:
-        url = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
-        # minio's default waits 5 minutes on a silent server; a bounded wait turns an outage
-        # into a TransientError, so the message is retried later instead of holding a worker.
-        http = urllib3.PoolManager(
-            maxsize=16,  # services call S3 from several threads at once
-            timeout=urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s),
-            retries=urllib3.Retry(
-                total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
-            ),
-        )
-        self.client = Minio(
-            url.netloc,
-            access_key=access_key,
-            secret_key=secret_key,
-            secure=url.scheme == "https",
-            region=region,
-            http_client=http,
-        )
-        self.description = f"{url.scheme}://{url.netloc}"
-
-    async def _call(self, fn: Callable[[], T]) -> T:
-        try:
-            return await asyncio.to_thread(fn)
-        except S3Error:
-            raise
-        except (OSError, urllib3.exceptions.HTTPError) as exc:  # refused, reset, timeouts
-            raise TransientError(f"object storage {self.description}: {exc}") from exc
-
-    async def ensure_bucket(self, bucket: str) -> None:
-        def make() -> None:
-            if not self.client.bucket_exists(bucket):
-                try:
-                    self.client.make_bucket(bucket)
-                except S3Error as exc:
-                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                        raise
-
-        await self._call(make)
-
-    async def put(self, bucket: str, key: str, data: bytes) -> None:
-        key = _check_key(key)
-        await self._call(lambda: self.client.put_object(bucket, key, io.BytesIO(data), len(data)))
-
-    async def get(self, bucket: str, key: str) -> bytes:
-        key = _check_key(key)
-
-        def read() -> bytes:
-            response = self.client.get_object(bucket, key)
-            try:
-                return response.read()
-            finally:
-                response.close()
-                response.release_conn()
-
-        try:
-            return await self._call(read)
-        except S3Error as exc:
-            if exc.code == "NoSuchKey":
-                raise ObjectNotFound(bucket, key) from None
-            raise
-
-    async def exists(self, bucket: str, key: str) -> bool:
-        key = _check_key(key)
-
-        def stat() -> bool:
-            try:
-                self.client.stat_object(bucket, key)
-            except S3Error as exc:
-                if exc.code in ("NoSuchKey", "NotFound", "ResourceNotFound"):
-                    return False
-                raise
-            return True
-
-        return await self._call(stat)
-
-    async def list(self, bucket: str, prefix: str) -> list[str]:
-        return await self._call(
-            lambda: sorted(
-                o.object_name
-                for o in self.client.list_objects(bucket, prefix=prefix, recursive=True)
-                if o.object_name is not None
-            )
-        )
-
-    async def delete(self, bucket: str, key: str) -> None:
-        key = _check_key(key)
-        await self._call(lambda: self.client.remove_object(bucket, key))
-
-
 def open_store(settings: ServiceSettings) -> ObjectStore:
     """The store the settings name: S3 when an endpoint is set, else the local directory."""
     if settings.s3_endpoint:
@@ -230,6 +129,8 @@ def open_store(settings: ServiceSettings) -> ObjectStore:
             raise InputError(
                 "HEADWATER_S3_ACCESS_KEY", "an S3 endpoint needs an access key and a secret key"
             )
+        from headwater.runtime.objectstore_s3 import S3Store
+
         return S3Store(
             settings.s3_endpoint,
             settings.s3_access_key,

@@ -5,21 +5,27 @@ swallowed error, and knows whether asking again can help (a database outage) or 
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from faststream.nats import NatsBroker, NatsMessage
 from nats.errors import NoRespondersError
 
 from headwater.contracts.errors import HeadwaterError, InputError, TransientError
-from headwater.runtime.messaging import raw_body
+
+if TYPE_CHECKING:  # the CLI reads replies only: it does not load FastStream for a request
+    from faststream.nats import NatsBroker
 
 _log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-def responder(broker: NatsBroker, subject: str, handler: Handler, *, max_workers: int = 1) -> None:
+def responder(
+    broker: "NatsBroker", subject: str, handler: Handler, *, max_workers: int = 1
+) -> None:
     """Serve `handler` on `subject` (a queue group, so replicas share the load), up to
     `max_workers` requests at a time in this process."""
+    from faststream.nats import NatsMessage
+
+    from headwater.runtime.messaging import raw_body
 
     @broker.subscriber(
         subject, queue="rpc", include_in_schema=False, max_workers=max_workers, decoder=raw_body
@@ -56,7 +62,9 @@ def raise_error(subject: str, error: dict[str, Any]) -> None:
     raise InputError(error.get("field", "server"), error.get("reason", "unknown error"))
 
 
-async def call(broker: NatsBroker, subject: str, body: dict[str, Any], timeout: float = 5.0) -> Any:
+async def call(
+    broker: "NatsBroker", subject: str, body: dict[str, Any], timeout: float = 5.0
+) -> Any:
     """Ask a service; its error reply becomes InputError, no reply a TransientError."""
     try:
         reply = await broker.request(json.dumps(body).encode(), subject, timeout=timeout)

@@ -40,7 +40,6 @@ from headwater.sdk.explain import (
     print_partition_lineage,
 )
 from headwater.sdk.landing import is_glob, landings
-from headwater.sdk.precheck import check_spec
 from headwater.sdk.progress import WaitProgress
 from headwater.sdk.status import (
     check_states,
@@ -235,7 +234,10 @@ def _serve(stack: EmbeddedStack) -> None:
 
 def _validate(file: Path) -> None:
     """Reject a bad spec here, before talking to any service (spec-registry checks again,
-    without importing the Python: that runs only here, in the user's process)."""
+    without importing the Python: that runs only here, in the user's process). The spec parser
+    (sqlglot, pyarrow) is loaded here, not for every command."""
+    from headwater.sdk.precheck import check_spec
+
     try:
         check_spec(file)
     except SpecError as exc:

@@ -27,10 +27,8 @@ from headwater.contracts import (
 )
 from headwater.contracts.errors import InputError, TransientError
 from headwater.runtime import rpc, topology
-from headwater.runtime.objectstore import open_store
 from headwater.runtime.settings import ServiceSettings
 from headwater.sdk.explain import dataset_graph, history_entries
-from headwater.sdk.spec_files import read_document
 
 
 class HeadwaterClient:
@@ -81,12 +79,16 @@ class HeadwaterClient:
 
     # --- spec ------------------------------------------------------------------------
     async def apply(self, path: Path) -> dict[str, Any]:
+        from headwater.sdk.spec_files import read_document  # parses SQL: only apply and plan
+
         doc = read_document(path)
         result: dict[str, Any] = await self.call("spec-registry", "apply", doc.model_dump())
         return result
 
     async def plan(self, path: Path) -> dict[str, Any]:
         """Per dataset, the code SHA change and the partitions that would run, before any do."""
+        from headwater.sdk.spec_files import read_document  # parses SQL: only apply and plan
+
         doc = read_document(path)
         result: dict[str, Any] = await self.call("spec-registry", "plan", doc.model_dump())
         impact = await self.call("scheduler", "impact", {"datasets": result.pop("definitions")})
@@ -119,6 +121,8 @@ class HeadwaterClient:
             format=format_of(name),
             event_id=event_id or str(uuid.uuid4()),
         )
+        from headwater.runtime.objectstore import open_store  # loads the S3 client
+
         store = open_store(self.settings)
         await store.ensure_bucket(self.settings.landing_bucket)
         await store.put(self.settings.landing_bucket, key, file.read_bytes())
@@ -134,6 +138,8 @@ class HeadwaterClient:
         the change-detector (an event naming a removed file) so what read it follows."""
         validate_dataset_name(dataset)
         validate_partition_key(partition)
+        from headwater.runtime.objectstore import open_store  # loads the S3 client
+
         store = open_store(self.settings)
         keys = await store.list(self.settings.landing_bucket, f"{dataset}/{partition}/")
         for key in keys:
