@@ -125,6 +125,39 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
             [d for d, _ in prefixes],
             [p for _, p in prefixes],
         )
+    grids = [(d, g) for d, sc in scopes.items() if not sc.everything for g in sc.grids]
+    whole_grids = [(d, g) for d, g in grids if g.bound is None]
+    if whole_grids:
+        # Keys of a dataset with dimensions matching a constraint per dimension: the range of
+        # the leading ones, filtered by the rest (headwater.core.mappings.Grid).
+        rows += await conn.fetch(
+            f"SELECT p.* FROM unnest($1::text[], $2::text[], $3::text[]) AS q(d, pre, pat)"
+            f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
+            f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") >= q.pre'
+            f' AND (partition_key COLLATE "C") < q.pre || chr(127)'
+            " AND partition_key LIKE q.pat) p",
+            [d for d, _ in whole_grids],
+            [g.prefix for _, g in whole_grids],
+            [g.like for _, g in whole_grids],
+        )
+    for direction, op, order in (("before", "<=", "DESC"), ("after", ">=", "ASC")):
+        # A window along one dimension: the n matches nearest its bound, walking the range.
+        near_grids = [(d, g) for d, g in grids if g.bound is not None and g.direction == direction]
+        if near_grids:
+            rows += await conn.fetch(
+                "SELECT p.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[])"
+                " AS q(d, pre, pat, k, n)"
+                f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
+                f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") >= q.pre'
+                f' AND (partition_key COLLATE "C") < q.pre || chr(127)'
+                f' AND (partition_key COLLATE "C") {op} q.k AND partition_key LIKE q.pat'
+                f' ORDER BY (partition_key COLLATE "C") {order} LIMIT q.n) p',
+                [d for d, _ in near_grids],
+                [g.prefix for _, g in near_grids],
+                [g.like for _, g in near_grids],
+                [g.bound for _, g in near_grids],
+                [g.n for _, g in near_grids],
+            )
     for r in rows:
         out[r["dataset"]][r["partition_key"]] = PartitionFact(
             r["data_sha"], r["object_key"], r["state"]
