@@ -13,8 +13,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from headwater.contracts.keys import split_dimensions
 from headwater.core import hashing
-from headwater.core.mappings import UNPARTITIONED_KEY
+from headwater.core.mappings import UNPARTITIONED_KEY, DimensionalMapping, PartitionMapping
 from headwater.core.spec import Pipeline
 
 
@@ -51,7 +52,7 @@ class Oracle:
                 keys = {UNPARTITIONED_KEY} if all(out[n] or bad[n] for n in ds.inputs) else set()
             out[ds.name] = {}
             for key in sorted(keys):
-                reads = {n: m.inputs_for(key, set(out[n]) | bad[n]) for n, m in ds.inputs.items()}
+                reads = {n: _inputs_for(m, key, set(out[n]) | bad[n]) for n, m in ds.inputs.items()}
                 if not all(reads.values()):
                     continue
                 if any(k in bad[n] for n, ks in reads.items() for k in ks):
@@ -80,6 +81,40 @@ class Oracle:
                 out[ds.name][key] = done
                 self.states[ds.name, key] = "ready"
         return {(d, k): v[0] for d, parts in out.items() for k, v in parts.items()}
+
+
+def _inputs_for(mapping: PartitionMapping, key: str, keys: set[str]) -> list[str]:
+    """What output partition `key` reads. A mapping per dimension is evaluated here from its
+    definition, over every key (not through the scheduler's index scopes, which
+    `DimensionalMapping.inputs_for` shares): each dimension's value maps to the output's,
+    `all` matches any, and a window keeps the n values of its dimension ending at the
+    output's among the keys that match on the others."""
+    if not isinstance(mapping, DimensionalMapping):
+        return mapping.inputs_for(key, keys)
+    names = mapping.output_dimensions
+    wanted = dict(zip(names, split_dimensions(key, names) or (), strict=False)) if names else {}
+    if (names and not wanted) or (not names and key != UNPARTITIONED_KEY):
+        return []
+    window = [n for n, m in mapping.dims if m.kind == "window"]
+    found = []
+    for k in sorted(keys):
+        values = split_dimensions(k, mapping.names)
+        if values is None:
+            continue
+        if all(
+            m.kind == "all" or name in window or m.output_key(v) == wanted[name]
+            for (name, m), v in zip(mapping.dims, values, strict=True)
+        ):
+            found.append((dict(zip(mapping.names, values, strict=True)), k))
+    if not window:
+        return [k for _, k in found]
+    (along,) = window
+    size = dict(mapping.dims)[along].size or 0
+    upto = sorted({v[along] for v, _ in found if v[along] <= wanted[along]})
+    if not upto or upto[-1] != wanted[along]:
+        return []
+    kept = set(upto[-size:])
+    return [k for v, k in found if v[along] in kept]
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:

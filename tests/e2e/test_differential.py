@@ -162,3 +162,78 @@ class History:
         finally:
             await conn.close()
         assert sorted(ran) == sorted(fp for _, _, fp in self.oracle.misses), f"after {step}"
+
+
+# --- the same histories over a source with two dimensions (issue 13 item 2) ----------------
+# Sales per (date, region): the daily SQL per key, a window of 2 along the date per region,
+# and a month over every region (a rollup on one dimension, `all` on the other).
+DIM_SPEC = """\
+pipeline: diffdims
+sources:
+  sales:
+    partitions: {date: daily, region: [north, south]}
+datasets:
+  daily:
+    sql: daily.sql
+    inputs: {sales: identity}
+  rolling:
+    sql: rolling.sql
+    inputs: {daily: {dimensions: {date: {mapping: window, size: 2}}}}
+  monthly:
+    python: monthly.py:monthly
+    inputs: {daily: {dimensions: {date: {mapping: rollup, to: month}, region: all}}}
+"""
+DIM_KEYS = [f"date={day},region={region}" for day in DAYS[:4] for region in ("north", "south")]
+dim_land = st.tuples(st.just("land"), st.sampled_from(DIM_KEYS), st.integers(0, 2))
+dim_delete = st.tuples(st.just("delete"), st.sampled_from(DIM_KEYS), st.just(0))
+dim_steps = st.lists(st.one_of(dim_land, dim_land, edit, dim_delete), min_size=3, max_size=8)
+
+
+class DimHistory(History):
+    """A history whose steps name (date, region) keys, over DIM_SPEC."""
+
+    async def apply(self) -> None:
+        (self.root / "pipeline.yaml").write_text(DIM_SPEC)
+        for name, text in self.files.items():
+            (self.root / name).write_text(text)
+        await self.hw.apply(self.root / "pipeline.yaml")
+
+
+@pytest.mark.slow
+@settings(
+    phases=[Phase.explicit, Phase.generate],
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=dim_steps)
+def test_random_histories_with_two_dimensions_match_the_oracle(
+    steps: list[tuple[str, str, int]],
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_url: str,
+    pg_dsn: str,
+) -> None:
+    root = tmp_path_factory.mktemp("diffdims")
+    asyncio.run(run_dim_history(steps, root, nats_url, pg_dsn))
+
+
+async def run_dim_history(
+    steps: list[tuple[str, str, int]], root: Path, nats_url: str, pg_dsn: str
+) -> None:
+    namespace = f"d{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_dsn)
+    await admin.execute(f'CREATE DATABASE "{namespace}"')
+    await admin.close()
+    dsn = with_database(pg_dsn, namespace)
+    try:
+        async with (
+            started(root / "state", stack_settings(namespace, nats_url, dsn, None)) as stack,
+            HeadwaterClient(load_settings(stack.state_dir)) as hw,
+        ):
+            await DimHistory(root, hw, dsn).run(steps)
+    finally:
+        admin = await asyncpg.connect(pg_dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
+        await admin.close()

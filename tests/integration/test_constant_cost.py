@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 
 from headwater.contracts import CodeChanged, DatasetDefinition
-from headwater.core.mappings import Mapping
+from headwater.contracts.keys import join_dimensions
+from headwater.core.mappings import DimensionalMapping, Mapping
 from tests.integration.scheduler_harness import definitions, scheduler, sha, source_landed
 
 pytestmark = pytest.mark.timeout(120)
@@ -82,6 +83,7 @@ async def one_landing(
     held: int,
     defs: list[DatasetDefinition] = DEFINITIONS,
     keys: Callable[[int], list[str]] = plain_keys,
+    new: str | None = None,
 ) -> tuple[int, dict[str, str]]:
     """Rows the scheduler read for one landing among `held` keys, and the states of the
     partitions named like the new key."""
@@ -98,7 +100,7 @@ async def one_landing(
         await admin.execute("SELECT pg_stat_reset()")
 
         async with scheduler(database, nats_url, f"{namespace}{held}", pool_size=1) as app:
-            new = f"{keys(held)[held // 2]}-b"  # lands in the middle of what is held
+            new = new or f"{keys(held)[held // 2]}-b"  # lands in the middle of what is held
             await app.on_partition_landed(source_landed(new))
             async with app.res.pool.acquire() as conn:
                 states = dict(
@@ -167,3 +169,51 @@ async def test_rows_read_for_a_day_of_a_monthly_rollup_do_not_grow_with_days_hel
     # tables whole, so the smaller count is not always the lower).
     assert big_count < 400, (small_count, big_count)
     assert big_count <= small_count, (small_count, big_count)
+
+
+# A window of 2 along `date` per `region` over keys of two dimensions (date first, so the
+# window's keys are not one range: the look-up walks the other regions' keys between them).
+REGIONS = 4
+WINDOWED = [
+    DEFINITIONS[0],
+    DEFINITIONS[1],
+    DatasetDefinition(
+        name="pairs",
+        kind="sql",
+        code_sha=sha("pairs"),
+        inputs=(
+            DimensionalMapping(
+                dims=(("date", Mapping(kind="window", size=2)), ("region", Mapping()))
+            ).definition("daily"),
+        ),
+    ),
+]
+
+
+def grid_keys(n: int) -> list[str]:
+    return sorted(
+        join_dimensions([("date", d), ("region", f"r{r}")])
+        for d in days(n // REGIONS)
+        for r in range(REGIONS)
+    )
+
+
+def new_grid_key(held: int) -> str:
+    """A new day of one region, in the middle of the days held."""
+    return join_dimensions([("date", f"{days(held // REGIONS)[held // 8]}-b"), ("region", "r2")])
+
+
+async def test_rows_read_for_one_landing_of_two_dimensions_do_not_grow_with_partitions_held(
+    database: str, nats_url: str, namespace: str, pg_dsn: str
+) -> None:
+    big = await second_database(pg_dsn, database, namespace)
+    small_count, _ = await one_landing(
+        database, nats_url, namespace, 1_000, WINDOWED, grid_keys, new_grid_key(1_000)
+    )
+    new = new_grid_key(10_000)
+    big_count, states = await one_landing(
+        big, nats_url, namespace, 10_000, WINDOWED, grid_keys, new
+    )
+    assert states == {f"sales/{new}": "ready", f"daily/{new}": "queued", f"pairs/{new}": "waiting"}
+    assert big_count < 300, (small_count, big_count)
+    assert big_count <= small_count + 20, (small_count, big_count)

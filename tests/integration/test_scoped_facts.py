@@ -82,3 +82,38 @@ async def test_an_ask_near_a_key_is_an_index_scan(pool) -> None:  # type: ignore
             )
         )
     assert "partitions_key_c" in plan, plan
+
+
+# Keys with dimensions (date x origin): a value another is a prefix of, and '_' and '%',
+# which LIKE would read as wildcards unless escaped.
+GRID_KEYS = sorted(
+    f"date={d},origin={o}"
+    for d in ("2024-04-30", "2024-05-01", "2024-05-02", "2024-05-09", "2024-06-01")
+    for o in ("JFK", "JFK-2", "J_K", "LGA")
+)
+
+
+async def test_scoped_facts_of_dimensions_equal_the_pure_selection(pool) -> None:  # type: ignore[no-untyped-def]
+    from headwater.core.mappings import DimensionalMapping, Mapping
+
+    async with pool.acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO scheduler.partitions (dataset, partition_key, state, data_sha)"
+            " VALUES ('g', $1, 'ready', $1)",
+            [(k,) for k in GRID_KEYS],
+        )
+        mappings = [
+            DimensionalMapping(
+                dims=(("date", Mapping(kind="window", size=2)), ("origin", Mapping()))
+            ),
+            DimensionalMapping(
+                dims=(("date", Mapping(kind="rollup", to="month")), ("origin", Mapping()))
+            ),
+            DimensionalMapping(dims=(("date", Mapping()), ("origin", Mapping(kind="all")))),
+            DimensionalMapping(dims=(("date", Mapping(kind="all")), ("origin", Mapping()))),
+        ]
+        for mapping in mappings:
+            for key in sorted(mapping.output_keys(GRID_KEYS)) + GRID_KEYS:
+                for scope in (mapping.input_scope(key), mapping.affected_scope(key)):
+                    found = await store.scoped_facts(conn, {"g": scope})
+                    assert set(found["g"]) == scope.select(GRID_KEYS), (mapping, key, scope)

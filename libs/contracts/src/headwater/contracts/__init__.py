@@ -2,7 +2,13 @@
 and the public contract with upstream systems. Pydantic only, no I/O."""
 
 from headwater.contracts.base import Event, parse_model
-from headwater.contracts.code import CodeChanged, DatasetDefinition, InputDefinition
+from headwater.contracts.code import (
+    CodeChanged,
+    DatasetDefinition,
+    Dimension,
+    DimensionMapping,
+    InputDefinition,
+)
 from headwater.contracts.dlq import DeadLetter
 from headwater.contracts.errors import (
     HeadwaterError,
@@ -14,8 +20,13 @@ from headwater.contracts.errors import (
 )
 from headwater.contracts.keys import (
     DATASET_NAME_PATTERN,
+    DIMENSION_SEPARATOR,
     PARTITION_KEY_PATTERN,
+    join_dimensions,
+    split_dimensions,
     validate_dataset_name,
+    validate_dimension_name,
+    validate_dimensioned_key,
     validate_partition_key,
 )
 from headwater.contracts.partitions import InputRef, PartitionLanded, PartitionRetracted
@@ -41,12 +52,15 @@ from headwater.contracts.upstream import (
 
 __all__ = [
     "DATASET_NAME_PATTERN",
+    "DIMENSION_SEPARATOR",
     "FAMILIES",
     "FORMATS",
     "PARTITION_KEY_PATTERN",
     "CodeChanged",
     "DatasetDefinition",
     "DeadLetter",
+    "Dimension",
+    "DimensionMapping",
     "Event",
     "Family",
     "HeadwaterError",
@@ -72,9 +86,13 @@ __all__ = [
     "family_of",
     "format_of",
     "handled_by",
+    "join_dimensions",
     "parse_model",
+    "split_dimensions",
     "split_object_key",
     "subject_of",
     "validate_dataset_name",
+    "validate_dimension_name",
+    "validate_dimensioned_key",
     "validate_partition_key",
 ]

@@ -45,3 +45,66 @@ def show_key(value: str) -> str:
     if len(value) <= 128:
         return repr(value)
     return f"{value[:_HEAD]!r}... ({len(value) - _HEAD} more characters)"
+
+
+# A key of a dataset with named dimensions is `NAME=VALUE` per dimension, in the order the
+# dataset declares them, joined by ',' (`date=2013-01-01,origin=JFK`): within the key
+# alphabet, and readable in an object key (`flights/date=2013-01-01,origin=JFK/f.csv`). A
+# value is ASCII letters, digits and `-_.:` (never '=', ',' or '+'): every character of a
+# value sorts after ',', so keys sort as the tuples of their values do, and the keys sharing
+# their leading dimensions are one range of the key index.
+DIMENSION_SEPARATOR = ","
+DIMENSION_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
+DIMENSION_VALUE_PATTERN = r"^[A-Za-z0-9\-_.:]{1,64}$"
+_DIMENSION_NAME_RE = re.compile(DIMENSION_NAME_PATTERN)
+_DIMENSION_VALUE_RE = re.compile(DIMENSION_VALUE_PATTERN)
+
+
+def validate_dimension_name(value: str, field: str = "dimension") -> str:
+    """Return `value` if it may name a dimension, else raise InputError."""
+    if not _DIMENSION_NAME_RE.fullmatch(value):
+        raise InputError(
+            field,
+            f"{value!r} is not a dimension name (a letter, then letters, digits and '_', 1-32)",
+        )
+    return value
+
+
+def is_dimension_value(value: str) -> bool:
+    """Whether `value` may be the value of a dimension."""
+    return bool(_DIMENSION_VALUE_RE.fullmatch(value)) and ".." not in value
+
+
+def join_dimensions(values: "list[tuple[str, str]] | tuple[tuple[str, str], ...]") -> str:
+    """The partition key of (dimension name, value) pairs, in the dataset's order."""
+    return DIMENSION_SEPARATOR.join(f"{name}={value}" for name, value in values)
+
+
+def split_dimensions(key: str, names: "list[str] | tuple[str, ...]") -> tuple[str, ...] | None:
+    """The values of `key` for dimensions `names` (in order), or None if it is not such a key."""
+    parts = key.split(DIMENSION_SEPARATOR)
+    if len(parts) != len(names):
+        return None
+    values = []
+    for part, name in zip(parts, names, strict=True):
+        head, eq, value = part.partition("=")
+        if not eq or head != name or not is_dimension_value(value):
+            return None
+        values.append(value)
+    return tuple(values)
+
+
+def validate_dimensioned_key(
+    key: str, names: "list[str] | tuple[str, ...]", field: str = "partition"
+) -> tuple[str, ...]:
+    """The values of `key` for dimensions `names`, or InputError saying what is wrong."""
+    validate_partition_key(key, field)
+    values = split_dimensions(key, names)
+    if values is None:
+        example = join_dimensions([(n, "VALUE") for n in names])
+        raise InputError(
+            field,
+            f"{show_key(key)} is not a key of dimensions {list(names)}: write {example!r}"
+            " (each value ASCII letters, digits and '-_.:')",
+        )
+    return values

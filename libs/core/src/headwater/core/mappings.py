@@ -4,19 +4,28 @@ identity: the same key. all: every input partition feeds the one output partitio
 (UNPARTITIONED_KEY). window N: the N input keys ending at this key (in sorted order).
 rollup: every input key that maps to this output key (day -> month/year, or a regex capture,
 run by RE2: see headwater.core.patterns).
+
+A dataset with named dimensions (keys `date=2013-01-01,origin=JFK`) is read through a
+`DimensionalMapping`: one of those mappings per dimension, applied to that dimension's values.
 """
 
 import functools
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, KeysView, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from headwater.contracts import InputDefinition
-from headwater.contracts.keys import PARTITION_KEY_PATTERN
+from headwater.contracts import DimensionMapping, InputDefinition
+from headwater.contracts.keys import (
+    DIMENSION_SEPARATOR,
+    PARTITION_KEY_PATTERN,
+    is_dimension_value,
+    join_dimensions,
+    split_dimensions,
+)
 from headwater.core.patterns import PatternError, compile_pattern, first_group
 
 UNPARTITIONED_KEY = "all"
@@ -39,6 +48,7 @@ class Scope:
     before: set[tuple[str, int]] = field(default_factory=set)
     after: set[tuple[str, int]] = field(default_factory=set)
     prefixes: set[str] = field(default_factory=set)
+    grids: set["Grid"] = field(default_factory=set)
     everything: bool = False
 
     def __ior__(self, other: "Scope") -> "Scope":
@@ -46,12 +56,14 @@ class Scope:
         self.before |= other.before
         self.after |= other.after
         self.prefixes |= other.prefixes
+        self.grids |= other.grids
         self.everything = self.everything or other.everything
         return self
 
     def asks(self) -> int:
         """How many index look-ups answering this scope takes."""
-        return len(self.exact) + len(self.before) + len(self.after) + len(self.prefixes)
+        asks = len(self.exact) + len(self.before) + len(self.after) + len(self.prefixes)
+        return asks + len(self.grids)
 
     def select(self, keys: Iterable[str]) -> set[str]:
         """The keys of `keys` this scope asks for (what a store's queries return)."""
@@ -63,7 +75,38 @@ class Scope:
             out.update([k for k in ordered if k <= key][-n:])
         for key, n in self.after:
             out.update([k for k in ordered if k >= key][:n])
+        for grid in self.grids:
+            out.update(grid.select(ordered))
         return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Keys of a dataset with dimensions that match a constraint per dimension: those under
+    `prefix` (the leading constrained dimensions: one range of the key index) whose whole key
+    matches `like` (SQL LIKE, `\\` escapes) and `regex` (the same, for Python). With `bound`
+    and `n`: only the `n` matches at or `before` (or at or after) `bound`, nearest first; the
+    other dimensions are then fixed, so the matches are the n nearest values of the one left
+    free (a window along one dimension)."""
+
+    prefix: str
+    like: str
+    regex: str
+    bound: str | None = None
+    n: int = 0
+    direction: Literal["before", "after"] = "before"
+
+    def select(self, ordered: Sequence[str]) -> list[str]:
+        """The keys of `ordered` (sorted) this grid asks for."""
+        lo = bisect_left(ordered, self.prefix)
+        hi = bisect_left(ordered, self.prefix + "\x7f")
+        found = re.compile(self.regex)
+        keys = [k for k in ordered[lo:hi] if found.fullmatch(k)]
+        if self.bound is None:
+            return keys
+        if self.direction == "before":
+            return [k for k in keys if k <= self.bound][-self.n :]
+        return [k for k in keys if k >= self.bound][: self.n]
 
 
 class Mapping(BaseModel):
@@ -99,8 +142,11 @@ class Mapping(BaseModel):
         return self
 
     @classmethod
-    def of(cls, d: InputDefinition) -> "Mapping":
-        """The mapping an input definition carries (the inverse of `definition`)."""
+    def of(cls, d: InputDefinition) -> "PartitionMapping":
+        """The mapping an input definition carries (the inverse of `definition`): one per
+        dimension (`DimensionalMapping`) when the input has dimensions."""
+        if d.dimensions is not None:
+            return _dimensional_of(d.dimensions)
         return _mapping_of(d.mapping, d.size, d.pattern)
 
     def definition(self, dataset: str) -> InputDefinition:
@@ -197,6 +243,227 @@ class Mapping(BaseModel):
         start = bisect_left(existing, input_key)
         later = [k for k in existing[start : start + self.size + 1] if k != input_key]
         return {input_key, *later[: self.size - 1]}
+
+
+_ANY = None  # a dimension any value of which matches
+
+
+def _like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class DimensionalMapping(BaseModel):
+    """How the partitions of an input with named dimensions map to the output's: a `Mapping`
+    per dimension (every one of the input's, in its order), applied to that dimension's
+    values. The output's dimensions are the input's less those read whole (`all`); a
+    window runs along one dimension, the others identity (spec validation), so its n keys
+    are one bounded index look-up."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["dimensions"] = "dimensions"
+    dims: tuple[tuple[str, Mapping], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.dims)
+
+    @property
+    def output_dimensions(self) -> tuple[str, ...]:
+        """The output's dimensions: the input's that are not read whole."""
+        return tuple(name for name, m in self.dims if m.kind != "all")
+
+    @property
+    def partitions_output(self) -> bool:
+        return bool(self.output_dimensions)
+
+    @property
+    def window(self) -> int | None:
+        """The position of the dimension a window runs along, if any."""
+        return next((i for i, (_, m) in enumerate(self.dims) if m.kind == "window"), None)
+
+    def definition(self, dataset: str) -> InputDefinition:
+        dims = []
+        for name, m in self.dims:
+            plain = m.definition(dataset)
+            dims.append(
+                DimensionMapping(
+                    dimension=name, mapping=plain.mapping, size=plain.size, pattern=plain.pattern
+                )
+            )
+        return InputDefinition(dataset=dataset, mapping=self.kind, dimensions=tuple(dims))
+
+    def canonical(self) -> str:
+        """Every dimension, in the input's order, with its mapping (for the code SHA)."""
+        return "dimensions|" + ";".join(f"{n}:{m.canonical()}" for n, m in self.dims)
+
+    def label(self) -> str:
+        """`date: window 7, origin: identity`."""
+        return ", ".join(f"{n}: {_label(m)}" for n, m in self.dims)
+
+    def _outputs(self, values: Sequence[str]) -> tuple[str | None, ...] | None:
+        """Each dimension's output value (None for one read whole), or None if some value
+        maps to no output."""
+        out: list[str | None] = []
+        for value, (_, m) in zip(values, self.dims, strict=True):
+            if m.kind == "all":
+                out.append(None)
+                continue
+            mapped = m.output_key(value)
+            if mapped is None or not is_dimension_value(mapped):
+                return None
+            out.append(mapped)
+        return tuple(out)
+
+    def _key(self, outputs: Sequence[str | None]) -> str:
+        pairs = [(n, v) for (n, _), v in zip(self.dims, outputs, strict=True) if v is not None]
+        return join_dimensions(pairs) if pairs else UNPARTITIONED_KEY
+
+    def output_key(self, input_key: str) -> str | None:
+        """The output partition an input partition maps to (its window end, for a window)."""
+        values = split_dimensions(input_key, self.names)
+        if values is None:
+            return None
+        outputs = self._outputs(values)
+        return None if outputs is None else self._key(outputs)
+
+    def output_keys(self, input_keys: Iterable[str]) -> set[str]:
+        keys = {self.output_key(k) for k in input_keys}
+        keys.discard(None)
+        return keys  # type: ignore[return-value]
+
+    def _output_values(self, output_key: str) -> list[str | None] | None:
+        """The output's value of each input dimension (None: read whole), or None."""
+        names = self.output_dimensions
+        values = split_dimensions(output_key, names) if names else ()
+        if values is None or (not names and output_key != UNPARTITIONED_KEY):
+            return None
+        given = dict(zip(names, values, strict=True))
+        return [given.get(n) for n in self.names]
+
+    def _grid(
+        self, wanted: Sequence[str | None], free: int | None = None, bound: str | None = None
+    ) -> Grid:
+        """The keys whose dimensions match `wanted` (the output's values, None: any): exact
+        for identity and window, a prefix for a month or year rollup, any for `all` and
+        pattern rollups; the dimension at `free` any value, nearest `bound` first."""
+        prefix, like, regex, open_ = "", [], [], False
+        for i, ((name, m), value) in enumerate(zip(self.dims, wanted, strict=True)):
+            head = f"{name}="
+            if i == free or value is None or (m.kind == "rollup" and m.to is None):
+                exact, starts = None, ""
+            elif m.kind == "rollup":
+                exact, starts = None, f"{value}-"
+            else:
+                exact, starts = value, ""
+            if exact is not None:
+                like.append(_like(head + exact))
+                regex.append(re.escape(head + exact))
+            else:
+                like.append(_like(head + starts) + "%")
+                regex.append(re.escape(head + starts) + "[^,]*")
+            if not open_:
+                prefix += (DIMENSION_SEPARATOR if i else "") + head + (exact or starts)
+                open_ = exact is None
+        sep = _like(DIMENSION_SEPARATOR)
+        grid = Grid(
+            prefix=prefix, like=sep.join(like), regex=re.escape(DIMENSION_SEPARATOR).join(regex)
+        )
+        if free is None:
+            return grid
+        m = self.dims[free][1]
+        assert m.size is not None
+        return replace(grid, bound=bound, n=m.size, direction="before")
+
+    def input_scope(self, output_key: str) -> Scope:
+        wanted = self._output_values(output_key)
+        if wanted is None:
+            return Scope()
+        return Scope(grids={self._grid(wanted, self.window, output_key)})
+
+    def affected_scope(self, input_key: str) -> Scope:
+        free = self.window
+        values = split_dimensions(input_key, self.names)
+        if free is None or values is None:
+            return Scope()
+        m = self.dims[free][1]
+        assert m.size is not None
+        grid = self._grid(values, free, input_key)
+        return Scope(grids={replace(grid, direction="after")})
+
+    def _candidates(
+        self, grid: Grid, input_keys: Iterable[str], ordered: Sequence[str] | None
+    ) -> list[str]:
+        existing = ordered if ordered is not None else sorted(input_keys)
+        return grid.select(existing)
+
+    def inputs_for(
+        self, output_key: str, input_keys: Iterable[str], ordered: Sequence[str] | None = None
+    ) -> list[str]:
+        """The input partitions output partition `output_key` reads, sorted."""
+        wanted = self._output_values(output_key)
+        if wanted is None:
+            return []
+        free = self.window
+        grid = replace(self._grid(wanted, free), bound=None)
+        keys = [k for k in self._candidates(grid, input_keys, ordered) if self._reads(k, wanted)]
+        if free is None:
+            return keys
+        # A window: the n keys ending at the output's, along its dimension (the others fixed).
+        size = self.dims[free][1].size
+        assert size is not None
+        upto = [k for k in keys if k <= output_key]
+        if not upto or upto[-1] != output_key:
+            return []
+        return upto[-size:]
+
+    def _reads(self, key: str, wanted: Sequence[str | None]) -> bool:
+        values = split_dimensions(key, self.names)
+        if values is None:
+            return False
+        outputs = self._outputs(values)
+        if outputs is None:
+            return False
+        free = self.window
+        return all(
+            w is None or i == free or o == w
+            for i, (o, w) in enumerate(zip(outputs, wanted, strict=True))
+        )
+
+    def affected_outputs(
+        self, input_key: str, input_keys: Iterable[str], ordered: Sequence[str] | None = None
+    ) -> set[str]:
+        """The output partitions whose inputs include `input_key` (gone or not)."""
+        out = self.output_key(input_key)
+        if out is None:
+            return set()
+        free = self.window
+        values = split_dimensions(input_key, self.names)
+        if free is None or values is None:
+            return {out}
+        size = self.dims[free][1].size
+        assert size is not None
+        grid = replace(self._grid(values, free), bound=None)
+        later = [k for k in self._candidates(grid, input_keys, ordered) if k > input_key]
+        return {out, *(self.output_key(k) or out for k in later[: size - 1])}
+
+
+PartitionMapping = Mapping | DimensionalMapping
+
+
+def _label(m: Mapping) -> str:
+    if m.kind == "window":
+        return f"window {m.size}"
+    if m.kind == "rollup":
+        return f"rollup {m.to or m.pattern}"
+    return m.kind
+
+
+@functools.lru_cache(maxsize=1024)
+def _dimensional_of(dims: tuple[DimensionMapping, ...]) -> DimensionalMapping:
+    return DimensionalMapping(
+        dims=tuple((d.dimension, _mapping_of(d.mapping, d.size, d.pattern)) for d in dims)
+    )
 
 
 @functools.lru_cache(maxsize=1024)

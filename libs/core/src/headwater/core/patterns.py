@@ -36,6 +36,15 @@ _OPTIONS: Final = _options()
 @lru_cache(maxsize=1024)
 def compile_pattern(pattern: str) -> Any:
     """The compiled pattern, or PatternError saying why it cannot be used."""
+    compiled = compile_value_pattern(pattern)
+    if compiled.groups < 1:
+        raise PatternError("pattern needs one capture group (the output key)")
+    return compiled
+
+
+@lru_cache(maxsize=1024)
+def compile_value_pattern(pattern: str) -> Any:
+    """A pattern values must match (a dimension's), compiled by RE2; no capture group needed."""
     if len(pattern) > MAX_PATTERN_CHARS:
         raise PatternError(
             f"pattern is {len(pattern)} characters long (at most {MAX_PATTERN_CHARS})"
@@ -50,9 +59,18 @@ def compile_pattern(pattern: str) -> Any:
             "pattern does not compile as RE2, the linear-time engine patterns run on "
             f"(no backreferences or lookarounds): {detail}"
         ) from exc
-    if compiled.groups < 1:
-        raise PatternError("pattern needs one capture group (the output key)")
     return compiled
+
+
+def matches_whole(pattern: str, value: str) -> bool:
+    """Whether `value` matches `pattern` whole (a pattern that cannot run matches nothing)."""
+    if len(value) > MAX_KEY_CHARS:
+        return False
+    try:
+        compiled = compile_value_pattern(pattern)
+    except PatternError:
+        return False
+    return compiled.fullmatch(value) is not None
 
 
 def first_group(pattern: str, key: str) -> str | None:

@@ -154,7 +154,7 @@ def reads(
     """The input partitions output partition `key` reads, or why it reads none yet."""
     found: list[tuple[str, str, PartitionFact]] = []
     for inp in definition.inputs:
-        mapping: Mapping = Mapping.of(inp)
+        mapping = Mapping.of(inp)
         partitions = facts.get(inp.dataset, {})
         ordered = index.get(inp.dataset) if index is not None else None
         keys = mapping.inputs_for(key, partitions.keys(), ordered)

@@ -16,6 +16,11 @@ must be defined at module level); input is bounded by `SpecLimits` (headwater.co
         python: transforms.py:monthly       # FILE:FUNCTION over pyarrow Tables
         inputs:
           delays_by_day: {mapping: rollup, to: month}
+
+A source may declare named dimensions (`partitions: {date: daily, origin: [EWR, JFK, LGA]}`,
+headwater.core.dimensions); its readers then map each (`inputs: {flights: {dimensions:
+{date: {mapping: window, size: 7}, origin: identity}}}`, a dimension left out is identity),
+and a derived dataset has the dimensions of its inputs that it does not read whole (`all`).
 """
 
 from typing import Any, Literal
@@ -24,12 +29,13 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlglot import exp
 
-from headwater.contracts import DatasetDefinition
+from headwater.contracts import DatasetDefinition, Dimension
 from headwater.contracts.errors import InputError
 from headwater.contracts.keys import validate_dataset_name
 from headwater.core import formats, hashing
+from headwater.core.dimensions import dimensions_text, parse_dimensions
 from headwater.core.errors import SpecError
-from headwater.core.mappings import Mapping
+from headwater.core.mappings import DimensionalMapping, Mapping, PartitionMapping
 from headwater.core.spec_input import SpecLimits, load_yaml, show, too_big
 
 ENGINE_VERSION = "duckdb-arrow/1"
@@ -55,7 +61,7 @@ class DatasetSpec(BaseModel):
     code: str = ""  # SQL text, or the Python module source
     function: str | None = None
     code_file: str | None = None
-    inputs: dict[str, Mapping] = {}
+    inputs: dict[str, PartitionMapping] = {}
     version: str | None = None
     ordered: bool = False
     columns: dict[str, str] | None = None  # a source's declared columns (its data contract)
@@ -66,6 +72,9 @@ class DatasetSpec(BaseModel):
     # Seconds its inputs must stay unchanged before a new computation of a partition is asked
     # for (None: at once). Not in the code SHA: it changes when, not what.
     settle_s: float | None = None
+    # Its named partition dimensions (declared by a source, inherited by a derived dataset);
+    # None: its keys are plain, as every dataset's were before dimensions.
+    dimensions: tuple[Dimension, ...] | None = None
 
     def definition(self) -> DatasetDefinition:
         """What the scheduler and executors are told of this dataset."""
@@ -79,6 +88,7 @@ class DatasetSpec(BaseModel):
             timeout_s=self.timeout_s,
             memory_mb=self.memory_mb,
             settle_s=self.settle_s,
+            dimensions=self.dimensions,
         )
 
     def code_blob(self) -> dict[str, Any]:
@@ -130,7 +140,7 @@ def _yaml(file: str, text: str, limits: SpecLimits) -> dict[str, Any]:
 
 
 _TOP_FIELDS = {"pipeline", "sources", "datasets"}
-_SOURCE_FIELDS = {"ordered", "description", "columns"}
+_SOURCE_FIELDS = {"ordered", "description", "columns", "partitions"}
 _DERIVED_FIELDS = {"sql", "python", "inputs", "version", "ordered", "description"}
 _DERIVED_FIELDS |= {"timeout", "memory_mb"}  # the bounds of one run (see DatasetSpec)
 _DERIVED_FIELDS |= {"settle"}  # when its runs are asked for (see DatasetSpec)
@@ -166,6 +176,7 @@ def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> P
         )
     _check_files(doc, derived, limits)
     datasets: dict[str, DatasetSpec] = {}
+    normalized: dict[str, str] = {}
     for ds_name, body in sources.items():
         ds_name = _check_name(f, ds_name)
         body = body or {}
@@ -174,15 +185,25 @@ def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> P
         _no_unknown(f, ds_name, body, _SOURCE_FIELDS)
         ordered = _bool(f, ds_name, body, "ordered")
         columns = _columns(f, ds_name, body.get("columns"))
+        dims = None
+        if "partitions" in body:
+            try:
+                dims = parse_dimensions(body["partitions"])
+            except InputError as exc:
+                raise SpecError(f, exc.reason, dataset=ds_name, field=exc.field) from exc
+        source_code = formats.columns_text(columns) if columns else ""
+        if dims is not None:  # declared dimensions are its code too (absent: as before them)
+            source_code += "\n" + dimensions_text(dims)
         datasets[ds_name] = DatasetSpec(
             name=ds_name,
             kind="source",
             ordered=ordered,
             columns=columns,
+            dimensions=dims,
             code_sha=hashing.code_sha(
                 kind="source",
                 # Declared columns are the source's code: changing them is a code change.
-                normalized_code=formats.columns_text(columns) if columns else "",
+                normalized_code=source_code,
                 inputs=[],
                 ordered=ordered,
                 version=None,
@@ -196,7 +217,7 @@ def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> P
         if not isinstance(body, dict):
             raise SpecError(f, "must be a mapping with sql: or python:", dataset=ds_name)
         try:
-            datasets[ds_name] = _derived(doc, ds_name, body, limits)
+            datasets[ds_name], normalized[ds_name] = _derived(doc, ds_name, body, limits)
         except RecursionError as exc:  # the parsers recurse: deeply nested SQL or Python
             field = "sql" if "sql" in body else "python"
             raise SpecError(
@@ -212,7 +233,101 @@ def parse_pipeline(doc: PipelineDocument, limits: SpecLimits | None = None) -> P
                     field=f"inputs.{input_name}",
                 )
     order = _topological(f, datasets)
+    for n in order:
+        datasets[n] = _resolve_dimensions(f, datasets[n], datasets, normalized.get(n, ""))
     return Pipeline(name=name, datasets={n: datasets[n] for n in order})
+
+
+def _resolve_dimensions(
+    file: str, ds: DatasetSpec, datasets: dict[str, DatasetSpec], normalized: str
+) -> DatasetSpec:
+    """A derived dataset reading inputs with dimensions: each input's mapping per dimension
+    (in the input's order, identity where none is given), checked, its own dimensions, and
+    its code SHA over the mappings so resolved. A dataset none of whose inputs has
+    dimensions is returned as it is (its code SHA as it always was)."""
+    if ds.kind == "source" or not any(
+        datasets[n].dimensions is not None or isinstance(m, DimensionalMapping)
+        for n, m in ds.inputs.items()
+    ):
+        return ds
+    inputs: dict[str, PartitionMapping] = {}
+    keyed: dict[str, tuple[str, ...] | None] = {}  # keying input -> the output's dimensions
+    for input_name, m in ds.inputs.items():
+        field = f"inputs.{input_name}"
+        dims = datasets[input_name].dimensions
+        names = tuple(d.name for d in dims) if dims is not None else None
+        if names is None:
+            if isinstance(m, DimensionalMapping):
+                raise SpecError(
+                    file,
+                    f"{input_name!r} has no dimensions (its sources declare no `partitions`)",
+                    dataset=ds.name,
+                    field=f"{field}.dimensions",
+                )
+            inputs[input_name] = m
+            if m.partitions_output:
+                keyed[input_name] = None
+            continue
+        if isinstance(m, Mapping):
+            if m.kind in ("identity", "all"):  # the same on every dimension: the whole key
+                inputs[input_name] = m
+                if m.kind == "identity":
+                    keyed[input_name] = names
+                continue
+            if len(names) > 1:
+                raise SpecError(
+                    file,
+                    f"{input_name!r} has dimensions {list(names)}: a {m.kind} names the one it "
+                    f"applies to ({{dimensions: {{{names[0]}: {{mapping: {m.kind}, ...}}}}}})",
+                    dataset=ds.name,
+                    field=field,
+                )
+            m = DimensionalMapping(dims=((names[0], m),))
+        given = dict(m.dims)
+        for dim in given:
+            if dim not in names:
+                raise SpecError(
+                    file,
+                    f"{input_name!r} has no dimension {dim!r} (it has {list(names)})",
+                    dataset=ds.name,
+                    field=f"{field}.dimensions.{dim}",
+                )
+        resolved = DimensionalMapping(dims=tuple((n, given.get(n, Mapping())) for n in names))
+        windows = [n for n, dm in resolved.dims if dm.kind == "window"]
+        if windows and any(dm.kind != "identity" for n, dm in resolved.dims if n != windows[0]):
+            raise SpecError(
+                file,
+                f"a window along {windows[0]!r} needs identity on every other dimension "
+                "(roll up or read whole in a dataset of its own first)",
+                dataset=ds.name,
+                field=f"{field}.dimensions.{windows[0]}",
+            )
+        if all(dm.kind == "all" for _, dm in resolved.dims):
+            inputs[input_name] = Mapping(kind="all")
+            continue
+        inputs[input_name] = resolved
+        keyed[input_name] = resolved.output_dimensions
+    if len(set(keyed.values())) > 1:
+        shown = ", ".join(
+            f"{n}: {list(d) if d else 'plain keys'}" for n, d in sorted(keyed.items())
+        )
+        raise SpecError(
+            file,
+            f"inputs that key its partitions must give it the same dimensions ({shown})",
+            dataset=ds.name,
+            field="inputs",
+        )
+    out_names = next(iter(keyed.values()), None)
+    code_sha = hashing.code_sha(
+        kind=ds.kind,
+        normalized_code=normalized,
+        inputs=[(n, m.kind, m.canonical()) for n, m in inputs.items()],
+        ordered=ds.ordered,
+        version=ds.version,
+        engine=ENGINE_VERSION,
+    )
+    dimensions = tuple(Dimension(name=n) for n in out_names) if out_names else None
+    return ds.model_copy(update={"inputs": inputs, "dimensions": dimensions, "code_sha": code_sha})
 
 
 def _check_sizes(doc: PipelineDocument, limits: SpecLimits) -> None:
@@ -290,7 +405,7 @@ def _bool(file: str, ds: str, body: dict[str, Any], field: str) -> bool:
 
 def _derived(
     doc: PipelineDocument, name: str, body: dict[str, Any], limits: SpecLimits
-) -> DatasetSpec:
+) -> tuple[DatasetSpec, str]:
     f = doc.file
     _no_unknown(f, name, body, _DERIVED_FIELDS)
     if ("sql" in body) == ("python" in body):
@@ -338,7 +453,7 @@ def _derived(
         version=version,
         engine=ENGINE_VERSION,
     )
-    return DatasetSpec(
+    spec = DatasetSpec(
         name=name,
         kind=kind,
         code=code,
@@ -352,6 +467,7 @@ def _derived(
         memory_mb=_positive(f, name, body, "memory_mb", integer=True),
         settle_s=_positive(f, name, body, "settle"),
     )
+    return spec, normalized
 
 
 def _positive(
@@ -386,12 +502,12 @@ def _sql_text(doc: PipelineDocument, name: str, value: object) -> tuple[str, str
     return value, None
 
 
-def _inputs(file: str, name: str, raw: object) -> dict[str, Mapping]:
+def _inputs(file: str, name: str, raw: object) -> dict[str, PartitionMapping]:
     if not isinstance(raw, dict) or not raw:
         raise SpecError(
             file, "must map at least one input dataset to a mapping", dataset=name, field="inputs"
         )
-    out: dict[str, Mapping] = {}
+    out: dict[str, PartitionMapping] = {}
     for input_name, spec in raw.items():
         field = f"inputs.{input_name}"
         if isinstance(spec, str):
@@ -408,17 +524,55 @@ def _inputs(file: str, name: str, raw: object) -> dict[str, Mapping]:
                 dataset=name,
                 field=f"{field}.kind",
             )
-        kind = params.pop("mapping", "identity")
-        try:
-            out[str(input_name)] = Mapping(kind=kind, **params)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join("mapping" if p == "kind" else str(p) for p in err["loc"])
-            reason = str(err["msg"]).removeprefix("Value error, ")
-            raise SpecError(
-                file, reason, dataset=name, field=f"{field}.{loc}" if loc else field
-            ) from exc
+        if "dimensions" in params:
+            out[str(input_name)] = _per_dimension(file, name, field, params)
+            continue
+        out[str(input_name)] = _mapping(file, name, field, params)
     return out
+
+
+def _mapping(file: str, name: str, field: str, params: dict[str, Any]) -> Mapping:
+    kind = params.pop("mapping", "identity")
+    try:
+        return Mapping(kind=kind, **params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join("mapping" if p == "kind" else str(p) for p in err["loc"])
+        reason = str(err["msg"]).removeprefix("Value error, ")
+        raise SpecError(
+            file, reason, dataset=name, field=f"{field}.{loc}" if loc else field
+        ) from exc
+
+
+def _per_dimension(file: str, name: str, field: str, params: dict[str, Any]) -> DimensionalMapping:
+    """`{dimensions: {DIM: MAPPING, ...}}`, as written (resolved against the input's
+    dimensions once every dataset is known: `_resolve_dimensions`)."""
+    dims = params.pop("dimensions")
+    if params:
+        raise SpecError(
+            file,
+            "a mapping per dimension is given under `dimensions:` alone",
+            dataset=name,
+            field=f"{field}.{sorted(params)[0]}",
+        )
+    if not isinstance(dims, dict) or not dims:
+        raise SpecError(
+            file,
+            "must map dimension names to mappings ({date: {mapping: window, size: 7}, ...})",
+            dataset=name,
+            field=f"{field}.dimensions",
+        )
+    out = []
+    for dim, spec in dims.items():
+        where = f"{field}.dimensions.{dim}"
+        if isinstance(spec, str):
+            spec = {"mapping": spec}
+        if not isinstance(spec, dict) or "dimensions" in spec:
+            raise SpecError(
+                file, "must be a mapping name or {mapping: ...}", dataset=name, field=where
+            )
+        out.append((str(dim), _mapping(file, name, where, {str(k): v for k, v in spec.items()})))
+    return DimensionalMapping(dims=tuple(out))
 
 
 # How a query may begin (DuckDB's query forms); anything else is refused by name.
@@ -471,7 +625,7 @@ def _check_sql_statements(file: str, name: str, sql: str, *, parsed: bool) -> No
         )
 
 
-def _check_sql_tables(file: str, name: str, sql: str, inputs: dict[str, Mapping]) -> None:
+def _check_sql_tables(file: str, name: str, sql: str, inputs: dict[str, PartitionMapping]) -> None:
     try:
         tree = sqlglot.parse_one(sql, read="duckdb")
     except sqlglot.errors.ParseError as exc:  # already reported by normalize_sql

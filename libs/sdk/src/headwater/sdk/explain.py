@@ -11,14 +11,17 @@ from rich.text import Text
 from rich.tree import Tree
 
 from headwater.contracts import InputDefinition
-from headwater.core.mappings import Mapping
+from headwater.core.mappings import DimensionalMapping, Mapping
 
 CHILDREN_SHOWN = 20  # children of one node in a tree before "... N more"
 
 
 def mapping_label(inp: dict[str, Any]) -> str:
-    """`identity`, `all`, `window 7`, `rollup month`, `rollup REGEX`."""
+    """`identity`, `all`, `window 7`, `rollup month`, `rollup REGEX`; per dimension
+    `date: window 7, origin: identity`."""
     m = Mapping.of(InputDefinition.model_validate(inp))
+    if isinstance(m, DimensionalMapping):
+        return m.label()
     if m.kind == "window":
         return f"window {m.size}"
     if m.kind == "rollup":

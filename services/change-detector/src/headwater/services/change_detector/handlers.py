@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.contracts import (
+    Dimension,
     InputError,
     PartitionLanded,
     PartitionRetracted,
@@ -16,7 +17,7 @@ from headwater.contracts import (
     format_of,
     split_object_key,
 )
-from headwater.core import formats, hashing
+from headwater.core import dimensions, formats, hashing
 from headwater.runtime import rpc
 from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
@@ -90,6 +91,11 @@ class ChangeDetector:
         """`refresh`; returns its outcome: landed, unchanged, restored (unchanged, its object
         written again), retracted, or nothing (retracted before, or never landed)."""
         await self._check_source(dataset)
+        declared_dims = self._sources[1][dataset].get("definition", {}).get("dimensions")
+        if declared_dims:  # a key of its dimensions, each value one of its dimension's
+            dimensions.check_key(
+                [Dimension.model_validate(d) for d in declared_dims], partition_key
+            )
         settings = self.res.settings
         objects = self.res.objects
         prefix = f"{dataset}/{partition_key}/"

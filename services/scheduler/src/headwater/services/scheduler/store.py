@@ -1,6 +1,7 @@
 """scheduler's queries over its own schema."""
 
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,7 +17,7 @@ from headwater.contracts import (
     TaskState,
 )
 from headwater.core.hashing import FINGERPRINT_VERSION
-from headwater.core.mappings import Scope
+from headwater.core.mappings import Grid, Scope
 from headwater.core.reconcile import Output, PartitionFact, Row, Task
 
 SCHEMA = "scheduler"
@@ -125,11 +126,81 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
             [d for d, _ in prefixes],
             [p for _, p in prefixes],
         )
+    grids = [(d, g) for d, sc in scopes.items() if not sc.everything for g in sc.grids]
+    whole_grids = [(d, g) for d, g in grids if g.bound is None]
+    if whole_grids:
+        # Keys of a dataset with dimensions matching a constraint per dimension: the range of
+        # the leading ones, filtered by the rest (headwater.core.mappings.Grid).
+        rows += await conn.fetch(
+            f"SELECT p.* FROM unnest($1::text[], $2::text[], $3::text[]) AS q(d, pre, pat)"
+            f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
+            f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") >= q.pre'
+            f' AND (partition_key COLLATE "C") < q.pre || chr(127)'
+            " AND partition_key LIKE q.pat) p",
+            [d for d, _ in whole_grids],
+            [g.prefix for _, g in whole_grids],
+            [g.like for _, g in whole_grids],
+        )
+    near_grids = [(d, g) for d, g in grids if g.bound is not None]
+    if near_grids:
+        rows += await _walk(conn, near_grids)
     for r in rows:
         out[r["dataset"]][r["partition_key"]] = PartitionFact(
             r["data_sha"], r["object_key"], r["state"]
         )
     return out
+
+
+_WALK_FACTOR = 8  # keys read per match wanted, at first, along a window's dimension
+
+
+async def _walk(conn: Conn, grids: list[tuple[str, Grid]]) -> list[asyncpg.Record]:
+    """The matches of grids with a bound: a window along one dimension, its n keys nearest
+    the bound. The key index is walked from the bound (no LIKE in the query: the planner,
+    guessing a LIKE rare, would scan the table and sort), a batch at a time, filtered here;
+    a grid with fewer than n matches walks on from where it stopped, so the keys read are
+    about those between the window's ends, whatever is held."""
+    found: list[asyncpg.Record] = []
+    todo = [(d, g, g.bound or "", g.n * _WALK_FACTOR, 0) for d, g in grids]
+    while todo:
+        more = []
+        for direction, op, order in (("before", "<=", "DESC"), ("after", ">=", "ASC")):
+            asks = [t for t in todo if t[1].direction == direction]
+            if not asks:
+                continue
+            batch = await conn.fetch(
+                "SELECT q.i, p.* FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])"
+                " WITH ORDINALITY AS q(d, pre, k, n, i)"
+                f" CROSS JOIN LATERAL (SELECT {_FACT}, incomplete FROM {SCHEMA}.partitions"
+                f' WHERE dataset = q.d AND (partition_key COLLATE "C") >= q.pre'
+                f' AND (partition_key COLLATE "C") < q.pre || chr(127)'
+                f' AND (partition_key COLLATE "C") {op} q.k'
+                f' ORDER BY (partition_key COLLATE "C") {order} LIMIT q.n) p',
+                [d for d, *_ in asks],
+                [g.prefix for _, g, *_ in asks],
+                [k for _, _, k, _, _ in asks],
+                [n for *_, n, _ in asks],
+            )
+            by_ask: dict[int, list[asyncpg.Record]] = {}
+            for r in batch:
+                by_ask.setdefault(r["i"] - 1, []).append(r)
+            for i, (d, g, k, n, have) in enumerate(asks):
+                got = by_ask.get(i, [])
+                pattern = re.compile(g.regex)
+                hits = [
+                    r
+                    for r in got
+                    if r["partition_key"] != k or not have  # the bound again, past the first
+                    if pattern.fullmatch(r["partition_key"])
+                    and r["state"] != "retracted"
+                    and not r["incomplete"]
+                ]
+                hits = hits[: g.n - have]
+                found += hits
+                if have + len(hits) < g.n and len(got) == n:  # more keys to walk
+                    more.append((d, g, got[-1]["partition_key"], n * 2, have + len(hits)))
+        todo = more
+    return found
 
 
 async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, PartitionFact]]:
