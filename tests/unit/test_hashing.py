@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headwater.core import hashing
 from headwater.core.hashing import (
     DATA_SHA_VERSION,
     CodeError,
@@ -31,6 +30,7 @@ from headwater.core.hashing import (
     source_fingerprint,
     sql_code_sha,
 )
+from headwater.core.hashing import _data as data_rules
 
 
 def sample_table() -> pa.Table:
@@ -656,7 +656,7 @@ def test_rows_with_colliding_keys_are_ordered_by_content(
     )
     same = sorted(map(repr, table.to_pylist())) == sorted(map(repr, other.to_pylist()))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hashing, "_row_key", colliding_row_keys)
+        patch.setattr(data_rules, "_row_key", colliding_row_keys)
         assert data_sha(rechunked) == data_sha(table)
         assert (data_sha(table) == data_sha(other)) == same
 
@@ -665,7 +665,7 @@ def test_key_ties_between_different_rows_are_broken_the_same_way() -> None:
     rows = pa.table({"a": [3, 1, 2, 1, 3, 2], "s": ["x", "y", "x", "y", "z", "x"]})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            hashing, "_row_key", lambda words, start, stop: np.zeros(stop - start, np.uint64)
+            data_rules, "_row_key", lambda words, start, stop: np.zeros(stop - start, np.uint64)
         )
         all_tied = {
             data_sha(rows.take(order)) for order in ([0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0])
@@ -687,7 +687,7 @@ def test_a_large_table_hashes_the_same_on_every_core() -> None:
             "n": pa.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 9, n))),
         }
     )
-    assert table.column("x").nbytes > hashing._THREADED_BYTES
+    assert table.column("x").nbytes > data_rules._THREADED_BYTES
     shuffled = pa.Table.from_batches(
         table.take(rng.permutation(n)).to_batches(max_chunksize=30_000)
     )
@@ -695,7 +695,7 @@ def test_a_large_table_hashes_the_same_on_every_core() -> None:
     assert data_sha(shuffled) == shas[0]
     for threshold in (1, 1 << 62):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(hashing, "_THREADED_BYTES", threshold)
+            patch.setattr(data_rules, "_THREADED_BYTES", threshold)
             assert (data_sha(table), data_sha(table, ordered=True)) == shas
 
 
