@@ -23,7 +23,7 @@ MONTHLY = [
         name="monthly",
         kind="sql",
         code_sha=sha("monthly"),
-        inputs=(Mapping(kind="rollup", to="month").definition("sales"),),
+        inputs=(Mapping(mapping="rollup", to="month").definition("sales"),),
     ),
 ]
 

@@ -31,6 +31,7 @@ from headwater.core.hashing import (
     sql_code_sha,
 )
 from headwater.core.hashing import _data as data_rules
+from headwater.core.spec import PipelineDocument, parse_pipeline
 
 
 def sample_table() -> pa.Table:
@@ -976,3 +977,39 @@ def test_fingerprint_rejects_what_is_not_a_sha() -> None:
 def test_source_fingerprint_is_its_data_sha() -> None:
     sha = data_sha(pa.table({"a": [1]}))
     assert source_fingerprint(sha) == sha
+
+
+SPEC_WITH_EVERY_MAPPING = """\
+pipeline: p
+sources:
+  sales: {}
+  regions: {}
+datasets:
+  daily:
+    sql: SELECT * FROM sales
+    inputs: {sales: identity}
+  weekly:
+    sql: SELECT * FROM daily
+    inputs: {daily: {mapping: window, size: 7}}
+  monthly:
+    sql: SELECT * FROM daily, regions
+    inputs: {daily: {mapping: rollup, to: month}, regions: all}
+  by_region:
+    sql: SELECT * FROM daily
+    inputs: {daily: {mapping: rollup, pattern: '^(\\d{4})'}}
+"""
+
+
+def test_code_shas_of_a_spec_are_pinned_for_every_mapping() -> None:
+    """The code SHA of a dataset as a spec gives it: its inputs' mappings in their canonical
+    form (`Mapping.canonical`) count, so a change there would change every stored code SHA."""
+    pipeline = parse_pipeline(PipelineDocument(file="p.yaml", yaml_text=SPEC_WITH_EVERY_MAPPING))
+    source = "7b27e0e5054000790844d454d6b4faea043abacaf8adbfab1d161ec955db8cd1"
+    assert {name: ds.code_sha for name, ds in pipeline.datasets.items()} == {
+        "sales": source,
+        "regions": source,
+        "daily": "6ced2a590c2b4be6a836b531cc21816da5096de3520d2d1d72e91dd7b0820fb6",
+        "weekly": "5bd729a3789f4a53af7f6b437d092588db3dd5b7ca793a15bb85676ad0b1e44d",
+        "monthly": "7c6654553afdc96d9e47d3f7d0561176e0266c7e645995369e860c37a66bdb63",
+        "by_region": "35eef1a6500202b162784a6bfa52e2f46871ac009f9186442faa116c1ada0204",
+    }
