@@ -13,7 +13,8 @@ import asyncpg
 import pytest
 from faststream.nats import NatsBroker
 
-from headwater.core.hashing import CODE_SHA_VERSION, DATA_SHA_VERSION
+from headwater.contracts import CodeChanged
+from headwater.core.hashing import CODE_SHA_VERSION, DATA_SHA_VERSION, FINGERPRINT_VERSION
 from headwater.core.spec_input import SpecLimits
 from headwater.runtime import db, topology
 from headwater.runtime.objectstore import LocalStore
@@ -23,6 +24,7 @@ from headwater.services.change_detector import store as cd_store
 from headwater.services.change_detector.handlers import ChangeDetector
 from headwater.services.spec_registry import store as sr_store
 from headwater.services.spec_registry.handlers import SpecRegistry
+from tests.integration.scheduler_harness import definitions, scheduler, source_landed
 
 pytestmark = pytest.mark.timeout(120)
 DAY = "2024-05-01"
@@ -179,3 +181,25 @@ async def test_a_code_sha_of_another_version_is_announced_as_changed(
         announced = await res.pool.fetch(f"SELECT msg_id FROM {sr_store.SCHEMA}.outbox ORDER BY id")
         assert [r["msg_id"] for r in announced][-1] == f"code:{third['spec_version']}:daily"
         assert (await registry.apply(body))["spec_version"] is None
+
+
+async def test_a_materialization_keeps_the_data_sha_version_its_producer_said(
+    database: str, nats_url: str, namespace: str
+) -> None:
+    """Beside `fingerprint_version`; NULL from a producer that did not say it (an earlier
+    change-detector or executor)."""
+    setup = [
+        CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d) for d in definitions()
+    ]
+    said = source_landed(DAY).model_copy(update={"data_sha_version": DATA_SHA_VERSION})
+    unsaid = source_landed("2024-05-02")
+    async with scheduler(database, nats_url, namespace) as app:
+        assert await app.handle([*setup, said, unsaid]) == [None] * (len(setup) + 2)
+        rows = await app.res.pool.fetch(
+            "SELECT partition_key, fingerprint_version, data_sha_version"
+            " FROM scheduler.materializations ORDER BY partition_key"
+        )
+    assert [tuple(r) for r in rows] == [
+        (DAY, FINGERPRINT_VERSION, DATA_SHA_VERSION),
+        ("2024-05-02", FINGERPRINT_VERSION, None),
+    ]

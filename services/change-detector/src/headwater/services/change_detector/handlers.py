@@ -171,6 +171,7 @@ class ChangeDetector:
                     dataset=dataset,
                     partition_key=partition_key,
                     data_sha=data_sha,
+                    data_sha_version=hashing.DATA_SHA_VERSION,
                     fingerprint=hashing.source_fingerprint(data_sha),
                     object_key=object_key,
                     rows=table.num_rows,
