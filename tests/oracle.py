@@ -95,14 +95,14 @@ def _inputs_for(mapping: PartitionMapping, key: str, keys: set[str]) -> list[str
     wanted = dict(zip(names, split_dimensions(key, names) or (), strict=False)) if names else {}
     if (names and not wanted) or (not names and key != UNPARTITIONED_KEY):
         return []
-    window = [n for n, m in mapping.dims if m.kind == "window"]
+    window = [n for n, m in mapping.dims if m.mapping == "window"]
     found = []
     for k in sorted(keys):
         values = split_dimensions(k, mapping.names)
         if values is None:
             continue
         if all(
-            m.kind == "all" or name in window or m.output_key(v) == wanted[name]
+            m.mapping == "all" or name in window or m.output_key(v) == wanted[name]
             for (name, m), v in zip(mapping.dims, values, strict=True)
         ):
             found.append((dict(zip(mapping.names, values, strict=True)), k))

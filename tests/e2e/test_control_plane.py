@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from headwater.core import formats
+from headwater.core import formats, hashing
 from headwater.core.spec import Pipeline, parse_pipeline
 from headwater.sdk.client import HeadwaterClient
 from headwater.sdk.spec_files import read_document
@@ -218,6 +218,10 @@ async def test_code_change_backfills_exactly_and_a_revert_reuses(
         assert [m["current"] for m in why["materializations"]] == [True, False, False]
         assert "code changed" in why["materializations"][1]["reason"]
         assert "input daily/2024-01-05 changed" in why["materializations"][2]["reason"]
+        # Each kind's version is stored beside its hash (the executor says the data SHA's).
+        assert {
+            (m["fingerprint_version"], m["data_sha_version"]) for m in why["materializations"]
+        } == {(hashing.FINGERPRINT_VERSION, hashing.DATA_SHA_VERSION)}
 
 
 async def test_comment_and_formatting_changes_run_nothing(

@@ -6,6 +6,7 @@ import pytest
 
 from headwater.contracts import CodeChanged, DatasetDefinition, InputDefinition
 from headwater.core import hashing
+from headwater.services.scheduler.queries import ImpactQueries
 from tests.integration.scheduler_harness import scheduler, sha, source_landed, source_sha
 from tests.integration.test_batches import drain
 
@@ -56,3 +57,35 @@ async def test_new_content_of_a_whole_input_reruns_every_partition_from_its_land
     # Both days are asked for again over the new regions, at once: no `all` partition appears.
     assert [tuple(r) for r in rows] == [(day, "queued", fingerprint(day, 2)) for day in DAYS]
     assert [r["partition_key"] for r in wanted] == DAYS
+
+
+async def test_impact_of_a_whole_input_is_every_partition_of_its_readers_as_reconciled(
+    database: str, nats_url: str, namespace: str
+) -> None:
+    """`headwater impact` answers with the reconciler's rule (reconcile.read_by_every_partition):
+    the whole input reaches every day of its reader; a day reaches that day, and the one
+    partition of a reader that reads all of it alone."""
+    total = DatasetDefinition(
+        name="total",
+        kind="sql",
+        code_sha=sha("total"),
+        inputs=(InputDefinition(dataset="sales", mapping="all"),),
+    )
+    async with scheduler(database, nats_url, namespace) as app:
+        for d in [*DEFINITIONS, total]:
+            await app.handle([CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d)])
+        assert await app.handle([source_landed(day) for day in DAYS]) == [None, None]
+        assert await app.handle([source_landed("all", dataset="regions")]) == [None]
+        await drain(app)
+        impact = ImpactQueries(app.res)
+        whole = await impact.affected({"dataset": "regions", "partition": "all"})
+        day = await impact.affected({"dataset": "sales", "partition": DAYS[0]})
+    assert [(d["dataset"], d["count"], d["partitions"]) for d in whole["datasets"]] == [
+        ("regions", 1, ["all"]),
+        ("enriched", 2, DAYS),
+    ]
+    assert [(d["dataset"], d["partitions"]) for d in day["datasets"]] == [
+        ("sales", [DAYS[0]]),
+        ("enriched", [DAYS[0]]),
+        ("total", ["all"]),
+    ]

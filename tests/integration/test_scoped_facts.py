@@ -104,13 +104,13 @@ async def test_scoped_facts_of_dimensions_equal_the_pure_selection(pool) -> None
         )
         mappings = [
             DimensionalMapping(
-                dims=(("date", Mapping(kind="window", size=2)), ("origin", Mapping()))
+                dims=(("date", Mapping(mapping="window", size=2)), ("origin", Mapping()))
             ),
             DimensionalMapping(
-                dims=(("date", Mapping(kind="rollup", to="month")), ("origin", Mapping()))
+                dims=(("date", Mapping(mapping="rollup", to="month")), ("origin", Mapping()))
             ),
-            DimensionalMapping(dims=(("date", Mapping()), ("origin", Mapping(kind="all")))),
-            DimensionalMapping(dims=(("date", Mapping(kind="all")), ("origin", Mapping()))),
+            DimensionalMapping(dims=(("date", Mapping()), ("origin", Mapping(mapping="all")))),
+            DimensionalMapping(dims=(("date", Mapping(mapping="all")), ("origin", Mapping()))),
         ]
         for mapping in mappings:
             for key in sorted(mapping.output_keys(GRID_KEYS)) + GRID_KEYS:

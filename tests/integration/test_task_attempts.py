@@ -3,11 +3,19 @@ from whichever executor ran it) for `why`: in the order they ran whatever order 
 in, once however often they are delivered, labelled by request, the newest ATTEMPTS_KEPT per
 task; an attempt by itself changes no partition. On a real Postgres and nats-server."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from headwater.contracts import CodeChanged, TaskAttemptFailed, TaskFailed
+from headwater.contracts import (
+    CodeChanged,
+    Subjects,
+    TaskAttemptFailed,
+    TaskFailed,
+    family_at,
+    parse_model,
+)
 from headwater.core import hashing
 from headwater.services.scheduler import store
 from headwater.services.scheduler.handlers import SchedulerEvent
@@ -100,3 +108,42 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
         runs = (await app.why({"dataset": "daily", "partition": DAY}))["task"]["attempt_errors"]
         everything = [(1, 1), (1, 2), (1, 3), *((e.request, e.attempt) for e in more)]
         assert [(a["request"], a["attempt"]) for a in runs] == everything[-kept:]
+
+
+async def test_a_task_failed_of_an_earlier_executor_with_retryable_is_still_processed(
+    database: str, nats_url: str, namespace: str
+) -> None:
+    """`TaskFailed.retryable` is retired: a message an executor of the previous version sent
+    (in flight at an upgrade, or a dead letter replayed) parses as the scheduler parses what it
+    consumes (by its subject's family), and errors the partition like any other."""
+    setup: list[SchedulerEvent] = [
+        *(CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d) for d in definitions()),
+        source_landed(DAY),
+    ]
+    old = {
+        "schema_version": 1,
+        "event_id": f"failed:{FP}:1",
+        "fingerprint": FP,
+        "dataset": "daily",
+        "partition_key": DAY,
+        "attempt": 3,
+        "error": "ValueError: boom",
+        "traceback": "Traceback ...\nValueError: boom\n",
+        "retryable": False,
+        "damaged_input": None,
+        "code_sha": sha("daily"),
+        "inputs": [],
+    }
+    family = family_at(Subjects(namespace), Subjects(namespace).task_failed("daily"))
+    assert family is not None
+    assert family.model is TaskFailed
+    event = parse_model(family.model, json.dumps(old).encode())
+    assert isinstance(event, TaskFailed)
+    async with scheduler(database, nats_url, namespace) as app:
+        assert await app.handle(setup) == [None] * len(setup)
+        assert await app.handle([event]) == [None]
+        why = await app.why({"dataset": "daily", "partition": DAY})
+        assert why["partition"]["state"] == "errored"
+        assert why["task"]["error"] == "ValueError: boom"
+        pairs = await app.why({"dataset": "pairs", "partition": DAY})
+        assert pairs["partition"]["state"] == "blocked"

@@ -13,6 +13,7 @@ from headwater.contracts import (
     FORMATS,
     InputError,
     S3EventRecords,
+    TaskFailed,
     UpstreamEvent,
     format_of,
     parse_model,
@@ -464,3 +465,46 @@ def test_s3_notification_that_is_not_json_is_a_payload_error() -> None:
     with pytest.raises(InputError) as info:
         S3EventRecords.parse(b"<xml/>")
     assert info.value.field == "payload"
+
+
+# A field removed from a contract: events written before (stored, in flight, dead letters
+# replayed) still parse, and the field is dropped; any other unknown field is still refused.
+OLD_TASK_FAILED = {
+    "schema_version": 1,
+    "event_id": "failed:x:1",
+    "fingerprint": "a" * 64,
+    "dataset": "daily",
+    "partition_key": "2024-05-01",
+    "attempt": 3,
+    "error": "ValueError: boom",
+    "traceback": "",
+}
+
+
+@pytest.mark.parametrize("retryable", [True, False])
+def test_a_task_failed_with_the_retired_retryable_field_still_parses(retryable: bool) -> None:
+    raw = json.dumps({**OLD_TASK_FAILED, "retryable": retryable}).encode()
+    event = parse_model(TaskFailed, raw)
+    assert event == parse_model(TaskFailed, json.dumps(OLD_TASK_FAILED).encode())
+    assert "retryable" not in event.model_dump()
+    assert "retryable" not in TaskFailed.model_fields
+
+
+def test_a_retired_field_of_another_type_is_bad_input_naming_it() -> None:
+    raw = json.dumps({**OLD_TASK_FAILED, "retryable": "maybe"}).encode()
+    with pytest.raises(InputError) as caught:
+        parse_model(TaskFailed, raw)
+    assert (caught.value.field, caught.value.reason) == (
+        "retryable",
+        "is retired (ignored), but must be a bool",
+    )
+
+
+def test_only_the_retired_field_is_tolerated() -> None:
+    raw = json.dumps({**OLD_TASK_FAILED, "retriable": True}).encode()
+    with pytest.raises(InputError) as caught:
+        parse_model(TaskFailed, raw)
+    assert (caught.value.field, caught.value.reason) == (
+        "retriable",
+        "is not a field of this event",
+    )

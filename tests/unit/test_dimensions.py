@@ -29,17 +29,17 @@ def per_dim(date: Mapping, origin: Mapping) -> DimensionalMapping:
     return DimensionalMapping(dims=(("date", date), ("origin", origin)))
 
 
-IDENTITY, ALL = Mapping(), Mapping(kind="all")
+IDENTITY, ALL = Mapping(), Mapping(mapping="all")
 MAPPINGS: list[PartitionMapping] = [
     Mapping(),  # identity on every dimension: the whole key
-    per_dim(Mapping(kind="window", size=2), IDENTITY),
-    per_dim(Mapping(kind="window", size=3), IDENTITY),
-    per_dim(Mapping(kind="rollup", to="month"), IDENTITY),
-    per_dim(Mapping(kind="rollup", to="year"), ALL),
+    per_dim(Mapping(mapping="window", size=2), IDENTITY),
+    per_dim(Mapping(mapping="window", size=3), IDENTITY),
+    per_dim(Mapping(mapping="rollup", to="month"), IDENTITY),
+    per_dim(Mapping(mapping="rollup", to="year"), ALL),
     per_dim(IDENTITY, ALL),
     per_dim(ALL, IDENTITY),
-    per_dim(Mapping(kind="rollup", pattern=r"^(\d{4})"), IDENTITY),
-    DimensionalMapping(dims=(("origin", IDENTITY), ("date", Mapping(kind="window", size=2)))),
+    per_dim(Mapping(mapping="rollup", pattern=r"^(\d{4})"), IDENTITY),
+    DimensionalMapping(dims=(("origin", IDENTITY), ("date", Mapping(mapping="window", size=2)))),
 ]
 OUTPUTS = sorted(set().union(*(m.output_keys(KEYS) for m in MAPPINGS)) | {"all", "x"})
 
@@ -126,7 +126,7 @@ def test_affected_outputs_are_the_outputs_that_read_the_key(held: set[str], key:
 
 
 def test_a_window_reads_the_n_values_ending_at_its_own_along_one_dimension() -> None:
-    w = per_dim(Mapping(kind="window", size=3), IDENTITY)
+    w = per_dim(Mapping(mapping="window", size=3), IDENTITY)
     assert w.inputs_for("date=2013-01-05,origin=JFK", KEYS) == [
         "date=2013-01-01,origin=JFK",
         "date=2013-01-02,origin=JFK",
@@ -135,7 +135,7 @@ def test_a_window_reads_the_n_values_ending_at_its_own_along_one_dimension() -> 
     # The other dimensions are fixed: a window is one bounded index look-up.
     (grid,) = w.input_scope("date=2013-01-05,origin=JFK").grids
     assert (grid.like, grid.bound, grid.n) == ("date=%,origin=JFK", "date=2013-01-05,origin=JFK", 3)
-    rollup = per_dim(Mapping(kind="rollup", to="month"), IDENTITY)
+    rollup = per_dim(Mapping(mapping="rollup", to="month"), IDENTITY)
     assert rollup.inputs_for("date=2013-02,origin=LGA", KEYS) == [
         "date=2013-02-01,origin=LGA",
         "date=2013-02-03,origin=LGA",

@@ -16,7 +16,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from headwater.core import hashing
 from headwater.core.hashing import (
     DATA_SHA_VERSION,
     CodeError,
@@ -31,6 +30,8 @@ from headwater.core.hashing import (
     source_fingerprint,
     sql_code_sha,
 )
+from headwater.core.hashing import _data as data_rules
+from headwater.core.spec import PipelineDocument, parse_pipeline
 
 
 def sample_table() -> pa.Table:
@@ -656,7 +657,7 @@ def test_rows_with_colliding_keys_are_ordered_by_content(
     )
     same = sorted(map(repr, table.to_pylist())) == sorted(map(repr, other.to_pylist()))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(hashing, "_row_key", colliding_row_keys)
+        patch.setattr(data_rules, "_row_key", colliding_row_keys)
         assert data_sha(rechunked) == data_sha(table)
         assert (data_sha(table) == data_sha(other)) == same
 
@@ -665,7 +666,7 @@ def test_key_ties_between_different_rows_are_broken_the_same_way() -> None:
     rows = pa.table({"a": [3, 1, 2, 1, 3, 2], "s": ["x", "y", "x", "y", "z", "x"]})
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
-            hashing, "_row_key", lambda words, start, stop: np.zeros(stop - start, np.uint64)
+            data_rules, "_row_key", lambda words, start, stop: np.zeros(stop - start, np.uint64)
         )
         all_tied = {
             data_sha(rows.take(order)) for order in ([0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0])
@@ -687,7 +688,7 @@ def test_a_large_table_hashes_the_same_on_every_core() -> None:
             "n": pa.array(np.where(rng.random(n) < 0.1, None, rng.integers(0, 9, n))),
         }
     )
-    assert table.column("x").nbytes > hashing._THREADED_BYTES
+    assert table.column("x").nbytes > data_rules._THREADED_BYTES
     shuffled = pa.Table.from_batches(
         table.take(rng.permutation(n)).to_batches(max_chunksize=30_000)
     )
@@ -695,7 +696,7 @@ def test_a_large_table_hashes_the_same_on_every_core() -> None:
     assert data_sha(shuffled) == shas[0]
     for threshold in (1, 1 << 62):
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(hashing, "_THREADED_BYTES", threshold)
+            patch.setattr(data_rules, "_THREADED_BYTES", threshold)
             assert (data_sha(table), data_sha(table, ordered=True)) == shas
 
 
@@ -976,3 +977,39 @@ def test_fingerprint_rejects_what_is_not_a_sha() -> None:
 def test_source_fingerprint_is_its_data_sha() -> None:
     sha = data_sha(pa.table({"a": [1]}))
     assert source_fingerprint(sha) == sha
+
+
+SPEC_WITH_EVERY_MAPPING = """\
+pipeline: p
+sources:
+  sales: {}
+  regions: {}
+datasets:
+  daily:
+    sql: SELECT * FROM sales
+    inputs: {sales: identity}
+  weekly:
+    sql: SELECT * FROM daily
+    inputs: {daily: {mapping: window, size: 7}}
+  monthly:
+    sql: SELECT * FROM daily, regions
+    inputs: {daily: {mapping: rollup, to: month}, regions: all}
+  by_region:
+    sql: SELECT * FROM daily
+    inputs: {daily: {mapping: rollup, pattern: '^(\\d{4})'}}
+"""
+
+
+def test_code_shas_of_a_spec_are_pinned_for_every_mapping() -> None:
+    """The code SHA of a dataset as a spec gives it: its inputs' mappings in their canonical
+    form (`Mapping.canonical`) count, so a change there would change every stored code SHA."""
+    pipeline = parse_pipeline(PipelineDocument(file="p.yaml", yaml_text=SPEC_WITH_EVERY_MAPPING))
+    source = "7b27e0e5054000790844d454d6b4faea043abacaf8adbfab1d161ec955db8cd1"
+    assert {name: ds.code_sha for name, ds in pipeline.datasets.items()} == {
+        "sales": source,
+        "regions": source,
+        "daily": "6ced2a590c2b4be6a836b531cc21816da5096de3520d2d1d72e91dd7b0820fb6",
+        "weekly": "5bd729a3789f4a53af7f6b437d092588db3dd5b7ca793a15bb85676ad0b1e44d",
+        "monthly": "7c6654553afdc96d9e47d3f7d0561176e0266c7e645995369e860c37a66bdb63",
+        "by_region": "35eef1a6500202b162784a6bfa52e2f46871ac009f9186442faa116c1ada0204",
+    }

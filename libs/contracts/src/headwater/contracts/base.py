@@ -1,9 +1,9 @@
 """Base models for events and the one parser that turns bytes into an event or a InputError."""
 
 import json
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from headwater.contracts.errors import InputError
 
@@ -13,9 +13,26 @@ MAX_INT_DIGITS = 40  # beyond any count, size or version an event carries
 
 
 class Event(BaseModel):
-    """An event between Headwater services: frozen, versioned, closed to unknown fields."""
+    """An event between Headwater services: frozen, versioned, closed to unknown fields.
+
+    `RETIRED` names the fields a model no longer has, with the type they had: an event written
+    before one was removed (stored, in flight, or a dead letter replayed) still parses, the
+    field dropped unread, while any other unknown field is refused as before. A retired field
+    of another type is bad input like any other.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    RETIRED: ClassVar[dict[str, type]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired(cls, data: Any) -> Any:
+        if not cls.RETIRED or not isinstance(data, dict):
+            return data
+        for name, kind in cls.RETIRED.items():
+            if name in data and not isinstance(data[name], kind):
+                raise InputError(name, f"is retired (ignored), but must be a {kind.__name__}")
+        return {k: v for k, v in data.items() if k not in cls.RETIRED}
 
 
 class UntrustedEvent(Event):

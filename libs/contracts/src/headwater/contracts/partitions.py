@@ -30,6 +30,9 @@ class PartitionLanded(Event):
     dataset: str
     partition_key: str
     data_sha: str = Field(pattern=SHA_PATTERN)
+    # The data SHA version (headwater.core.hashing.DATA_SHA_VERSION) `data_sha` was computed
+    # under, by whoever computed it; None from producers before it was said.
+    data_sha_version: int | None = Field(default=None, ge=1)
     fingerprint: str = Field(pattern=SHA_PATTERN)
     code_sha: str | None = None
     object_key: str

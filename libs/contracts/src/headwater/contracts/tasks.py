@@ -30,7 +30,12 @@ class TaskRequested(Event):
 
 class TaskFailed(Event):
     """A task failed for good (its last attempt failed, or an input was unusable): the
-    scheduler marks its partition errored."""
+    scheduler marks its partition errored.
+
+    Executors before this version also sent `retryable`, which nothing read (a `task failed`
+    is final: the executor has retried already); it is retired, so such an event still parses."""
+
+    RETIRED = {"retryable": bool}
 
     schema_version: Literal[1] = 1
     event_id: str
@@ -40,7 +45,6 @@ class TaskFailed(Event):
     attempt: int
     error: str
     traceback: str = ""
-    retryable: bool = True
     # The task could not run because this input's object was missing or did not match its
     # data SHA (`error` says which): its producer is recomputed when it can be.
     damaged_input: InputRef | None = None

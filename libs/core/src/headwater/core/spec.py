@@ -269,16 +269,16 @@ def _resolve_dimensions(
                 keyed[input_name] = None
             continue
         if isinstance(m, Mapping):
-            if m.kind in ("identity", "all"):  # the same on every dimension: the whole key
+            if m.mapping in ("identity", "all"):  # the same on every dimension: the whole key
                 inputs[input_name] = m
-                if m.kind == "identity":
+                if m.mapping == "identity":
                     keyed[input_name] = names
                 continue
             if len(names) > 1:
                 raise SpecError(
                     file,
-                    f"{input_name!r} has dimensions {list(names)}: a {m.kind} names the one it "
-                    f"applies to ({{dimensions: {{{names[0]}: {{mapping: {m.kind}, ...}}}}}})",
+                    f"{input_name!r} has dimensions {list(names)}: a {m.mapping} names the one it "
+                    f"applies to ({{dimensions: {{{names[0]}: {{mapping: {m.mapping}, ...}}}}}})",
                     dataset=ds.name,
                     field=field,
                 )
@@ -293,8 +293,8 @@ def _resolve_dimensions(
                     field=f"{field}.dimensions.{dim}",
                 )
         resolved = DimensionalMapping(dims=tuple((n, given.get(n, Mapping())) for n in names))
-        windows = [n for n, dm in resolved.dims if dm.kind == "window"]
-        if windows and any(dm.kind != "identity" for n, dm in resolved.dims if n != windows[0]):
+        windows = [n for n, dm in resolved.dims if dm.mapping == "window"]
+        if windows and any(dm.mapping != "identity" for n, dm in resolved.dims if n != windows[0]):
             raise SpecError(
                 file,
                 f"a window along {windows[0]!r} needs identity on every other dimension "
@@ -302,8 +302,8 @@ def _resolve_dimensions(
                 dataset=ds.name,
                 field=f"{field}.dimensions.{windows[0]}",
             )
-        if all(dm.kind == "all" for _, dm in resolved.dims):
-            inputs[input_name] = Mapping(kind="all")
+        if all(dm.mapping == "all" for _, dm in resolved.dims):
+            inputs[input_name] = Mapping(mapping="all")
             continue
         inputs[input_name] = resolved
         keyed[input_name] = resolved.output_dimensions
@@ -321,7 +321,7 @@ def _resolve_dimensions(
     code_sha = hashing.code_sha(
         kind=ds.kind,
         normalized_code=normalized,
-        inputs=[(n, m.kind, m.canonical()) for n, m in inputs.items()],
+        inputs=[(n, m.mapping, m.canonical()) for n, m in inputs.items()],
         ordered=ds.ordered,
         version=ds.version,
         engine=ENGINE_VERSION,
@@ -448,7 +448,7 @@ def _derived(
     code_sha = hashing.code_sha(
         kind=kind,
         normalized_code=normalized,
-        inputs=[(n, m.kind, m.canonical()) for n, m in inputs.items()],
+        inputs=[(n, m.mapping, m.canonical()) for n, m in inputs.items()],
         ordered=ordered,
         version=version,
         engine=ENGINE_VERSION,
@@ -532,12 +532,11 @@ def _inputs(file: str, name: str, raw: object) -> dict[str, PartitionMapping]:
 
 
 def _mapping(file: str, name: str, field: str, params: dict[str, Any]) -> Mapping:
-    kind = params.pop("mapping", "identity")
     try:
-        return Mapping(kind=kind, **params)
+        return Mapping(**params)  # the spec's fields are the model's
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join("mapping" if p == "kind" else str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in err["loc"])
         reason = str(err["msg"]).removeprefix("Value error, ")
         raise SpecError(
             file, reason, dataset=name, field=f"{field}.{loc}" if loc else field

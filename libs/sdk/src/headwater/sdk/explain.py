@@ -11,7 +11,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from headwater.contracts import InputDefinition
-from headwater.core.mappings import DimensionalMapping, Mapping
+from headwater.core.mappings import Mapping
 
 CHILDREN_SHOWN = 20  # children of one node in a tree before "... N more"
 
@@ -19,14 +19,7 @@ CHILDREN_SHOWN = 20  # children of one node in a tree before "... N more"
 def mapping_label(inp: dict[str, Any]) -> str:
     """`identity`, `all`, `window 7`, `rollup month`, `rollup REGEX`; per dimension
     `date: window 7, origin: identity`."""
-    m = Mapping.of(InputDefinition.model_validate(inp))
-    if isinstance(m, DimensionalMapping):
-        return m.label()
-    if m.kind == "window":
-        return f"window {m.size}"
-    if m.kind == "rollup":
-        return f"rollup {m.to or m.pattern}"
-    return m.kind
+    return Mapping.of(InputDefinition.model_validate(inp)).label()
 
 
 def dataset_graph(defs: dict[str, dict[str, Any]], dataset: str, depth: int) -> dict[str, Any]:

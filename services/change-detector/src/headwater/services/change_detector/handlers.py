@@ -133,7 +133,9 @@ class ChangeDetector:
         annotate(data_sha=data_sha, fingerprint=data_sha, rows=table.num_rows)
         object_key = f"{data_sha}.parquet"
         async with self.res.pool.acquire() as conn:
-            unchanged = await store.last_data_sha(conn, dataset, partition_key) == data_sha
+            # A SHA stored under another data SHA version never counts as the same content.
+            last = await store.last_data_sha(conn, dataset, partition_key, hashing.DATA_SHA_VERSION)
+            unchanged = last == data_sha
         if unchanged:
             _log.info("%s%s unchanged (%s)", prefix, "", data_sha[:12])
             # Landing it again restores its object if that went missing (readers found it
@@ -154,13 +156,17 @@ class ChangeDetector:
         with span("change-detector record", {DB_SYSTEM: "postgresql"}):
             async with self.res.pool.acquire() as conn, conn.transaction():
                 await store.lock_partition(conn, dataset, partition_key)
-                if await store.last_data_sha(conn, dataset, partition_key) == data_sha:
+                last = await store.last_data_sha(
+                    conn, dataset, partition_key, hashing.DATA_SHA_VERSION
+                )
+                if last == data_sha:
                     return "unchanged"
                 version = await store.record(
                     conn,
                     dataset,
                     partition_key,
                     data_sha,
+                    hashing.DATA_SHA_VERSION,
                     object_key,
                     keys,
                     table.num_rows,
@@ -171,6 +177,7 @@ class ChangeDetector:
                     dataset=dataset,
                     partition_key=partition_key,
                     data_sha=data_sha,
+                    data_sha_version=hashing.DATA_SHA_VERSION,
                     fingerprint=hashing.source_fingerprint(data_sha),
                     object_key=object_key,
                     rows=table.num_rows,

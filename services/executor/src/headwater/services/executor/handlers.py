@@ -28,6 +28,7 @@ from headwater.contracts import (
 )
 from headwater.contracts.errors import RetryLater, Superseded, TransformError
 from headwater.contracts.tasks import ATTEMPT_ERROR_BYTES, ATTEMPT_TRACEBACK_BYTES, head, tail
+from headwater.core import hashing
 from headwater.runtime import failpoints
 from headwater.runtime.messaging import emit
 from headwater.runtime.service import Resources
@@ -232,6 +233,7 @@ class Executor:
             dataset=d.name,
             partition_key=task.partition_key,
             data_sha=data_sha,
+            data_sha_version=hashing.DATA_SHA_VERSION,  # its workers run this code
             fingerprint=task.fingerprint,
             code_sha=d.code_sha,
             object_key=object_key,

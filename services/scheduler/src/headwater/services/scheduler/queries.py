@@ -184,9 +184,10 @@ class ImpactQueries:
                     keys = changed.get(inp)
                     if not keys:
                         continue
-                    if any(i.dataset == inp and i.mapping == "all" for i in d.inputs):
-                        # Every partition of the reader reads all of it (also when another
-                        # input decides the reader's partitions, as flights_clean's days).
+                    if reconcile.read_by_every_partition(d, inp):
+                        # Every partition of the reader reads all of it (another input decides
+                        # the reader's partitions, as flights_clean's days), as the reconciler
+                        # decides what a change reaches.
                         outputs |= set(await store.rows(conn, d.name))
                         continue
                     scope = reconcile.affected_scope([d], inp, keys)

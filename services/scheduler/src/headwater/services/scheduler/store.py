@@ -478,9 +478,9 @@ async def mark_repaired(conn: Conn, object_key: str) -> None:
 async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None) -> bool:
     status = await conn.execute(
         f"INSERT INTO {SCHEMA}.materializations (fingerprint, fingerprint_version, dataset,"
-        " partition_key, code_sha, data_sha, object_key, rows, bytes, inputs, reason,"
-        " duration_ms, cpu_ms, trace_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+        " partition_key, code_sha, data_sha, data_sha_version, object_key, rows, bytes, inputs,"
+        " reason, duration_ms, cpu_ms, trace_id)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         " ON CONFLICT (fingerprint) DO NOTHING",
         e.fingerprint,
         FINGERPRINT_VERSION,
@@ -488,6 +488,7 @@ async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None
         e.partition_key,
         e.code_sha,
         e.data_sha,
+        e.data_sha_version,
         e.object_key,
         e.rows,
         e.bytes,

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from headwater.contracts import CodeChanged, DatasetDefinition, Subjects
 from headwater.contracts.errors import InputError
 from headwater.core.columns import DatasetColumns, column_changes, pipeline_columns
+from headwater.core.hashing import CODE_SHA_VERSION
 from headwater.core.spec import Pipeline, PipelineDocument, parse_pipeline
 from headwater.core.spec_input import SpecLimits
 from headwater.runtime.outbox import OutboxItem
@@ -116,6 +117,7 @@ class SpecRegistry:
         found = await store.current_datasets(self.res.pool)
         for d in found.values():
             d.pop("columns")  # `columns` serves them, one dataset at a time
+            d.pop("code_sha_version")  # the registry's own bookkeeping: the reply is unchanged
         return found
 
     async def columns(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -163,9 +165,10 @@ def _diff(pipeline: Pipeline, current: dict[str, dict[str, Any]]) -> list[dict[s
         if old is not None and old["pipeline"] != pipeline.name:
             raise InputError(f"datasets.{name}", f"already belongs to pipeline {old['pipeline']!r}")
         old_sha = old["code_sha"] if old else None
-        if old_sha is None:
+        if old is None:
             kind = "added"
-        elif old_sha != ds.code_sha:
+        elif old_sha != ds.code_sha or old["code_sha_version"] != CODE_SHA_VERSION:
+            # A code SHA of another version is never taken for this one, even when equal.
             kind = "changed"
         elif old is not None and _differs(
             DatasetDefinition.model_validate(old["definition"]), ds.definition()
