@@ -62,6 +62,14 @@ class ObjectStore(Protocol):
     async def exists(self, bucket: str, key: str) -> bool: ...
     async def list(self, bucket: str, prefix: str) -> list[str]: ...
     async def delete(self, bucket: str, key: str) -> None: ...
+    async def probe(self, bucket: str) -> None:
+        """Raise TransientError unless `bucket` answers now (readiness: a quick look, no
+        retries)."""
+        ...
+
+
+# Readiness asks the store once per probe: it must answer within this (no retries).
+PROBE_TIMEOUT_S = 2.0
 
 
 class LocalStore:
@@ -127,6 +135,10 @@ class LocalStore:
     async def delete(self, bucket: str, key: str) -> None:
         self._path(bucket, key).unlink(missing_ok=True)
 
+    async def probe(self, bucket: str) -> None:
+        if not (self.root / bucket).is_dir():
+            raise TransientError(f"object storage {self.description}: no folder {bucket}")
+
 
 class S3Store:
     """Any S3-compatible endpoint (MinIO in the compose stack, moto in tests)."""
@@ -153,6 +165,20 @@ class S3Store:
             http_client=http,
         )
         self.description = f"{url.scheme}://{url.netloc}"
+        # Readiness probes look with a client of their own: short timeouts, no retries, so a
+        # store that does not answer makes the service not ready within a probe's timeout.
+        self._probe_client = Minio(
+            url.netloc,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=url.scheme == "https",
+            region=region,
+            http_client=urllib3.PoolManager(
+                maxsize=4,  # every bucket at once
+                timeout=urllib3.Timeout(connect=PROBE_TIMEOUT_S, read=PROBE_TIMEOUT_S),
+                retries=False,
+            ),
+        )
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -221,6 +247,14 @@ class S3Store:
     async def delete(self, bucket: str, key: str) -> None:
         key = _check_key(key)
         await self._call(lambda: self.client.remove_object(bucket, key))
+
+    async def probe(self, bucket: str) -> None:
+        try:
+            found = await self._call(lambda: self._probe_client.bucket_exists(bucket))
+        except S3Error as exc:  # it answers, and refuses: credentials, policy
+            raise TransientError(f"object storage {self.description}: {exc.code}") from exc
+        if not found:
+            raise TransientError(f"object storage {self.description}: no bucket {bucket}")
 
 
 def open_store(settings: ServiceSettings) -> ObjectStore:
