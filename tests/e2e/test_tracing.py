@@ -25,7 +25,8 @@ from headwater.sdk.example import write_day_csv
 from tests.e2e.conftest import all_flights
 from tests.fixtures.stack import stack_settings, started
 
-# Two derived levels, so the trace goes scheduler -> executor twice.
+# Two derived levels, so the trace goes scheduler -> executor twice; a third level held until
+# its input settles, so a settle reconcile (a timer) requests its task.
 PIPELINE = """\
 pipeline: traced
 sources:
@@ -37,6 +38,10 @@ datasets:
   worst_origin:
     sql: SELECT origin, avg_dep_delay FROM delays_by_origin ORDER BY avg_dep_delay DESC LIMIT 1
     inputs: {delays_by_origin: identity}
+  settled_origin:
+    sql: SELECT origin FROM worst_origin
+    inputs: {worst_origin: identity}
+    settle: 0.5
 """
 DAY = "2013-01-03"
 BAD_DAY = "2013-01-04"  # a file that is not Parquet lands there: dead-lettered
@@ -141,6 +146,7 @@ async def test_one_landing_is_one_trace_across_services(
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}"
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "HEADWATER_RECONCILE_INTERVAL_S": "1",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_METRIC_EXPORT_INTERVAL": "500",
     }
@@ -163,6 +169,10 @@ async def test_one_landing_is_one_trace_across_services(
             assert time.monotonic() < deadline, "the bad file was not dead-lettered"
             await asyncio.sleep(0.1)
         worst = await hw.why("worst_origin", DAY)
+        # `wait` does not count a computation held by `settle:`: wait for it here.
+        while not (await hw.partitions("settled_origin", states=["ready"]))["partitions"]:
+            assert time.monotonic() < deadline, "settled_origin was not computed"
+            await asyncio.sleep(0.1)
 
     spans = collector.spans
     services = {s.service for s in spans}
@@ -262,6 +272,24 @@ async def test_one_landing_is_one_trace_across_services(
     ], [(s.service, s.name) for s in reversed(chain)]
     assert chain[-1].service == "change-detector"  # the root: the upstream event's consumer
     assert not [s for s in chain if s.status == ERROR]
+
+    # The reconciles on a timer have spans of their own (roots: no event caused them): the
+    # periodic one over every derived dataset, and the settle one, whose task continues its
+    # trace.
+    timer = [
+        s
+        for s in spans
+        if s.name == "scheduler reconcile" and s.attributes["headwater.trigger"] == "timer"
+    ]
+    assert timer
+    assert all(s.parent_id == "" for s in timer)
+    assert max(s.attributes["headwater.datasets"] for s in timer) == 3
+    settled = one(spans, "executor task", **{"headwater.dataset": "settled_origin"})
+    assert settled.attributes["headwater.outcome"] == "succeeded"
+    settle = one(spans, "scheduler reconcile", **{"headwater.trigger": "settle"})
+    assert settle.parent_id == ""
+    assert settle.attributes["headwater.tasks_requested"] == 1
+    assert ancestors(settled, by_id)[-1] == settle
 
     # Metrics go out over OTLP too.
     assert "headwater.events.handled" in collector.metrics.get("scheduler", set())

@@ -23,6 +23,7 @@ from pydantic import AliasChoices
 from headwater.contracts import Subjects
 from headwater.runtime import topology
 from headwater.runtime.settings import ServiceSettings
+from tests.fixtures.dashboards import dashboards, panels
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -497,3 +498,125 @@ def test_every_dashboard_panel_names_a_provisioned_data_source() -> None:
                 if isinstance(ref, dict) and "uid" in ref:
                     assert ref["uid"] in uids, f"{path.name}: {panel.get('title')}"
                     assert ref.get("type", uids[ref["uid"]]) == uids[ref["uid"]]
+
+
+PROMETHEUS_CONFIG = "deploy/prometheus.yaml"
+
+
+def flag(service: dict[str, Any], name: str) -> str | None:
+    """The value of a `--name=value` flag in a service's command."""
+    for part in command(service):
+        if part.startswith(f"--{name}="):
+            return part.split("=", 1)[1]
+    return None
+
+
+def mounted_at(service: dict[str, Any], source: str) -> str | None:
+    """Where a service mounts the file `source` (./deploy/...), if it does."""
+    for volume in service.get("volumes") or []:
+        parts = str(volume).split(":")
+        if parts[0] in (source, f"./{source}"):
+            return parts[1]
+    return None
+
+
+def prometheus_service() -> tuple[str, dict[str, Any]]:
+    found = [(n, s) for n, s in services().items() if mounted_at(s, PROMETHEUS_CONFIG)]
+    assert len(found) == 1, f"expected one service mounting {PROMETHEUS_CONFIG}"
+    return found[0]
+
+
+def health_port(name: str) -> int:
+    port = environment(services()[name]).get("HEADWATER_HEALTH_PORT")
+    assert port, f"{name} serves no /metrics: set HEADWATER_HEALTH_PORT"
+    return int(port)
+
+
+def scrape_targets() -> dict[str, set[tuple[str, int]]]:
+    """Prometheus's jobs and the (host, port) each scrapes, from static or DNS targets."""
+    config = yaml.safe_load((ROOT / PROMETHEUS_CONFIG).read_text())
+    jobs: dict[str, set[tuple[str, int]]] = {}
+    for job in config["scrape_configs"]:
+        targets = jobs.setdefault(job["job_name"], set())
+        assert job.get("metrics_path", "/metrics") == "/metrics", job["job_name"]
+        for static in job.get("static_configs", []):
+            targets.update(host_port(t) for t in static["targets"])
+        for dns in job.get("dns_sd_configs", []):
+            assert dns.get("type", "SRV") == "A", "compose's DNS answers A records"
+            targets.update((n, int(dns["port"])) for n in dns["names"])
+    return jobs
+
+
+def test_prometheus_scrapes_every_service_on_the_health_port_compose_sets() -> None:
+    name, prometheus = prometheus_service()
+    assert flag(prometheus, "config.file") == mounted_at(prometheus, PROMETHEUS_CONFIG)
+    jobs = scrape_targets()
+    scraped = set().union(*jobs.values())
+    expected = {(service, health_port(service)) for service in HEADWATER}
+    assert scraped == expected, f"{name} scrapes {sorted(scraped)}, services serve {expected}"
+    for job, targets in jobs.items():  # one job per service: `job` tells them apart
+        assert {host for host, _ in targets} == {job}, job
+
+
+@pytest.mark.parametrize("name", HEADWATER)
+def test_compose_checks_each_service_on_its_readiness_endpoint(name: str) -> None:
+    check = " ".join(str(part) for part in services()[name]["healthcheck"]["test"])
+    assert f"127.0.0.1:{health_port(name)}/readyz" in check, check
+
+
+@pytest.mark.parametrize("name", HEADWATER)
+def test_metrics_reach_prometheus_once(name: str) -> None:
+    """Scraped, so not pushed over OTLP too (every series would arrive twice): or, if a
+    service pushes them, the collector has a metrics pipeline to take them."""
+    collector = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
+    pushes = environment(services()[name]).get("OTEL_METRICS_EXPORTER", "otlp") != "none"
+    assert pushes == ("metrics" in collector["service"]["pipelines"]), name
+
+
+def test_the_collector_pipelines_use_what_it_defines() -> None:
+    collector = yaml.safe_load((ROOT / "deploy" / "otel-collector.yaml").read_text())
+    for pipeline, spec in collector["service"]["pipelines"].items():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in spec.get(kind, []):
+                assert component in collector.get(kind, {}), f"{pipeline}: {component}"
+    assert "otel-collector" in services()
+    assert mounted_at(services()["otel-collector"], "deploy/otel-collector.yaml") == flag(
+        services()["otel-collector"], "config"
+    )
+
+
+def test_grafana_reads_prometheus_where_compose_runs_it() -> None:
+    name, prometheus = prometheus_service()
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    [source] = [s for s in sources["datasources"] if s["type"] == "prometheus"]
+    listen = flag(prometheus, "web.listen-address") or ":9090"
+    assert host_port(source["url"]) == (name, int(listen.rsplit(":", 1)[1]))
+    assert name in depends_on(services()["grafana"]), "Grafana starts after Prometheus"
+
+
+def test_grafana_provisions_the_dashboards_it_mounts() -> None:
+    grafana = services()["grafana"]
+    target = mounted_at(grafana, "deploy/grafana/provisioning")
+    assert target is not None
+    providers = yaml.safe_load((GRAFANA / "dashboards" / "dashboards.yaml").read_text())
+    for provider in providers["providers"]:
+        path = provider["options"]["path"]
+        assert path.startswith(f"{target}/"), path
+        assert (GRAFANA / path.removeprefix(f"{target}/")).is_dir(), path
+    home = environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert (GRAFANA / home.removeprefix(f"{target}/")).is_file(), home
+    sources = yaml.safe_load((GRAFANA / "datasources" / "datasources.yaml").read_text())
+    uids = {s["uid"]: s["type"] for s in sources["datasources"]}
+    used = set()
+    for name, dashboard in dashboards().items():  # panels inside rows too
+        for panel in panels(dashboard):
+            for ref in [
+                panel.get("datasource"),
+                *(t.get("datasource") for t in panel.get("targets", [])),
+            ]:
+                if isinstance(ref, dict) and "uid" in ref:
+                    assert uids.get(ref["uid"]) == ref.get("type", uids.get(ref["uid"])), (
+                        f"{name}: {panel.get('title')} names {ref}, not provisioned"
+                    )
+                    used.add(ref["uid"])
+    assert used == set(uids), f"provisioned and never used: {sorted(set(uids) - used)}"

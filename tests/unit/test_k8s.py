@@ -135,6 +135,11 @@ def test_deployment_has_probes_requests_and_its_own_identity(name: str) -> None:
     assert int(env["HEADWATER_HEALTH_PORT"]) == ports["health"]
     assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "health"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    # A Prometheus that discovers pods by annotation scrapes /metrics on the health port.
+    scrape = d["spec"]["template"]["metadata"]["annotations"]
+    assert scrape["prometheus.io/scrape"] == "true"
+    assert int(scrape["prometheus.io/port"]) == ports["health"]
+    assert scrape["prometheus.io/path"] == "/metrics"
     assert {"cpu", "memory"} <= c["resources"]["requests"].keys()
     pod = d["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] in objects("ServiceAccount")

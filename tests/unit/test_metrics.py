@@ -2,6 +2,7 @@
 Telemetry), as Prometheus reads them from a service's `/metrics`."""
 
 from headwater.runtime.metrics import Metrics
+from tests.fixtures.dashboards import PROMETHEUS, grouping_labels, metric_names, queries
 from tests.fixtures.metrics import samples, value
 
 
@@ -48,3 +49,34 @@ def test_each_service_has_its_own_metrics() -> None:
     assert value(samples(one.scrape().decode()), "headwater_events_handled_total") == 1
     one.shutdown()
     two.shutdown()
+
+
+def test_every_prometheus_panel_queries_what_a_service_exports() -> None:
+    """Each metric a dashboard's PromQL names is one the exporter serves (every instrument
+    recorded once), with the labels the query aggregates by; tests/e2e/test_dashboards.py
+    checks them again on running services."""
+    metrics = Metrics("executor", otlp=False)
+    metrics.handled("task-requested")
+    metrics.rejected("upstream")
+    metrics.retried("task-requested")
+    metrics.dead_lettered("upstream")
+    metrics.task("daily", "succeeded")
+    metrics.requested("daily", "new")
+    metrics.transformed("daily", "succeeded", 0.3)
+    metrics.reconciled("events", 7, 0.02)
+    metrics.set_backlog(0)
+    metrics.set_consumer("HW_TASKS", "executor", 1, 1)
+    served: dict[str, set[str]] = {}
+    for name, labels, _ in samples(metrics.scrape().decode()):
+        served.setdefault(name, set()).update(labels)
+    metrics.shutdown()
+    promql = queries(PROMETHEUS)
+    assert promql
+    for query in promql:
+        expr = query.target["expr"]
+        ours = {n for n in metric_names(expr) if n.startswith("headwater_")}
+        assert ours, query.title
+        for name in ours:
+            assert name in served, f"{query.title}: {name} is not exported"
+            missing = grouping_labels(expr) - served[name]
+            assert not missing, f"{query.title}: {name} has no label {sorted(missing)}"

@@ -3,7 +3,8 @@ checks and Prometheus.
 
 `GET /livez` answers 200 while the service's event loop runs; `GET /readyz` answers 200 once the
 service has started (topology found, schema migrated, subscribers bound) and while its check
-passes (NATS connected, Postgres answering), else 503 with the reason; `GET /metrics` answers
+passes (NATS connected, Postgres and the object store answering, its consumers bound), else
+503 with the reason; `GET /metrics` answers
 the service's metrics in Prometheus's text format. Off unless `HEADWATER_HEALTH_PORT` is set
 (the embedded stack does not set it).
 """

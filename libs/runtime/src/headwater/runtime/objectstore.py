@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Protocol
 
-from headwater.contracts.errors import InputError
+from headwater.contracts.errors import InputError, TransientError
 from headwater.runtime.settings import ServiceSettings
 
 
@@ -56,6 +56,14 @@ class ObjectStore(Protocol):
     async def exists(self, bucket: str, key: str) -> bool: ...
     async def list(self, bucket: str, prefix: str) -> list[str]: ...
     async def delete(self, bucket: str, key: str) -> None: ...
+    async def probe(self, bucket: str) -> None:
+        """Raise TransientError unless `bucket` answers now (readiness: a quick look, no
+        retries)."""
+        ...
+
+
+# Readiness asks the store once per probe: it must answer within this (no retries).
+PROBE_TIMEOUT_S = 2.0
 
 
 class LocalStore:
@@ -120,6 +128,10 @@ class LocalStore:
 
     async def delete(self, bucket: str, key: str) -> None:
         self._path(bucket, key).unlink(missing_ok=True)
+
+    async def probe(self, bucket: str) -> None:
+        if not (self.root / bucket).is_dir():
+            raise TransientError(f"object storage {self.description}: no folder {bucket}")
 
 
 def open_store(settings: ServiceSettings) -> ObjectStore:

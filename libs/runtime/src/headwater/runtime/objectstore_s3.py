@@ -12,7 +12,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from headwater.contracts.errors import TransientError
-from headwater.runtime.objectstore import ObjectNotFound, check_key
+from headwater.runtime.objectstore import PROBE_TIMEOUT_S, ObjectNotFound, check_key
 
 T = TypeVar("T")
 
@@ -42,6 +42,20 @@ class S3Store:
             http_client=http,
         )
         self.description = f"{url.scheme}://{url.netloc}"
+        # Readiness probes look with a client of their own: short timeouts, no retries, so a
+        # store that does not answer makes the service not ready within a probe's timeout.
+        self._probe_client = Minio(
+            url.netloc,
+            access_key=access_key,
+            secret_key=secret_key,
+            secure=url.scheme == "https",
+            region=region,
+            http_client=urllib3.PoolManager(
+                maxsize=4,  # every bucket at once
+                timeout=urllib3.Timeout(connect=PROBE_TIMEOUT_S, read=PROBE_TIMEOUT_S),
+                retries=False,
+            ),
+        )
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
@@ -110,3 +124,11 @@ class S3Store:
     async def delete(self, bucket: str, key: str) -> None:
         key = check_key(key)
         await self._call(lambda: self.client.remove_object(bucket, key))
+
+    async def probe(self, bucket: str) -> None:
+        try:
+            found = await self._call(lambda: self._probe_client.bucket_exists(bucket))
+        except S3Error as exc:  # it answers, and refuses: credentials, policy
+            raise TransientError(f"object storage {self.description}: {exc.code}") from exc
+        if not found:
+            raise TransientError(f"object storage {self.description}: no bucket {bucket}")

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import asyncpg
 from faststream.nats import NatsBroker
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 from pydantic import ValidationError
 
 from headwater.runtime import db, failpoints, topology
 from headwater.runtime.health import HealthServer
 from headwater.runtime.messaging import make_broker, set_redelivery_backoff
 from headwater.runtime.metrics import Metrics
-from headwater.runtime.objectstore import ObjectStore, open_store
+from headwater.runtime.objectstore import PROBE_TIMEOUT_S, ObjectStore, open_store
 from headwater.runtime.outbox import Outbox
 from headwater.runtime.settings import ServiceSettings, describe_invalid
 from headwater.runtime.telemetry import setup_tracing
@@ -79,6 +81,17 @@ class Resources:
             await db.apply_migrations(self._pool, self.schema, self.migrations)
         await self.flush()
 
+    async def probe_objects(self) -> str | None:
+        """Why the object store cannot be used now (None: every bucket answers)."""
+        if self._objects is None:
+            return None
+        store = self._objects
+        found = await asyncio.gather(
+            *(store.probe(bucket) for bucket in self.buckets), return_exceptions=True
+        )
+        failed = [exc for exc in found if isinstance(exc, BaseException)]
+        return f"object storage does not answer: {failed[0]}" if failed else None
+
     async def close(self) -> None:
         if self._own_pool and self._pool is not None:
             await self._pool.close()
@@ -111,6 +124,7 @@ class Service:
     health: HealthServer | None = None
     _started: bool = False
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _pg_probe: asyncio.Task[object] | None = None  # readiness's SELECT 1, while unanswered
 
     @classmethod
     def create(
@@ -194,16 +208,59 @@ class Service:
 
     async def not_ready(self) -> str | None:
         """Why the service cannot do its work now (None: it can): not started yet, NATS
-        disconnected, or its Postgres not answering."""
+        disconnected, its Postgres or its object store not answering, or a consumer it
+        pulls from not bound (deleted on the server, or its pull loop stopped)."""
         if not self._started:
             return "starting"
         if not self.broker.connection.is_connected:
             return "NATS is not connected"
-        if self.resources is not None and self.resources.schema is not None:
+        res = self.resources
+        if (
+            res is not None
+            and res.schema is not None
+            and (why := await self._probe_postgres(res.pool))
+        ):
+            return why
+        if res is not None and (why := await res.probe_objects()):
+            return why
+        return await self.unbound()
+
+    async def _probe_postgres(self, pool: asyncpg.Pool) -> str | None:
+        """`SELECT 1` in a task of its own, waited for at most PROBE_TIMEOUT_S and never
+        cancelled: cancelling asyncpg mid-query on a dead link would block on the cancel
+        request and the connection's reset. While one probe is unanswered, the next probes
+        wait on it instead of starting another."""
+        if self._pg_probe is None or self._pg_probe.done():
+            self._pg_probe = asyncio.create_task(pool.fetchval("SELECT 1"))
+            self._pg_probe.add_done_callback(_retrieve)
+        probe = self._pg_probe
+        done, _ = await asyncio.wait({probe}, timeout=PROBE_TIMEOUT_S)
+        if not done:
+            return f"Postgres does not answer within {PROBE_TIMEOUT_S:g} s"
+        if (exc := _retrieve(probe)) is not None:
+            return f"Postgres does not answer: {exc!r}"
+        return None
+
+    async def unbound(self) -> str | None:
+        """Which consumer this service should pull from and does not (None: all bound): a
+        subscriber not running or whose pull loop ended, or a durable consumer the server
+        does not hold (one request each: JetStream's consumer info, which each service's NATS
+        user may ask of its own consumers)."""
+        for subscriber in self.broker.subscribers:
+            name = getattr(subscriber, "subject", None) or type(subscriber).__name__
+            if not getattr(subscriber, "running", True):
+                return f"the subscriber of {name} is not running"
+            tasks = getattr(subscriber, "tasks", None)
+            if tasks and all(task.done() for task in tasks):
+                return f"the subscriber of {name} no longer pulls"
+        js = self.broker.connection.jetstream()
+        for stream, durable in self.bound_consumers():
             try:
-                await self.resources.pool.fetchval("SELECT 1", timeout=3)
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                return f"Postgres does not answer: {exc!r}"
+                await js.consumer_info(stream, durable, timeout=PROBE_TIMEOUT_S)
+            except NotFoundError:
+                return f"consumer {durable} of stream {stream} does not exist"
+            except (NatsError, TimeoutError) as exc:
+                return f"NATS does not answer for consumer {durable}: {exc!r}"
         return None
 
     async def observe(self) -> None:
@@ -250,6 +307,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self._pg_probe is not None:
+            self._pg_probe.cancel()
         await self.broker.stop()
         for hook in reversed(self.on_stop):
             await hook()
@@ -283,6 +342,11 @@ class Service:
         await self.start()
         await stop.wait()
         await self.stop()
+
+
+def _retrieve(task: "asyncio.Task[object]") -> BaseException | None:
+    """A finished task's exception, marked as seen (None: it succeeded or was cancelled)."""
+    return None if task.cancelled() else task.exception()
 
 
 def configure_logging(service: str, level: str) -> None:

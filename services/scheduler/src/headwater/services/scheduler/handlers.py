@@ -30,6 +30,7 @@ from headwater.contracts.errors import HeadwaterError, InputError
 from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
 from headwater.runtime.service import Resources
+from headwater.runtime.telemetry import Attributes, span
 from headwater.services.scheduler import store
 from headwater.services.scheduler.reconciler import Reconciler, Work, merge
 
@@ -44,6 +45,7 @@ _PARTITION_COLUMNS = (
 )
 _MAX_CURRENT = 1000  # partitions per `current` query (a reply stays small)
 _DUE_AT_ONCE = 5000  # held computations asked for per `settle_due`
+TASKS_REQUESTED = "headwater.tasks_requested"  # on a reconcile's span
 
 
 @dataclass
@@ -93,7 +95,14 @@ class Scheduler:
                             merge(work, effect)
                 except InputError as exc:
                     errors[i] = exc
-            await self.reconciler.run(conn, work)
+            if work:
+                attributes: Attributes = {
+                    "headwater.trigger": "events",
+                    "headwater.datasets": len(work),
+                }
+                with span("scheduler reconcile", attributes) as current:
+                    await self.reconciler.run(conn, work)
+                    current.set_attribute(TASKS_REQUESTED, self.reconciler.requested.total())
         self.reconciler.count_requested()
         self.res.metrics.reconciled("events", len(events), time.perf_counter() - started)
         await self.res.flush()
@@ -520,18 +529,22 @@ class Scheduler:
 
     # --- the reconciler -------------------------------------------------------------------
     async def _transact(self, apply: Any, trigger: str) -> None:
-        """A command's or a timer's reconcile (events go through `handle`); `trigger` names
-        which in its metrics and span."""
+        """A command's or a timer's reconcile (events go through `handle`), in a span of its
+        own, "scheduler reconcile", which the tasks it requests continue; `trigger` names
+        which (`timer`, `settle`, `retry`) in its span and metrics."""
         started = time.perf_counter()
-        async with self.res.pool.acquire() as conn, conn.transaction():
-            await store.lock(conn)
-            self.reconciler.begin()  # its tasks continue the trace it runs in
-            work: Work = await apply(conn)
-            await self.reconciler.run(conn, work, trigger)
-        self.reconciler.count_requested()
-        self.res.metrics.reconciled(trigger, 0, time.perf_counter() - started)
-        await self.res.flush()
-        await self.reconciler.write_cancels()
+        with span("scheduler reconcile", {"headwater.trigger": trigger}) as current:
+            async with self.res.pool.acquire() as conn, conn.transaction():
+                await store.lock(conn)
+                self.reconciler.begin()  # its tasks continue the trace it runs in
+                work: Work = await apply(conn)
+                current.set_attribute("headwater.datasets", len(work))
+                await self.reconciler.run(conn, work)
+            current.set_attribute(TASKS_REQUESTED, self.reconciler.requested.total())
+            self.reconciler.count_requested()
+            self.res.metrics.reconciled(trigger, 0, time.perf_counter() - started)
+            await self.res.flush()
+            await self.reconciler.write_cancels()
 
 
 def _reads_pending(

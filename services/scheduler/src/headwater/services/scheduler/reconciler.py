@@ -25,7 +25,7 @@ from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
 from headwater.runtime.outbox import OutboxItem
 from headwater.runtime.service import Resources
-from headwater.runtime.telemetry import REASON, Attributes, span
+from headwater.runtime.telemetry import REASON
 from headwater.services.scheduler import store
 
 _log = logging.getLogger(__name__)
@@ -118,20 +118,11 @@ class Reconciler:
             self._cancels = await js.key_value(self.subjects.cancels_bucket)
         return self._cancels
 
-    async def run(self, conn: asyncpg.Connection, work: Work, trigger: str = "events") -> None:
-        """Decide and write the partitions `work` names, then those reading what changed. In a
-        span, "scheduler reconcile", except on the timer (a trace every few seconds would
-        bury the ones that explain something)."""
-        if not work:
-            return
-        if trigger == "timer":
+    async def run(self, conn: asyncpg.Connection, work: Work) -> None:
+        """Decide and write the partitions `work` names, then those reading what changed.
+        Its caller opens the span, "scheduler reconcile" (its trigger, what it requested)."""
+        if work:
             await self._run(conn, work)
-            return
-        before = self.requested.total()
-        attributes: Attributes = {"headwater.trigger": trigger, "headwater.datasets": len(work)}
-        with span("scheduler reconcile", attributes) as current:
-            await self._run(conn, work)
-            current.set_attribute("headwater.tasks_requested", self.requested.total() - before)
 
     async def _run(self, conn: asyncpg.Connection, work: Work) -> None:
         defs = await store.definitions(conn)
