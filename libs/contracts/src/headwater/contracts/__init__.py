@@ -2,7 +2,7 @@
 and the public contract with upstream systems. Pydantic only, no I/O."""
 
 from headwater.contracts.base import Event, parse_model
-from headwater.contracts.code import CodeChanged, DatasetDefinition, InputDefinition
+from headwater.contracts.code import PROD_ENV, CodeChanged, DatasetDefinition, InputDefinition
 from headwater.contracts.dlq import DeadLetter
 from headwater.contracts.errors import (
     HeadwaterError,
@@ -14,8 +14,10 @@ from headwater.contracts.errors import (
 )
 from headwater.contracts.keys import (
     DATASET_NAME_PATTERN,
+    ENV_NAME_PATTERN,
     PARTITION_KEY_PATTERN,
     validate_dataset_name,
+    validate_env_name,
     validate_partition_key,
 )
 from headwater.contracts.partitions import InputRef, PartitionLanded, PartitionRetracted
@@ -41,9 +43,11 @@ from headwater.contracts.upstream import (
 
 __all__ = [
     "DATASET_NAME_PATTERN",
+    "ENV_NAME_PATTERN",
     "FAMILIES",
     "FORMATS",
     "PARTITION_KEY_PATTERN",
+    "PROD_ENV",
     "CodeChanged",
     "DatasetDefinition",
     "DeadLetter",
@@ -76,5 +80,6 @@ __all__ = [
     "split_object_key",
     "subject_of",
     "validate_dataset_name",
+    "validate_env_name",
     "validate_partition_key",
 ]
