@@ -981,8 +981,9 @@ async def drop_env(conn: Conn, env: str, through_version: int) -> Dropped:
     nobody else waits for are returned to be cancelled; the objects of materializations
     its requests made that no other materialization and no other environment's partition
     references are returned to be deleted, and those materializations are marked unusable
-    (a later request for one computes it again). A command, not an event: it reads the
-    partitions' object keys once (a hashed anti-join)."""
+    (a later request for one computes it again): reference counting over the
+    materializations of live environments and the partition rows of the others. A command,
+    not an event: it reads the partitions' object keys once (a hashed anti-join)."""
     cancelled = await conn.fetch(
         f"SELECT t.fingerprint FROM {SCHEMA}.tasks t WHERE t.state = 'requested'"
         f" AND t.env = $1 AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.partitions p"
@@ -990,13 +991,18 @@ async def drop_env(conn: Conn, env: str, through_version: int) -> Dropped:
         " AND p.desired_fingerprint = t.fingerprint)",
         env,
     )
+    # Live: prod and the environments that remain. What an environment dropped earlier made
+    # and another one still referenced then is this drop's to collect too.
+    live = [PROD, *(e for e in await envs(conn) if e != env)]
     objects = await conn.fetch(
-        f"SELECT DISTINCT m.object_key FROM {SCHEMA}.materializations m WHERE m.env = $1"
-        f" AND m.damaged IS NULL AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.materializations o"
-        " WHERE o.object_key = m.object_key AND o.env <> $1)"
+        f"SELECT DISTINCT m.object_key FROM {SCHEMA}.materializations m"
+        " WHERE m.env <> ALL($2::text[]) AND m.damaged IS NULL AND NOT EXISTS (SELECT 1"
+        f" FROM {SCHEMA}.materializations o WHERE o.object_key = m.object_key"
+        " AND o.env = ANY($2::text[]))"
         f" AND m.object_key NOT IN (SELECT object_key FROM {SCHEMA}.partitions"
         " WHERE env <> $1 AND object_key IS NOT NULL)",
         env,
+        live,
     )
     keys = [r["object_key"] for r in objects]
     await conn.execute(
