@@ -144,3 +144,12 @@ def held_content(status: dict[str, Any]) -> dict[tuple[str, str], str]:
         for p in status["partitions"]
         if p["state"] == "ready"
     }
+
+
+def evaluate_environments(
+    oracle: Oracle, pipelines: dict[str, Pipeline], sources: dict[str, dict[str, pa.Table]]
+) -> dict[str, dict[tuple[str, str], str]]:
+    """Each environment's content after a from-scratch run of its own spec over the same
+    sources (environments share prod's sources), with one cache: a fingerprint computed for
+    one environment is not computed again for another (they share materializations)."""
+    return {env: oracle.evaluate(p, sources) for env, p in sorted(pipelines.items())}

@@ -19,7 +19,7 @@ from headwater.sdk.config import load_settings
 from headwater.sdk.spec_files import read_document
 from tests.fixtures.servers import with_database
 from tests.fixtures.stack import stack_settings, started
-from tests.oracle import Oracle, held_content
+from tests.oracle import Oracle, evaluate_environments, held_content
 from tests.workloads import sales_csv
 
 SPEC = """\
@@ -237,3 +237,141 @@ async def run_dim_history(
         admin = await asyncpg.connect(pg_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
         await admin.close()
+
+
+# --- environments (issue 13, item 1) ------------------------------------------------------
+# Histories that also create and change environments (`apply --env`), promote and drop them,
+# beside prod's edits and landings: after every step each environment's state equals the
+# oracle's from-scratch run of its own spec, and what ran is exactly the oracle's misses over
+# all of them (one cache: an environment computes only what no other already did).
+ENVS = ["dev", "exp"]
+env_edit = st.sampled_from(
+    [
+        (f"env:{e}", f, i)
+        for e in ENVS
+        for f, variants in VARIANTS.items()
+        for i in range(len(variants))
+    ]
+)
+env_op = st.tuples(st.sampled_from(["promote", "drop"]), st.sampled_from(ENVS), st.just(0))
+env_steps = st.lists(
+    st.one_of(land, edit, env_edit, env_edit, env_op, delete), min_size=4, max_size=9
+)
+
+
+@pytest.mark.slow
+@settings(
+    phases=[Phase.explicit, Phase.generate],
+    max_examples=4,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=env_steps)
+def test_random_histories_with_environments_match_the_oracle(
+    steps: list[tuple[str, str, int]],
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_url: str,
+    pg_dsn: str,
+) -> None:
+    root = tmp_path_factory.mktemp("diffenv")
+    asyncio.run(run_env_history(steps, root, nats_url, pg_dsn))
+
+
+async def run_env_history(
+    steps: list[tuple[str, str, int]], root: Path, nats_url: str, pg_dsn: str
+) -> None:
+    namespace = f"d{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_dsn)
+    await admin.execute(f'CREATE DATABASE "{namespace}"')
+    await admin.close()
+    dsn = with_database(pg_dsn, namespace)
+    try:
+        async with (
+            started(root / "state", stack_settings(namespace, nats_url, dsn, None)) as stack,
+            HeadwaterClient(load_settings(stack.state_dir)) as hw,
+        ):
+            await EnvHistory(root, hw, dsn).run(steps)
+    finally:
+        admin = await asyncpg.connect(pg_dsn)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
+        await admin.close()
+
+
+class EnvHistory(History):
+    def __init__(self, root: Path, hw: HeadwaterClient, dsn: str) -> None:
+        super().__init__(root, hw, dsn)
+        self.envs: dict[str, dict[str, str]] = {}  # environment -> its files
+
+    async def run(self, steps: list[tuple[str, str, int]]) -> None:
+        await self.apply()
+        for step in steps:
+            kind, name, variant = step
+            if kind.startswith("env:"):
+                env = kind.removeprefix("env:")
+                files = dict(self.envs.get(env, self.files))
+                files[name] = VARIANTS[name][variant]
+                self.envs[env] = files
+                await self.hw.apply(self.write(env, files), env=env)
+            elif kind == "promote":
+                if name not in self.envs:
+                    continue
+                await self.hw.promote(name)
+                self.files = dict(self.envs[name])
+                self.write("prod", self.files)
+            elif kind == "drop":
+                if name not in self.envs:
+                    continue
+                await self.hw.drop_env(name)
+                del self.envs[name]
+            elif kind == "edit":
+                self.files[name] = VARIANTS[name][variant]
+                await self.apply()
+            else:
+                await self.land_or_delete(step)
+            await self.check_all(step)
+
+    def write(self, env: str, files: dict[str, str]) -> Path:
+        folder = self.root / env
+        folder.mkdir(exist_ok=True)
+        (folder / "pipeline.yaml").write_text(SPEC)
+        for file, text in files.items():
+            (folder / file).write_text(text)
+        return folder / "pipeline.yaml"
+
+    async def apply(self) -> None:
+        await self.hw.apply(self.write("prod", self.files))
+
+    async def land_or_delete(self, step: tuple[str, str, int]) -> None:
+        kind, day, salt = step
+        if kind == "land":
+            data = sales_csv(day, salt)
+            self.sources[day] = data
+            path = self.root / f"{day}.csv"
+            path.write_bytes(data)
+            await self.hw.publish("sales", day, path, name="sales.csv")
+        elif day in self.sources:
+            del self.sources[day]
+            await self.hw.delete("sales", day)
+
+    async def check_all(self, step: tuple[str, str, int]) -> None:
+        await self.hw.wait_idle(timeout=120)
+        pipelines = {
+            env: parse_pipeline(read_document(self.root / env / "pipeline.yaml"))
+            for env in ["prod", *self.envs]
+        }
+        tables = {k: formats.read_table(v, "csv", k) for k, v in self.sources.items()}
+        expected = evaluate_environments(self.oracle, pipelines, {"sales": tables})
+        for env in pipelines:
+            status = await self.hw.status(None if env == "prod" else env)
+            assert held_content(status) == expected[env], f"{env} after {step}"
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            ran = [
+                r["fingerprint"]
+                for r in await conn.fetch("SELECT fingerprint FROM scheduler.tasks")
+            ]
+        finally:
+            await conn.close()
+        assert sorted(ran) == sorted(fp for _, _, fp in self.oracle.misses), f"after {step}"

@@ -3,6 +3,7 @@ and the public contract with upstream systems. Pydantic only, no I/O."""
 
 from headwater.contracts.base import Event, parse_model
 from headwater.contracts.code import (
+    PROD_ENV,
     CodeChanged,
     DatasetDefinition,
     Dimension,
@@ -21,12 +22,14 @@ from headwater.contracts.errors import (
 from headwater.contracts.keys import (
     DATASET_NAME_PATTERN,
     DIMENSION_SEPARATOR,
+    ENV_NAME_PATTERN,
     PARTITION_KEY_PATTERN,
     join_dimensions,
     split_dimensions,
     validate_dataset_name,
     validate_dimension_name,
     validate_dimensioned_key,
+    validate_env_name,
     validate_partition_key,
 )
 from headwater.contracts.partitions import InputRef, PartitionLanded, PartitionRetracted
@@ -53,9 +56,11 @@ from headwater.contracts.upstream import (
 __all__ = [
     "DATASET_NAME_PATTERN",
     "DIMENSION_SEPARATOR",
+    "ENV_NAME_PATTERN",
     "FAMILIES",
     "FORMATS",
     "PARTITION_KEY_PATTERN",
+    "PROD_ENV",
     "CodeChanged",
     "DatasetDefinition",
     "DeadLetter",
@@ -94,5 +99,6 @@ __all__ = [
     "validate_dataset_name",
     "validate_dimension_name",
     "validate_dimensioned_key",
+    "validate_env_name",
     "validate_partition_key",
 ]

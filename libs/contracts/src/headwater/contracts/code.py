@@ -5,6 +5,10 @@ from typing import Any, Literal
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from headwater.contracts.base import Event
+from headwater.contracts.keys import ENV_NAME_PATTERN
+
+# The default environment: what every command means without `--env`.
+PROD_ENV = "prod"
 
 
 class _OmitsNoDimensions(Event):
@@ -81,3 +85,9 @@ class CodeChanged(Event):
     dataset: DatasetDefinition
     previous_code_sha: str | None = None
     removed: bool = False
+    # The environment whose definition this is (docs/architecture.md, "Environments"):
+    # `prod`, the default, unless applied with `--env`.
+    env: str = Field(default=PROD_ENV, pattern=ENV_NAME_PATTERN)
+    # Set when `headwater promote ENV` made this definition prod's: what that environment
+    # computed for the dataset becomes prod's own (kept when the environment is dropped).
+    promoted_from: str | None = None

@@ -8,7 +8,11 @@ DATASET_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # ASCII letters, digits and -_.=:,+ ; 1-128 characters; never "..".
 PARTITION_KEY_PATTERN = r"^[A-Za-z0-9\-_.=:,+]{1,128}$"
 
+# An environment's name (`apply --env NAME`): lower-case, it is written into SQL and shown.
+ENV_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
 _DATASET_RE = re.compile(DATASET_NAME_PATTERN)
+_ENV_RE = re.compile(ENV_NAME_PATTERN)
 _PARTITION_RE = re.compile(PARTITION_KEY_PATTERN)
 _HEAD = 40  # characters of an over-long key shown in an error
 
@@ -18,6 +22,17 @@ def validate_dataset_name(value: str, field: str = "dataset") -> str:
     if not _DATASET_RE.fullmatch(value):
         raise InputError(
             field, f"{value!r} is not a dataset name (letters, digits, '_' and '-', 1-64)"
+        )
+    return value
+
+
+def validate_env_name(value: str, field: str = "env") -> str:
+    """Return `value` if it names an environment, else raise InputError."""
+    if not isinstance(value, str) or not _ENV_RE.fullmatch(value):
+        raise InputError(
+            field,
+            f"{value!r} is not an environment name (a lower-case letter, then lower-case"
+            " letters, digits, '_' and '-'; 1-32)",
         )
     return value
 

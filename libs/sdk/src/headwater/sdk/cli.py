@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from headwater.contracts import PROD_ENV, validate_env_name
 from headwater.contracts.errors import HeadwaterError, InputError
 from headwater.core.errors import SpecError
 from headwater.sdk.client import Activity, HeadwaterClient, StillBusy
@@ -67,6 +68,12 @@ StateDir = Annotated[
     Path, typer.Option("--state-dir", envvar="HEADWATER_STATE_DIR", help="embedded stack state")
 ]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+Env = Annotated[
+    str | None,
+    typer.Option(
+        "--env", help="an environment (default: prod); `apply --env` creates it as a view of prod"
+    ),
+]
 
 
 def _run(state_dir: Path, fn: Callable[[HeadwaterClient], Awaitable[T]]) -> T:
@@ -261,12 +268,15 @@ def apply(
     ] = False,
     timeout: Timeout = 600,
     strict: Strict = False,
+    env: Env = None,
 ) -> None:
     """Apply a pipeline spec: store it and run what its changes require.
 
-    With --wait, wait until nothing is left to run, as `wait` does."""
+    With --wait, wait until nothing is left to run, as `wait` does. With --env NAME, into
+    that environment: what is unchanged is prod's, shared; only what differs runs, and is
+    seen only there until `headwater promote NAME`."""
     _validate(file)
-    result = _run(state_dir, lambda hw: hw.apply(file))
+    result = _run(state_dir, lambda hw: hw.apply(file, _checked_env(env)))
     if not wait_too:
         _print_json(result) if as_json else _print_changes(result, applied=True)
         return
@@ -281,10 +291,12 @@ def apply(
 
 
 @app.command()
-def plan(file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+def plan(
+    file: Path, state_dir: StateDir = Path(".state"), as_json: Json = False, env: Env = None
+) -> None:
     """Show what applying a spec would change, without changing anything."""
     _validate(file)
-    result = _run(state_dir, lambda hw: hw.plan(file))
+    result = _run(state_dir, lambda hw: hw.plan(file, _checked_env(env)))
     _print_json(result) if as_json else _print_changes(result, applied=False)
 
 
@@ -388,6 +400,7 @@ def status(
     ] = False,
     state_dir: StateDir = Path(".state"),
     as_json: Json = False,
+    env: Env = None,
 ) -> None:
     """Partitions per dataset and state, and the errored ones; or one dataset's partitions.
 
@@ -398,14 +411,16 @@ def status(
     With DATASET: its partitions in key order, at most --limit, narrowed by --state and
     --since; --after KEY continues after a key. A queued partition an executor holds shows as
     running."""
+    env = _checked_env(env)
     if dataset is None:
         if state or since or after:
             _bad("state", "--state, --since and --after need a DATASET")
         if every and not as_json:
-            print_every_partition(console, _run(state_dir, lambda hw: hw.status()))
+            print_every_partition(console, _run(state_dir, lambda hw: hw.status(env)))
             return
         found = _run(
-            state_dir, lambda hw: _summary(hw, errors, listing=as_json and not summary_only)
+            state_dir,
+            lambda hw: _summary(hw, errors, listing=as_json and not summary_only, env=env),
         )
         _print_json(found) if as_json else print_summary(console, found)
         return
@@ -420,16 +435,104 @@ def status(
         _bad(*exc.reply())
     listing = _run(
         state_dir,
-        lambda hw: hw.partitions(dataset, states=states, since=changed, after=after, limit=limit),
+        lambda hw: hw.partitions(
+            dataset, states=states, since=changed, after=after, limit=limit, env=env
+        ),
     )
     _print_json(listing) if as_json else print_listing(console, listing, limit)
 
 
-async def _summary(hw: HeadwaterClient, errors: int, *, listing: bool) -> dict[str, Any]:
-    found = await hw.summary(errored=errors)
+async def _summary(
+    hw: HeadwaterClient, errors: int, *, listing: bool, env: str | None = None
+) -> dict[str, Any]:
+    found = await hw.summary(errored=errors, env=env)
     if listing:  # as `status --json` always had it
-        found["partitions"] = (await hw.status())["partitions"]
+        found["partitions"] = (await hw.status(env))["partitions"]
     return found
+
+
+def _checked_env(env: str | None) -> str | None:
+    """The environment named by --env (None: prod, the default), or exit 2 naming it."""
+    if env is None:
+        return None
+    try:
+        validate_env_name(env, "env")
+    except InputError as exc:
+        _bad(*exc.reply())
+    return None if env == PROD_ENV else env
+
+
+@app.command()
+def promote(name: str, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+    """Make environment NAME's definitions prod's. Nothing runs: every output it needs was
+    computed in the environment, and prod adopts it by fingerprint."""
+    result = _run(state_dir, lambda hw: hw.promote(_env_named(name)))
+    if as_json:
+        _print_json(result)
+        return
+    for c in result["changes"]:
+        console.print(f"{c['dataset']}: {c['change']} (promoted from {name})")
+    if not result["changes"]:
+        console.print(f"prod already has {name}'s definitions")
+
+
+def _env_named(name: str) -> str:
+    env = _checked_env(name)
+    if env is None:
+        _bad("env", "prod is the default environment: name another")
+    return env
+
+
+env_app = typer.Typer(add_completion=False, help="Environments: list, compare, drop.")
+app.add_typer(env_app, name="env")
+
+
+@env_app.command("list")
+def env_list(state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+    """Every environment: its datasets, pipelines, and definitions that differ from prod."""
+    found = _run(state_dir, lambda hw: hw.envs())
+    if as_json:
+        _print_json(found)
+        return
+    for e in found:
+        console.print(
+            f"{e['env']}: {e['datasets']} datasets ({', '.join(e['pipelines'])}),"
+            f" {e['differ']} differ from prod"
+        )
+
+
+@env_app.command("diff")
+def env_diff(a: str, b: str, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+    """What differs between environments A and B: datasets (code SHAs) and partitions (state
+    and data SHA)."""
+    for name in (a, b):
+        _checked_env(name)
+    found = _run(state_dir, lambda hw: hw.env_diff(a, b))
+    if as_json:
+        _print_json(found)
+        return
+    for d in found["datasets"]:
+        console.print(f"{d['dataset']}: code {str(d[a])[:12]} in {a}, {str(d[b])[:12]} in {b}")
+    for p in found["partitions"]:
+        sides = [p[a], p[b]]
+        shown = [f"{s['state']} {str(s['data_sha'])[:12]}" if s else "absent" for s in sides]
+        console.print(f"{p['dataset']}/{p['partition_key']}: {shown[0]} in {a}, {shown[1]} in {b}")
+    if not found["datasets"] and not found["partitions"]:
+        console.print(f"{a} and {b} hold the same")
+
+
+@env_app.command("drop")
+def env_drop(name: str, state_dir: StateDir = Path(".state"), as_json: Json = False) -> None:
+    """Remove environment NAME: its definitions and partitions, and the data objects nothing
+    else references (prod's, and other environments', are kept)."""
+    result = _run(state_dir, lambda hw: hw.drop_env(_env_named(name)))
+    if as_json:
+        _print_json(result)
+        return
+    console.print(
+        f"dropped {name}: {result['partitions']} partitions of its own,"
+        f" {result['objects_deleted']} objects deleted, {result['cancelled']} tasks cancelled"
+    )
 
 
 def _bad(field: str, reason: str) -> NoReturn:
@@ -491,10 +594,14 @@ def _exit_if_errored(counts: dict[str, int], strict: bool) -> None:
 
 @app.command()
 def why(
-    dataset: str, partition: str, state_dir: StateDir = Path(".state"), as_json: Json = False
+    dataset: str,
+    partition: str,
+    state_dir: StateDir = Path(".state"),
+    as_json: Json = False,
+    env: Env = None,
 ) -> None:
     """Which code or input change caused each materialization of a partition."""
-    result = _run(state_dir, lambda hw: hw.why(dataset, partition))
+    result = _run(state_dir, lambda hw: hw.why(dataset, partition, _checked_env(env)))
     if as_json:
         _print_json(result)
         return
@@ -601,6 +708,7 @@ def lineage(
             "--columns", help="per output column of DATASET, the input columns it comes from"
         ),
     ] = False,
+    env: Env = None,
 ) -> None:
     """What a partition is made from and what is made from it, as trees with each
     partition's data SHA and the code SHA that made it (now; --all: ever). Without PARTITION:
@@ -620,7 +728,8 @@ def lineage(
         _print_json(graph) if as_json else print_graph(console, graph)
         return
     key = partition
-    result = _run(state_dir, lambda hw: hw.lineage(dataset, key, depth, history=history))
+    env = _checked_env(env)
+    result = _run(state_dir, lambda hw: hw.lineage(dataset, key, depth, history=history, env=env))
     if as_json:
         _print_json(result)
         return

@@ -78,20 +78,28 @@ class HeadwaterClient:
         return data["result"]
 
     # --- spec ------------------------------------------------------------------------
-    async def apply(self, path: Path) -> dict[str, Any]:
+    async def apply(self, path: Path, env: str | None = None) -> dict[str, Any]:
+        """Apply the spec at `path` to prod, or into environment `env` (created as a view of
+        prod if it does not exist)."""
         from headwater.sdk.spec_files import read_document  # parses SQL: only apply and plan
 
         doc = read_document(path)
-        result: dict[str, Any] = await self.call("spec-registry", "apply", doc.model_dump())
+        result: dict[str, Any] = await self.call(
+            "spec-registry", "apply", {**doc.model_dump(), **_env(env)}
+        )
         return result
 
-    async def plan(self, path: Path) -> dict[str, Any]:
+    async def plan(self, path: Path, env: str | None = None) -> dict[str, Any]:
         """Per dataset, the code SHA change and the partitions that would run, before any do."""
         from headwater.sdk.spec_files import read_document  # parses SQL: only apply and plan
 
         doc = read_document(path)
-        result: dict[str, Any] = await self.call("spec-registry", "plan", doc.model_dump())
-        impact = await self.call("scheduler", "impact", {"datasets": result.pop("definitions")})
+        result: dict[str, Any] = await self.call(
+            "spec-registry", "plan", {**doc.model_dump(), **_env(env)}
+        )
+        impact = await self.call(
+            "scheduler", "impact", {"datasets": result.pop("definitions"), **_env(env)}
+        )
         for change in result["changes"]:
             partitions = impact["datasets"].get(change["dataset"], {"run": [], "reuse": []})
             change.update(run=partitions["run"], reuse=partitions["reuse"])
@@ -160,18 +168,81 @@ class HeadwaterClient:
         return keys
 
     # --- reads -------------------------------------------------------------------------
-    async def status(self) -> dict[str, Any]:
+    # --- environments ---------------------------------------------------------------------
+    async def promote(self, env: str) -> dict[str, Any]:
+        """Make environment `env`'s definitions prod's; nothing runs for what it computed."""
+        result: dict[str, Any] = await self.call("spec-registry", "promote", {"env": env})
+        return result
+
+    async def envs(self) -> list[dict[str, Any]]:
+        """Every environment (prod first): datasets, pipelines, definitions differing from prod."""
+        result: list[dict[str, Any]] = await self.call("spec-registry", "envs", {})
+        return result
+
+    async def drop_env(self, env: str) -> dict[str, Any]:
+        """Remove environment `env`: its definitions, its own partitions, its requested tasks
+        nobody else waits for, and the data objects nothing else references."""
+        found = await self.call("spec-registry", "drop_env", {"env": env})
+        body = {"env": env, "spec_version": found["spec_version"] or 0}
+        result: dict[str, Any] = await self.call("scheduler", "drop_env", body)
+        from headwater.runtime.objectstore import open_store  # loads the S3 client
+
+        store = open_store(self.settings)
+        for key in result["objects"]:
+            await store.delete(self.settings.data_bucket, key)
+        return {
+            "env": env,
+            "datasets": found["datasets"],
+            "partitions": result["partitions"],
+            "cancelled": result["cancelled"],
+            "objects_deleted": len(result["objects"]),
+        }
+
+    async def env_diff(self, a: str, b: str) -> dict[str, Any]:
+        """What differs between environments `a` and `b`: datasets whose code SHA differs (or
+        that one lacks), and partitions whose data SHA or state differs, per dataset."""
+        defs = {e: await self.call("spec-registry", "datasets", {"env": e}) for e in (a, b)}
+        datasets = [
+            {
+                "dataset": name,
+                a: defs[a].get(name, {}).get("code_sha"),
+                b: defs[b].get(name, {}).get("code_sha"),
+            }
+            for name in sorted(set(defs[a]) | set(defs[b]))
+            if defs[a].get(name, {}).get("code_sha") != defs[b].get(name, {}).get("code_sha")
+        ]
+        held = {e: await self.status(e) for e in (a, b)}
+        rows = {
+            e: {(p["dataset"], p["partition_key"]): p for p in held[e]["partitions"]}
+            for e in (a, b)
+        }
+        partitions = []
+        for ref in sorted(set(rows[a]) | set(rows[b])):
+            x, y = rows[a].get(ref), rows[b].get(ref)
+            shown = [(r["state"], r["data_sha"]) if r else None for r in (x, y)]
+            if shown[0] != shown[1]:
+                partitions.append(
+                    {
+                        "dataset": ref[0],
+                        "partition_key": ref[1],
+                        a: {"state": shown[0][0], "data_sha": shown[0][1]} if shown[0] else None,
+                        b: {"state": shown[1][0], "data_sha": shown[1][1]} if shown[1] else None,
+                    }
+                )
+        return {"a": a, "b": b, "datasets": datasets, "partitions": partitions}
+
+    async def status(self, env: str | None = None) -> dict[str, Any]:
         """Every partition (`partitions`: dataset, partition_key, state, data_sha, object_key,
         rows, bytes, reason, fingerprint, error; retracted ones aside), and `tasks_requested`
         and `outbox_pending`. Read a page at a time (no reply grows with what is held), so
         it is not one snapshot while work goes on. For a pipeline of any size prefer
         `summary` and `partitions`."""
-        summary = await self.summary(errored=0)
+        summary = await self.summary(errored=0, env=env)
         rows: list[dict[str, Any]] = []
         for d in summary["datasets"]:
             live = d["total"] - d["counts"]["retracted"]
             if live:
-                async for row, _ in self._pages(d["dataset"], None, None, None, None):
+                async for row, _ in self._pages(d["dataset"], None, None, None, None, env):
                     rows.append({k: row[k] for k in STATUS_COLUMNS})
         return {
             "partitions": rows,
@@ -179,14 +250,16 @@ class HeadwaterClient:
             "outbox_pending": summary["outbox_pending"],
         }
 
-    async def summary(self, errored: int = 20) -> dict[str, Any]:
+    async def summary(self, errored: int = 20, env: str | None = None) -> dict[str, Any]:
         """Per dataset, how many partitions are in each state (`datasets`: dataset, kind,
         counts, total), the first `errored` errored partitions with their errors (`errored`,
         and `errored_total`), the tasks requested, the events not yet published, and from
         the work queue `running` (tasks executors hold now: running, or between attempts)
         and `work_queue` (tasks no executor has taken yet); those two are None when the work
         queue cannot be read. The reply does not grow with the partitions held."""
-        result: dict[str, Any] = await self.call("scheduler", "summary", {"errored": errored})
+        result: dict[str, Any] = await self.call(
+            "scheduler", "summary", {"errored": errored, **_env(env)}
+        )
         work = await self._work_queue()
         result["running"] = work[0] if work else None
         result["work_queue"] = work[1] if work else None
@@ -200,6 +273,7 @@ class HeadwaterClient:
         since: datetime | None = None,
         after: str | None = None,
         limit: int = 50,
+        env: str | None = None,
     ) -> dict[str, Any]:
         """`dataset`'s partitions in key order: at most `limit`, after the key `after`, in
         `states` (default: all but retracted), changed at or after `since`. Each row as in
@@ -209,7 +283,7 @@ class HeadwaterClient:
         continue after."""
         rows: list[dict[str, Any]] = []
         more, last = 0, after
-        async for row, left in self._pages(dataset, states, since, after, limit):
+        async for row, left in self._pages(dataset, states, since, after, limit, env):
             rows.append(row)
             more, last = left, row["partition_key"]
         if not rows:  # nothing on the first page: how many match at all is 0
@@ -229,11 +303,12 @@ class HeadwaterClient:
         since: datetime | None,
         after: str | None,
         limit: int | None,
+        env: str | None = None,
     ) -> AsyncIterator[tuple[dict[str, Any], int]]:
         """Rows of `dataset`, one page request at a time (limit None: every one), each with
         how many match after it: right for the last row (limit None: 0), as only the last
         page is counted (a count is a pass over the dataset)."""
-        body: dict[str, Any] = {"dataset": dataset}
+        body: dict[str, Any] = {"dataset": dataset, **_env(env)}
         if states is not None:
             body["states"] = states
         if since is not None:
@@ -281,9 +356,9 @@ class HeadwaterClient:
             return None
         return int(info.num_ack_pending or 0), int(info.num_pending or 0)
 
-    async def why(self, dataset: str, partition: str) -> dict[str, Any]:
+    async def why(self, dataset: str, partition: str, env: str | None = None) -> dict[str, Any]:
         result: dict[str, Any] = await self.call(
-            "scheduler", "why", {"dataset": dataset, "partition": partition}
+            "scheduler", "why", {"dataset": dataset, "partition": partition, **_env(env)}
         )
         return result
 
@@ -296,7 +371,13 @@ class HeadwaterClient:
         return result
 
     async def lineage(
-        self, dataset: str, partition: str, depth: int = 20, *, history: bool = False
+        self,
+        dataset: str,
+        partition: str,
+        depth: int = 20,
+        *,
+        history: bool = False,
+        env: str | None = None,
     ) -> dict[str, Any]:
         """The partitions `dataset/partition` is made from (`upstream`) and those made from it
         (`downstream`), as edges input -> output naming the fingerprint that made them. Each
@@ -313,7 +394,7 @@ class HeadwaterClient:
         outputs = sorted({(e["output_dataset"], e["output_key"]) for e in edges})
         current: dict[tuple[str, str], str | None] = {}
         for i in range(0, len(outputs), _CURRENT_BATCH):
-            body = {"partitions": [list(p) for p in outputs[i : i + _CURRENT_BATCH]]}
+            body = {"partitions": [list(p) for p in outputs[i : i + _CURRENT_BATCH]], **_env(env)}
             for c in await self.call("scheduler", "current", body):
                 current[(c["dataset"], c["partition_key"])] = c["fingerprint"]
         for e in edges:
@@ -469,11 +550,12 @@ class HeadwaterClient:
         timeout: float = 600,
         poll: float = 0.2,
         on_progress: Callable[["Activity | None"], None] | None = None,
+        env: str | None = None,
     ) -> dict[str, Any]:
         """`wait_idle`, then `status` once (every partition: for tests and small pipelines;
-        `wait_idle` then `summary` reads no partition)."""
+        `wait_idle` then `summary` reads no partition); of environment `env`, or prod."""
         await self.wait_idle(timeout, poll, on_progress)
-        return await self.status()
+        return await self.status(env)
 
     async def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest dead letters, oldest first, with their payloads decoded when text."""
@@ -604,6 +686,12 @@ class Activity:
     @property
     def idle(self) -> bool:
         return not any(self.counts().values())
+
+
+def _env(env: str | None) -> dict[str, str]:
+    """The `env` of a request body: none for prod (the default), so prod's requests are as
+    they always were."""
+    return {} if env is None else {"env": env}
 
 
 async def _holder(kv: KeyValue, fingerprint: str) -> str | None:

@@ -62,6 +62,7 @@ def build_app(
     responder(broker, s.rpc(NAME, "current"), app.current)
     responder(broker, s.rpc(NAME, "impact"), app.impact)
     responder(broker, s.rpc(NAME, "retry"), app.retry)
+    responder(broker, s.rpc(NAME, "drop_env"), app.drop_env)
     # `status` and `wait` of the CLI: replies bounded whatever the partitions held.
     queries = StatusQueries(service.res)
     responder(broker, s.rpc(NAME, "summary"), queries.summary)

@@ -15,6 +15,7 @@ import asyncpg
 from opentelemetry.context import Context
 
 from headwater.contracts import (
+    PROD_ENV,
     CodeChanged,
     DatasetDefinition,
     InputRef,
@@ -25,6 +26,7 @@ from headwater.contracts import (
     TaskAttemptFailed,
     TaskFailed,
     TaskState,
+    validate_env_name,
 )
 from headwater.contracts.errors import HeadwaterError, InputError
 from headwater.core import reconcile
@@ -95,7 +97,7 @@ class Scheduler:
                             merge(work, effect)
                 except InputError as exc:
                     errors[i] = exc
-            if work:
+            if work or self.reconciler.pending:
                 attributes: Attributes = {
                     "headwater.trigger": "events",
                     "headwater.datasets": len(work),
@@ -131,14 +133,27 @@ class Scheduler:
         await self._one(event)
 
     async def _code_changed(self, conn: asyncpg.Connection, event: CodeChanged) -> Work:
-        await store.put_dataset(conn, event.dataset, event.removed)
+        env = event.env
+        if env != PROD_ENV:
+            through = await store.dropped_through(conn, env)
+            if through is not None and event.spec_version <= through:
+                return {}  # announced before the environment was dropped
+        await store.put_dataset(conn, event.dataset, event.removed, env)
+        if event.promoted_from is not None:  # what it computed is prod's now
+            await store.adopt_materializations(conn, event.promoted_from, event.dataset.name)
         if event.removed:  # its partitions leave `status`; what it had asked for stops
             fingerprints = await store.requested_tasks_of(conn, event.dataset.name)
             await self.reconciler.cancel(
-                conn, [(fp, "its dataset was removed") for fp in fingerprints]
+                conn, [(fp, "its dataset was removed") for fp in fingerprints], env
             )
             return {}
         if event.dataset.kind == "source":
+            return {}
+        if env != PROD_ENV:
+            # A definition a new environment copied from prod changes nothing there (what
+            # reads a changed one follows from its reconcile).
+            if event.previous_code_sha != event.dataset.code_sha:
+                self.reconciler.in_env(env, {event.dataset.name: None})
             return {}
         return {event.dataset.name: None}
 
@@ -164,9 +179,12 @@ class Scheduler:
                 reason=None,
                 source_version=event.source_version,
             )
+            self.reconciler.changed(PROD_ENV, event.dataset, {event.partition_key})
             return await self.reconciler.downstream_of(conn, event.dataset, {event.partition_key})
         task = await store.task(conn, event.fingerprint)
-        await store.add_materialization(conn, event, task["reason"] if task else None)
+        await store.add_materialization(
+            conn, event, task["reason"] if task else None, task["env"] if task else PROD_ENV
+        )
         if event.repaired:  # the object was written anew: what it backs is usable again
             await store.mark_repaired(conn, event.object_key)
         # Every delivery up to the one that made it ran the transform (or was lost running it).
@@ -174,7 +192,8 @@ class Scheduler:
             conn, event.fingerprint, TaskState.SUCCEEDED, executions=event.attempt
         )
         # Reconciled like any partition: adopted if it is still what is wanted (a result for
-        # an older desire is kept for reuse, not made current).
+        # an older desire is kept for reuse, not made current), in every environment.
+        self.reconciler.in_every_env({event.dataset: {event.partition_key}})
         return {event.dataset: {event.partition_key}}
 
     async def _partition_retracted(
@@ -202,6 +221,7 @@ class Scheduler:
             reason="its files were deleted",
             source_version=event.source_version,
         )
+        self.reconciler.changed(PROD_ENV, event.dataset, {event.partition_key})
         return work
 
     async def _task_failed(self, conn: asyncpg.Connection, event: TaskFailed) -> Work:
@@ -215,6 +235,21 @@ class Scheduler:
         await store.finish_task(
             conn, event.fingerprint, TaskState.FAILED, event.error, event.traceback, executions=ran
         )
+        # Every environment whose own row waits for it is errored too (one that sees prod's
+        # row follows prod).
+        for own in await store.own_partitions(
+            conn, event.dataset, event.partition_key, await store.envs(conn)
+        ):
+            if own["desired_fingerprint"] == event.fingerprint and own["state"] == "queued":
+                await store.set_partition(
+                    conn,
+                    event.dataset,
+                    event.partition_key,
+                    env=own["env"],
+                    state=PartitionState.ERRORED,
+                    reason=event.error,
+                )
+                self.reconciler.changed(own["env"], event.dataset, {event.partition_key})
         current = await store.partition(conn, event.dataset, event.partition_key)
         if current is None or current["desired_fingerprint"] != event.fingerprint:
             return {}
@@ -225,6 +260,7 @@ class Scheduler:
             state=PartitionState.ERRORED,
             reason=event.error,
         )
+        self.reconciler.changed(PROD_ENV, event.dataset, {event.partition_key})
         return await self.reconciler.downstream_of(conn, event.dataset, {event.partition_key})
 
     async def _attempt_failed(self, conn: asyncpg.Connection, event: TaskAttemptFailed) -> Work:
@@ -274,6 +310,8 @@ class Scheduler:
         await store.set_partition(
             conn, ref.dataset, ref.partition_key, state=PartitionState.QUEUED, fingerprint=None
         )
+        self.reconciler.changed(PROD_ENV, event.dataset, {event.partition_key})
+        self.reconciler.changed(PROD_ENV, ref.dataset, {ref.partition_key})
         return {ref.dataset: {ref.partition_key}}
 
     async def retry(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -322,7 +360,10 @@ class Scheduler:
 
         async def apply(conn: asyncpg.Connection) -> Work:
             defs = await store.definitions(conn)
-            await self._resend_unanswered(conn, defs)
+            await self._resend_unanswered(conn)
+            for env in await store.envs(conn):
+                mine = await store.definitions(conn, env)
+                self.reconciler.in_env(env, {d.name: None for d in mine.values()})
             return {d.name: None for d in defs.values() if d.kind != "source"}
 
         await self._transact(apply, "timer")
@@ -338,13 +379,14 @@ class Scheduler:
 
         async def apply(conn: asyncpg.Connection) -> Work:
             due = await store.settled_due(conn, _DUE_AT_ONCE)
-            return {name: keys for name, keys in due.items()}
+            for env, work in due.items():
+                if env != PROD_ENV:
+                    self.reconciler.in_env(env, {name: keys for name, keys in work.items()})
+            return {name: keys for name, keys in due.get(PROD_ENV, {}).items()}
 
         await self._transact(apply, "settle")
 
-    async def _resend_unanswered(
-        self, conn: asyncpg.Connection, defs: dict[str, DatasetDefinition]
-    ) -> None:
+    async def _resend_unanswered(self, conn: asyncpg.Connection) -> None:
         """Send again a task nobody answered for `task_resend_s` (its message, or its result,
         was lost). Only when the work queue is empty and nothing is in flight, so a backlog is
         never mistaken for a loss; an executor that already published the result publishes it
@@ -356,11 +398,16 @@ class Scheduler:
         info = await js.consumer_info(self.subjects.tasks_stream, "executor")
         if info.num_pending or info.num_ack_pending:
             return
+        defs: dict[str, dict[str, DatasetDefinition]] = {}
         for task in tasks:
-            d = defs.get(task["dataset"])
+            env = task["env"]
+            if env not in defs:
+                defs[env] = await store.definitions(conn, env)
+            d = defs[env].get(task["dataset"])
             if d is None:
                 continue
-            facts = await store.scoped_facts(conn, reconcile.scopes(d, {task["partition_key"]}))
+            scopes = reconcile.scopes(d, {task["partition_key"]})
+            facts = await store.scoped_facts(conn, scopes, env)
             decision = reconcile.decide(d, task["partition_key"], facts)
             if not isinstance(decision, Desired) or decision.fingerprint != task["fingerprint"]:
                 continue  # no longer wanted; the reconcile below requests what is
@@ -389,10 +436,17 @@ class Scheduler:
         dataset, key = body.get("dataset"), body.get("partition")
         if not isinstance(dataset, str) or not isinstance(key, str):
             raise InputError("dataset", "why needs {dataset, partition}")
+        env = env_of(body)
         async with self.res.pool.acquire() as conn:
-            current = await store.partition(conn, dataset, key)
-            history = await store.materializations_of(conn, dataset, key)
-            gone = await store.retraction(conn, dataset, key) if current is None else None
+            current = await store.partition(conn, dataset, key, env)
+            if (
+                current is not None
+                and current["env"] != PROD_ENV
+                and current["state"] == (PartitionState.RETRACTED)
+            ):
+                current = None  # not in this environment (it holds prod's partition no more)
+            history = await store.materializations_of(conn, dataset, key, env)
+            gone = await store.retraction(conn, dataset, key, env) if current is None else None
             task, attempts = None, []
             if current is not None and current["desired_fingerprint"]:
                 task = await store.task(conn, current["desired_fingerprint"])
@@ -423,6 +477,7 @@ class Scheduler:
             }
         else:
             partition = dict(current)
+            partition.pop("env")  # the reply is as it was; the environment is the caller's
             if current["state"] == PartitionState.RETRACTED:  # a source whose files were deleted
                 last = history[-1] if history else None
                 retracted = {
@@ -466,7 +521,7 @@ class Scheduler:
         ):
             raise InputError("partitions", f"must be at most {_MAX_CURRENT} [dataset, key] pairs")
         pairs = [(d, k) for d, k in named]
-        found = await store.fingerprints_of(self.res.pool, pairs)
+        found = await store.fingerprints_of(self.res.pool, pairs, env_of(body))
         return [
             {"dataset": d, "partition_key": k, "fingerprint": found.get((d, k))} for d, k in pairs
         ]
@@ -483,11 +538,15 @@ class Scheduler:
         except ValueError as exc:
             raise InputError("datasets", str(exc)) from exc
         changed_names = {c.name for c in changed}
+        env = env_of(body)
         async with self.res.pool.acquire() as conn:
-            defs = await store.definitions(conn)
+            defs = await store.definitions(conn, env)
+            if env != PROD_ENV and not defs:  # a new environment starts as prod
+                env = PROD_ENV
+                defs = await store.definitions(conn, env)
             defs.update({d.name: d for d in changed})
-            facts = await store.facts(conn, list(defs))
-            current = await store.current_fingerprints(conn)
+            facts = await store.facts(conn, list(defs), env)
+            current = await store.current_fingerprints(conn, env)
             result: dict[str, dict[str, list[str]]] = {
                 n: {"run": [], "reuse": []} for n in sorted(changed_names)
             }
@@ -527,6 +586,36 @@ class Scheduler:
                         downstream.setdefault(d.name, []).append(key)
         return {"datasets": result, "downstream": downstream}
 
+    async def drop_env(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Forget environment `env` (spec-registry has forgotten its definitions; events of
+        its spec versions up to `spec_version` still in flight are ignored). Its requested
+        tasks nobody else waits for are cancelled; `objects`: the data objects nothing else
+        references, which the caller deletes (their materializations are marked unusable)."""
+        env = env_of(body)
+        if env == PROD_ENV:
+            raise InputError("env", "prod cannot be dropped")
+        version = body.get("spec_version")
+        if not isinstance(version, int):
+            raise InputError("spec_version", "must be the environment's last spec version")
+        dropped: list[store.Dropped] = []
+
+        async def apply(conn: asyncpg.Connection) -> Work:
+            found = await store.drop_env(conn, env, version)
+            await self.reconciler.cancel(
+                conn, [(fp, f"its environment {env} was dropped") for fp in found.cancelled], env
+            )
+            dropped.append(found)
+            return {}
+
+        await self._transact(apply, "drop")
+        [found] = dropped
+        return {
+            "env": env,
+            "partitions": found.partitions,
+            "cancelled": len(found.cancelled),
+            "objects": found.objects,
+        }
+
     # --- the reconciler -------------------------------------------------------------------
     async def _transact(self, apply: Any, trigger: str) -> None:
         """A command's or a timer's reconcile (events go through `handle`), in a span of its
@@ -545,6 +634,14 @@ class Scheduler:
             self.res.metrics.reconciled(trigger, 0, time.perf_counter() - started)
             await self.res.flush()
             await self.reconciler.write_cancels()
+
+
+def env_of(body: dict[str, Any]) -> str:
+    """The environment a query or command names (`env`), prod by default."""
+    env = body.get("env", PROD_ENV)
+    if not isinstance(env, str):
+        raise InputError("env", "must be an environment name")
+    return validate_env_name(env)
 
 
 def _reads_pending(

@@ -12,6 +12,7 @@ from headwater.contracts.errors import InputError
 from headwater.core import reconcile
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
+from headwater.services.scheduler.handlers import env_of
 
 ERRORED_MAX = 1000  # errored partitions one summary may list
 
@@ -25,12 +26,13 @@ class StatusQueries:
         state; the first `errored` (default 20) errored partitions with their errors; the
         tasks requested and the events not yet published."""
         limit = _int(body, "errored", 20, ERRORED_MAX)
+        env = env_of(body)
         async with self.res.pool.acquire() as conn:
-            infos = await store.dataset_infos(conn)
-            counts = await store.state_counts(conn)
-            defs = await store.definitions(conn)
+            infos = await store.dataset_infos(conn, env)
+            counts = await store.state_counts(conn, env)
+            defs = await store.definitions(conn, env)
             shown = _in_order(defs, infos, counts)
-            errored = await store.errored(conn, shown, limit)
+            errored = await store.errored(conn, shown, limit, env)
             requested = await store.tasks_requested(conn)
         assert self.res.outbox is not None
         outbox = await self.res.outbox.pending(self.res.pool)
@@ -82,17 +84,28 @@ class StatusQueries:
         count = body.get("count", True)
         if not isinstance(count, bool):
             raise InputError("count", "must be true or false")
+        env = env_of(body)
         async with self.res.pool.acquire() as conn:
-            infos = await store.dataset_infos(conn)
+            infos = await store.dataset_infos(conn, env)
             info = infos.get(dataset)
             if info is not None and info.removed:
                 raise InputError("dataset", f"{dataset!r} was removed from the pipeline")
             # Not defined: known only if it holds partitions (as `status` lists it then).
-            if info is None and not (await store.partitions_page(conn, dataset, limit=1))[0]:
+            if (
+                info is None
+                and not (await store.partitions_page(conn, dataset, limit=1, env=env))[0]
+            ):
                 known = ", ".join(sorted(n for n, i in infos.items() if not i.removed))
                 raise InputError("dataset", f"no dataset {dataset!r} (known: {known or '-'})")
             rows, more = await store.partitions_page(
-                conn, dataset, states=states, since=since, after=after, limit=limit, count=count
+                conn,
+                dataset,
+                states=states,
+                since=since,
+                after=after,
+                limit=limit,
+                count=count,
+                env=env,
             )
         return {
             "dataset": dataset,

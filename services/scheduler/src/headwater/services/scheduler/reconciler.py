@@ -30,6 +30,7 @@ from headwater.services.scheduler import store
 
 _log = logging.getLogger(__name__)
 Work = dict[str, set[str] | None]  # dataset -> output keys to look at (None: all)
+PROD = store.PROD
 # A settling partition whose inputs keep changing still runs this many settle delays after
 # the first change.
 _SETTLE_CAP = 4
@@ -64,11 +65,30 @@ class Reconciler:
     # Tasks requested by the current batch (dataset, kind of request): counted once committed.
     requested: Counter[tuple[str, str]] = field(default_factory=Counter, repr=False)
     cancel_pending: bool = True  # marks to write: look once at start-up
+    # Environments (docs/architecture.md, "Environments"), per batch: work to do in one
+    # environment, in every one, and partitions whose rows changed (in prod: every
+    # environment that sees them follows; elsewhere: what reads them in it).
+    _env_work: dict[str, Work] = field(default_factory=dict, repr=False)
+    _every_env: Work = field(default_factory=dict, repr=False)
+    _changed: dict[str, Work] = field(default_factory=dict, repr=False)
 
     def begin(self) -> None:
         """A new batch (or command) starts: what it publishes continues its own traces."""
         self._causes = {}
         self.requested = Counter()
+        self._env_work, self._every_env, self._changed = {}, {}, {}
+
+    def in_env(self, env: str, work: Work) -> None:
+        """Work to do in environment `env` (not prod) once prod's is done."""
+        merge(self._env_work.setdefault(env, {}), work)
+
+    def in_every_env(self, work: Work) -> None:
+        """Work to do in every environment other than prod (a result any may wait for)."""
+        merge(self._every_env, work)
+
+    def changed(self, env: str, dataset: str, keys: set[str]) -> None:
+        """Rows of `env` changed outside the reconcile (a landing, a failure)."""
+        merge(self._changed.setdefault(env, {}), {dataset: set(keys)})
 
     def count_requested(self) -> None:
         """Count the tasks the committed batch requested (its metrics)."""
@@ -91,9 +111,13 @@ class Reconciler:
     # executors learn it from a mark (fingerprint -> reason) in the cancels bucket, written
     # after that commit, and drop the task before it runs or kill it while it runs. Asking
     # for a cancelled fingerprint again (a revert) deletes the mark before the task is sent.
-    async def cancel(self, conn: asyncpg.Connection, cancels: list[tuple[str, str]]) -> None:
-        """Cancel the tasks named ((fingerprint, reason) pairs) if still requested."""
-        if await store.cancel_tasks(conn, [(fp, f"cancelled: {why}") for fp, why in cancels]):
+    async def cancel(
+        self, conn: asyncpg.Connection, cancels: list[tuple[str, str]], env: str = PROD
+    ) -> None:
+        """Cancel the tasks named ((fingerprint, reason) pairs) if still requested and no
+        environment other than `env` waits for them."""
+        found = [(fp, f"cancelled: {why}") for fp, why in cancels]
+        if await store.cancel_tasks(conn, found, env):
             self.cancel_pending = True
 
     async def write_cancels(self) -> None:
@@ -118,31 +142,65 @@ class Reconciler:
             self._cancels = await js.key_value(self.subjects.cancels_bucket)
         return self._cancels
 
+    @property
+    def pending(self) -> bool:
+        """Whether `run` has anything to do besides the work it is given: another
+        environment's work, or prod's changes for the other environments to see."""
+        return bool(self._env_work or self._every_env or self._changed)
+
     async def run(self, conn: asyncpg.Connection, work: Work) -> None:
-        """Decide and write the partitions `work` names, then those reading what changed.
-        Its caller opens the span, "scheduler reconcile" (its trigger, what it requested)."""
+        """Decide and write the partitions `work` names, then those reading what changed;
+        then the same in every other environment, for what changed in prod that it sees and
+        the work given to it. Its caller opens the span, "scheduler reconcile" (its trigger,
+        what it requested)."""
         if work:
             await self._run(conn, work)
+        if self.pending:
+            await self._environments(conn)
 
-    async def _run(self, conn: asyncpg.Connection, work: Work) -> None:
-        defs = await store.definitions(conn)
+    async def _environments(self, conn: asyncpg.Connection) -> None:
+        """Reconcile each environment other than prod over what concerns it: prod's rows that
+        changed (it sees them where it has none of its own: its partitions there, and what
+        reads them in it, are decided again), its own work, and the work for every one. A
+        landing or a result fans out to the environments (a handful), so an event's cost is
+        its cost in prod times the environments, not the partitions held."""
+        changed = self._changed.pop(PROD, {})
+        everyone, self._every_env = self._every_env, {}
+        for env in await store.envs(conn):
+            work: Work = {}
+            merge(work, self._env_work.pop(env, {}))
+            merge(work, everyone)
+            defs = await store.definitions(conn, env)
+            mine = self._changed.pop(env, {})
+            for name, keys in [*changed.items(), *mine.items()]:
+                assert keys is not None
+                d = defs.get(name)
+                if d is not None and d.kind != "source" and name in changed:
+                    merge(work, {name: set(keys)})
+                merge(work, await self.downstream_of(conn, name, keys, env))
+            if work:
+                await self._run(conn, work, env)
+        self._env_work, self._changed = {}, {}
+
+    async def _run(self, conn: asyncpg.Connection, work: Work, env: str = PROD) -> None:
+        defs = await store.definitions(conn, env)
         for d in reconcile.topological(defs.values()):
             if d.name not in work or d.kind == "source":
                 continue
             keys = work.pop(d.name)
             stored: dict[str, reconcile.Row] | None = None
             if keys is None:  # every partition: a code change, or the reconcile timer
-                facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name])
-                stored = await store.rows(conn, d.name)
+                facts = await store.facts(conn, [*(i.dataset for i in d.inputs), d.name], env)
+                stored = await store.rows(conn, d.name, env=env)
                 decided = self._unsettled(d, stored, facts)
             else:  # only what these keys read: the cost does not grow with what is held
-                facts = await store.scoped_facts(conn, reconcile.scopes(d, keys))
+                facts = await store.scoped_facts(conn, reconcile.scopes(d, keys), env)
                 index = reconcile.index_of(facts, [i.dataset for i in d.inputs])
                 decided = reconcile.decide_keys(d, keys, facts, index)
-            changed = await self._settle(conn, d, decided, facts, stored)
+            changed = await self._settle(conn, d, decided, facts, stored, env)
             if not changed:
                 continue
-            for key, more in (await self._downstream(conn, d.name, changed)).items():
+            for key, more in (await self._downstream(conn, d.name, changed, env)).items():
                 if (cause := self.cause_of(d.name, key)) is not None:
                     self.caused(more, cause)
                 merge(work, more)
@@ -184,6 +242,7 @@ class Reconciler:
         decided: dict[str, reconcile.Decision | None],
         facts: dict[str, dict[str, PartitionFact]],
         stored: dict[str, reconcile.Row] | None = None,
+        env: str = PROD,
     ) -> set[str]:
         """Bring the partitions `decided` in line with their decisions (None: no input maps
         to it any more) in a fixed number of statements, whatever their number; returns the
@@ -191,7 +250,7 @@ class Reconciler:
         if not decided:
             return set()
         if stored is None:
-            stored = await store.rows(conn, d.name, decided.keys())
+            stored = await store.rows(conn, d.name, decided.keys(), env)
         asked = {
             dec.fingerprint
             for key, dec in decided.items()
@@ -213,18 +272,20 @@ class Reconciler:
             if step.request is not None and fp is not None:
                 tasks[fp] = reconcile.Task(TaskState.REQUESTED)  # asked once, even if read twice
             steps[key] = step
-        await self.cancel(conn, [s.cancel for s in steps.values() if s.cancel is not None])
+        await self.cancel(conn, [s.cancel for s in steps.values() if s.cancel is not None], env)
         notes: dict[str, str] = {}
         if d.settle_s:
-            notes = await self._hold(conn, d, decided.keys(), steps)
+            notes = await self._hold(conn, d, decided.keys(), steps, env)
         gone = [k for k, s in steps.items() if s.row is None and stored.get(k) is not None]
         for key in gone:
-            await store.delete_partition(conn, d.name, key)
+            await store.delete_partition(conn, d.name, key, env)
             facts[d.name].pop(key, None)
         written = {
             k: s.row for k, s in steps.items() if s.row is not None and s.row != stored.get(k)
         }
-        await store.put_rows(conn, d.name, written)
+        await store.put_rows(conn, d.name, written, env)
+        if env == PROD and (written or gone):  # environments that see these rows follow
+            merge(self._changed.setdefault(PROD, {}), {d.name: {*written, *gone}})
         for key, row in written.items():
             facts[d.name][key] = PartitionFact(row.data_sha, row.object_key, row.state)
         requests: dict[str, tuple[reconcile.Request, Desired]] = {}
@@ -232,7 +293,7 @@ class Reconciler:
             decision = decided[key]
             if step.request is not None and isinstance(decision, Desired):
                 requests[key] = (step.request, decision)
-        await self.request(conn, d, requests, stored, notes)
+        await self.request(conn, d, requests, stored, notes, env)
         return {k for k, s in steps.items() if s.changed(stored.get(k))}
 
     async def _hold(
@@ -241,6 +302,7 @@ class Reconciler:
         d: DatasetDefinition,
         keys: Collection[str],
         steps: dict[str, reconcile.Step],
+        env: str = PROD,
     ) -> dict[str, str]:
         """A dataset with a settle delay: hold each new computation until its inputs have not
         changed for `settle_s` (each change of fingerprint pushes it back, at most to
@@ -250,7 +312,7 @@ class Reconciler:
         after being held, what its task's reason adds (the changes it coalesced)."""
         assert d.settle_s is not None
         settle = timedelta(seconds=d.settle_s)
-        known = await store.settling(conn, d.name, keys)
+        known = await store.settling(conn, d.name, keys, env)
         now: datetime = await conn.fetchval("SELECT now()")
         held: dict[str, store.Settling] = {}
         notes: dict[str, str] = {}
@@ -284,8 +346,10 @@ class Reconciler:
                 ),
                 request=None,
             )
-        await store.put_settling(conn, d.name, {k: h for k, h in held.items() if h != known.get(k)})
-        await store.drop_settling(conn, d.name, known.keys() - held.keys())
+        await store.put_settling(
+            conn, d.name, {k: h for k, h in held.items() if h != known.get(k)}, env
+        )
+        await store.drop_settling(conn, d.name, known.keys() - held.keys(), env)
         return notes
 
     async def request(
@@ -295,6 +359,7 @@ class Reconciler:
         requests: dict[str, tuple[reconcile.Request, Desired]],
         stored: dict[str, reconcile.Row],
         notes: dict[str, str] | None = None,
+        env: str = PROD,
     ) -> None:
         """Record and send the tasks `requests` asks for (key -> what, decision): a first
         request adds its task row with why it is needed (and what `notes` adds for its key);
@@ -312,7 +377,7 @@ class Reconciler:
             k: _reason(d, dec, made_from, stored.get(k), notes.get(k)) for k, dec in first.items()
         }
         await store.add_tasks(
-            conn, d.name, [(dec.fingerprint, k, reasons[k]) for k, dec in first.items()]
+            conn, d.name, [(dec.fingerprint, k, reasons[k]) for k, dec in first.items()], env
         )
         for fp in {dec.fingerprint for kind, dec in requests.values() if kind == "revive"}:
             await self.uncancel(fp)
@@ -360,16 +425,17 @@ class Reconciler:
         await self.res.outbox.add_many(conn, items)
 
     async def _downstream(
-        self, conn: asyncpg.Connection, dataset: str, keys: set[str]
+        self, conn: asyncpg.Connection, dataset: str, keys: set[str], env: str = PROD
     ) -> dict[str, Work]:
         """Per key of `keys`: the partitions of datasets reading `dataset` that read it (every
-        partition, None, of a reader that reads all of `dataset` beside inputs keying it)."""
-        defs = await store.definitions(conn)
+        partition, None, of a reader that reads all of `dataset` beside inputs keying it), in
+        environment `env`."""
+        defs = await store.definitions(conn, env)
         readers = [d for d in defs.values() if any(i.dataset == dataset for i in d.inputs)]
         if not readers:
             return {}
         scope = reconcile.affected_scope(readers, dataset, keys)
-        facts = await store.scoped_facts(conn, {dataset: scope})
+        facts = await store.scoped_facts(conn, {dataset: scope}, env)
         index = reconcile.index_of(facts, [dataset])
         whole = {r.name for r in readers if reconcile.read_by_every_partition(r, dataset)}
         return {
@@ -382,10 +448,12 @@ class Reconciler:
             for key in keys
         }
 
-    async def downstream_of(self, conn: asyncpg.Connection, dataset: str, keys: set[str]) -> Work:
-        """The partitions of datasets reading `dataset` that read one of `keys`."""
+    async def downstream_of(
+        self, conn: asyncpg.Connection, dataset: str, keys: set[str], env: str = PROD
+    ) -> Work:
+        """The partitions of datasets reading `dataset` that read one of `keys` (in `env`)."""
         work: Work = {}
-        for more in (await self._downstream(conn, dataset, keys)).values():
+        for more in (await self._downstream(conn, dataset, keys, env)).values():
             merge(work, more)
         return work
 

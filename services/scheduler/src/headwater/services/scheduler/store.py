@@ -10,11 +10,13 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from headwater.contracts import (
+    PROD_ENV,
     DatasetDefinition,
     PartitionLanded,
     PartitionState,
     TaskAttemptFailed,
     TaskState,
+    validate_env_name,
 )
 from headwater.core.hashing import FINGERPRINT_VERSION
 from headwater.core.mappings import Grid, Scope
@@ -24,6 +26,21 @@ SCHEMA = "scheduler"
 # Above this many keys, a dataset's rows are read whole (one scan) rather than key by key.
 _WHOLE_AT = 5000
 Conn: TypeAlias = asyncpg.Connection
+PROD = PROD_ENV
+
+
+def _seen(env: str, a: str = "p") -> str:
+    """SQL: whether the partition row aliased `a` is one environment `env` sees: its own, and
+    prod's where it has none of its own (docs/architecture.md, "Environments"). Environment
+    names are validated (lower-case letters, digits, '_', '-'), so one is written inline."""
+    if env == PROD:
+        return f"{a}.env = 'prod'"
+    validate_env_name(env)
+    return (
+        f"({a}.env = '{env}' OR ({a}.env = 'prod' AND NOT EXISTS (SELECT 1 FROM"
+        f" {SCHEMA}.partitions o WHERE o.dataset = {a}.dataset AND o.partition_key ="
+        f" {a}.partition_key AND o.env = '{env}')))"
+    )
 
 
 async def lock(conn: Conn) -> None:
@@ -51,20 +68,32 @@ async def prune_inbox(conn: Conn, older_than_s: float, batch: int = 10_000) -> i
     return int(status.split()[-1])
 
 
-async def put_dataset(conn: Conn, d: DatasetDefinition, removed: bool) -> None:
+async def put_dataset(conn: Conn, d: DatasetDefinition, removed: bool, env: str = PROD) -> None:
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.datasets (name, code_sha, definition, removed)"
-        " VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE"
+        f"INSERT INTO {SCHEMA}.datasets (name, code_sha, definition, removed, env)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name, env) DO UPDATE"
         " SET code_sha = $2, definition = $3, removed = $4, updated_at = now()",
         d.name,
         d.code_sha,
         d.model_dump_json(),
         removed,
+        env,
     )
 
 
-async def definitions(conn: Conn) -> dict[str, DatasetDefinition]:
-    rows = await conn.fetch(f"SELECT definition FROM {SCHEMA}.datasets WHERE NOT removed")
+async def envs(conn: Conn) -> list[str]:
+    """The environments other than prod that hold definitions (a handful: the datasets table
+    has a row per dataset and environment)."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT env FROM {SCHEMA}.datasets WHERE env <> 'prod' ORDER BY env"
+    )
+    return [r["env"] for r in rows]
+
+
+async def definitions(conn: Conn, env: str = PROD) -> dict[str, DatasetDefinition]:
+    rows = await conn.fetch(
+        f"SELECT definition FROM {SCHEMA}.datasets WHERE NOT removed AND env = $1", env
+    )
     out = [DatasetDefinition.model_validate_json(r["definition"]) for r in rows]
     return {d.name: d for d in out}
 
@@ -72,11 +101,18 @@ async def definitions(conn: Conn) -> dict[str, DatasetDefinition]:
 _FACT = "dataset, partition_key, data_sha, object_key, state"
 _STORED = "state <> 'retracted'"
 _LIVE = "state <> 'retracted' AND NOT incomplete"  # what readers see
+# An environment's row in place of a prod partition it does not have (store.delete_partition).
+_TOMBSTONE = "(p.env <> 'prod' AND p.state = 'retracted')"
+_FACT_P = "p.dataset, p.partition_key, p.data_sha, p.object_key, p.state"
+_LIVE_P = "p.state <> 'retracted' AND NOT p.incomplete"
 
 
-async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[str, PartitionFact]]:
-    """The facts of the partitions each dataset's scope asks for (not every partition held):
-    one indexed query per kind of ask, whatever the number of keys in it."""
+async def scoped_facts(
+    conn: Conn, scopes: dict[str, Scope], env: str = PROD
+) -> dict[str, dict[str, PartitionFact]]:
+    """The facts of the partitions each dataset's scope asks for (not every partition held),
+    as environment `env` sees them: one indexed query per kind of ask, whatever the number of
+    keys in it."""
     out: dict[str, dict[str, PartitionFact]] = {d: {} for d in scopes}
     # Past _WHOLE_AT asks (a code change's readers), one scan beats that many index probes.
     scopes = {
@@ -84,7 +120,7 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
     }
     whole = [d for d, sc in scopes.items() if sc.everything]
     if whole:
-        for d, found in (await facts(conn, whole)).items():
+        for d, found in (await facts(conn, whole, env)).items():
             out[d] = found
     exact = [(d, k) for d, sc in scopes.items() if not sc.everything for k in sc.exact]
     near = [
@@ -100,7 +136,7 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
         rows += await conn.fetch(
             f"SELECT {_FACT} FROM {SCHEMA}.partitions p"
             " JOIN unnest($1::text[], $2::text[]) AS q(d, k)"
-            f" ON p.dataset = q.d AND p.partition_key = q.k WHERE {_LIVE}",
+            f" ON p.dataset = q.d AND p.partition_key = q.k WHERE {_LIVE} AND {_seen(env)}",
             [d for d, _ in exact],
             [k for _, k in exact],
         )
@@ -109,9 +145,10 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
         if asks:
             rows += await conn.fetch(
                 f"SELECT p.* FROM unnest($1::text[], $2::text[], $3::int[]) AS q(d, k, n)"
-                f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
-                f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") {op} q.k'
-                f' ORDER BY (partition_key COLLATE "C") {order} LIMIT q.n) p',
+                f" CROSS JOIN LATERAL (SELECT {_FACT_P} FROM {SCHEMA}.partitions p"
+                f" WHERE p.dataset = q.d AND {_LIVE_P} AND {_seen(env)}"
+                f' AND (p.partition_key COLLATE "C") {op} q.k'
+                f' ORDER BY (p.partition_key COLLATE "C") {order} LIMIT q.n) p',
                 [d for d, _, _ in asks],
                 [k for _, k, _ in asks],
                 [n for _, _, n in asks],
@@ -120,9 +157,10 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
         # A prefix is a range in code-point order: [p, p + DEL): keys are printable ASCII.
         rows += await conn.fetch(
             f"SELECT p.* FROM unnest($1::text[], $2::text[]) AS q(d, pre)"
-            f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
-            f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") >= q.pre'
-            f' AND (partition_key COLLATE "C") < q.pre || chr(127)) p',
+            f" CROSS JOIN LATERAL (SELECT {_FACT_P} FROM {SCHEMA}.partitions p"
+            f" WHERE p.dataset = q.d AND {_LIVE_P} AND {_seen(env)}"
+            f' AND (p.partition_key COLLATE "C") >= q.pre'
+            f' AND (p.partition_key COLLATE "C") < q.pre || chr(127)) p',
             [d for d, _ in prefixes],
             [p for _, p in prefixes],
         )
@@ -133,17 +171,18 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
         # the leading ones, filtered by the rest (headwater.core.mappings.Grid).
         rows += await conn.fetch(
             f"SELECT p.* FROM unnest($1::text[], $2::text[], $3::text[]) AS q(d, pre, pat)"
-            f" CROSS JOIN LATERAL (SELECT {_FACT} FROM {SCHEMA}.partitions"
-            f' WHERE dataset = q.d AND {_LIVE} AND (partition_key COLLATE "C") >= q.pre'
-            f' AND (partition_key COLLATE "C") < q.pre || chr(127)'
-            " AND partition_key LIKE q.pat) p",
+            f" CROSS JOIN LATERAL (SELECT {_FACT_P} FROM {SCHEMA}.partitions p"
+            f" WHERE p.dataset = q.d AND {_LIVE_P} AND {_seen(env)}"
+            f' AND (p.partition_key COLLATE "C") >= q.pre'
+            f' AND (p.partition_key COLLATE "C") < q.pre || chr(127)'
+            " AND p.partition_key LIKE q.pat) p",
             [d for d, _ in whole_grids],
             [g.prefix for _, g in whole_grids],
             [g.like for _, g in whole_grids],
         )
     near_grids = [(d, g) for d, g in grids if g.bound is not None]
     if near_grids:
-        rows += await _walk(conn, near_grids)
+        rows += await _walk(conn, near_grids, env)
     for r in rows:
         out[r["dataset"]][r["partition_key"]] = PartitionFact(
             r["data_sha"], r["object_key"], r["state"]
@@ -154,7 +193,7 @@ async def scoped_facts(conn: Conn, scopes: dict[str, Scope]) -> dict[str, dict[s
 _WALK_FACTOR = 8  # keys read per match wanted, at first, along a window's dimension
 
 
-async def _walk(conn: Conn, grids: list[tuple[str, Grid]]) -> list[asyncpg.Record]:
+async def _walk(conn: Conn, grids: list[tuple[str, Grid]], env: str) -> list[asyncpg.Record]:
     """The matches of grids with a bound: a window along one dimension, its n keys nearest
     the bound. The key index is walked from the bound (no LIKE in the query: the planner,
     guessing a LIKE rare, would scan the table and sort), a batch at a time, filtered here;
@@ -171,11 +210,12 @@ async def _walk(conn: Conn, grids: list[tuple[str, Grid]]) -> list[asyncpg.Recor
             batch = await conn.fetch(
                 "SELECT q.i, p.* FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])"
                 " WITH ORDINALITY AS q(d, pre, k, n, i)"
-                f" CROSS JOIN LATERAL (SELECT {_FACT}, incomplete FROM {SCHEMA}.partitions"
-                f' WHERE dataset = q.d AND (partition_key COLLATE "C") >= q.pre'
-                f' AND (partition_key COLLATE "C") < q.pre || chr(127)'
-                f' AND (partition_key COLLATE "C") {op} q.k'
-                f' ORDER BY (partition_key COLLATE "C") {order} LIMIT q.n) p',
+                f" CROSS JOIN LATERAL (SELECT {_FACT_P}, p.incomplete FROM {SCHEMA}.partitions p"
+                f" WHERE p.dataset = q.d AND {_seen(env)}"
+                f' AND (p.partition_key COLLATE "C") >= q.pre'
+                f' AND (p.partition_key COLLATE "C") < q.pre || chr(127)'
+                f' AND (p.partition_key COLLATE "C") {op} q.k'
+                f' ORDER BY (p.partition_key COLLATE "C") {order} LIMIT q.n) p',
                 [d for d, *_ in asks],
                 [g.prefix for _, g, *_ in asks],
                 [k for _, _, k, _, _ in asks],
@@ -203,10 +243,12 @@ async def _walk(conn: Conn, grids: list[tuple[str, Grid]]) -> list[asyncpg.Recor
     return found
 
 
-async def facts(conn: Conn, datasets: list[str]) -> dict[str, dict[str, PartitionFact]]:
+async def facts(
+    conn: Conn, datasets: list[str], env: str = PROD
+) -> dict[str, dict[str, PartitionFact]]:
     rows = await conn.fetch(
-        f"SELECT dataset, partition_key, data_sha, object_key, state FROM {SCHEMA}.partitions"
-        f" WHERE dataset = ANY($1::text[]) AND {_LIVE}",
+        f"SELECT {_FACT_P} FROM {SCHEMA}.partitions p"
+        f" WHERE p.dataset = ANY($1::text[]) AND {_LIVE_P} AND {_seen(env)}",
         datasets,
     )
     out: dict[str, dict[str, PartitionFact]] = {d: {} for d in datasets}
@@ -237,18 +279,23 @@ def _row(r: asyncpg.Record) -> Row:
     )
 
 
-async def rows(conn: Conn, dataset: str, keys: Collection[str] | None = None) -> dict[str, Row]:
-    """The stored partitions `keys` of `dataset` (None: all of them), retracted ones aside."""
+async def rows(
+    conn: Conn, dataset: str, keys: Collection[str] | None = None, env: str = PROD
+) -> dict[str, Row]:
+    """The stored partitions `keys` of `dataset` (None: all of them) as environment `env`
+    sees them, retracted ones aside."""
     if keys is not None and len(keys) < _WHOLE_AT:
         found = await conn.fetch(
-            f"SELECT {_ROW} FROM {SCHEMA}.partitions WHERE dataset = $1"
-            f" AND partition_key = ANY($2::text[]) AND {_STORED}",
+            f"SELECT {_ROW} FROM {SCHEMA}.partitions p WHERE p.dataset = $1"
+            f" AND p.partition_key = ANY($2::text[]) AND p.{_STORED} AND {_seen(env)}",
             dataset,
             list(keys),
         )
     else:
         found = await conn.fetch(
-            f"SELECT {_ROW} FROM {SCHEMA}.partitions WHERE dataset = $1 AND {_STORED}", dataset
+            f"SELECT {_ROW} FROM {SCHEMA}.partitions p WHERE p.dataset = $1"
+            f" AND p.{_STORED} AND {_seen(env)}",
+            dataset,
         )
     wanted = set(keys) if keys is not None else None
     return {
@@ -256,17 +303,18 @@ async def rows(conn: Conn, dataset: str, keys: Collection[str] | None = None) ->
     }
 
 
-async def put_rows(conn: Conn, dataset: str, changed: dict[str, Row]) -> None:
-    """Write these partitions of `dataset` whole, in one statement."""
+async def put_rows(conn: Conn, dataset: str, changed: dict[str, Row], env: str = PROD) -> None:
+    """Write these partitions of `dataset` whole, in one statement (environment `env`'s own
+    rows: outside prod, a row written shadows prod's)."""
     if not changed:
         return
     keys = list(changed)
     values = [changed[k] for k in keys]
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.partitions (dataset, {_ROW})"
-        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
+        f"INSERT INTO {SCHEMA}.partitions (env, dataset, {_ROW})"
+        " SELECT $12, $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[],"
         " $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::bool[])"
-        " ON CONFLICT (dataset, partition_key) DO UPDATE SET state = excluded.state,"
+        " ON CONFLICT (dataset, partition_key, env) DO UPDATE SET state = excluded.state,"
         " fingerprint = excluded.fingerprint, desired_fingerprint = excluded.desired_fingerprint,"
         " data_sha = excluded.data_sha, object_key = excluded.object_key, rows = excluded.rows,"
         " bytes = excluded.bytes, reason = excluded.reason, incomplete = excluded.incomplete,"
@@ -282,6 +330,7 @@ async def put_rows(conn: Conn, dataset: str, changed: dict[str, Row]) -> None:
         [v.bytes for v in values],
         [v.reason for v in values],
         [v.incomplete for v in values],
+        env,
     )
 
 
@@ -336,18 +385,21 @@ async def made_from(conn: Conn, fingerprints: Collection[str]) -> dict[str, Made
     }
 
 
-async def add_tasks(conn: Conn, dataset: str, new: list[tuple[str, str, str]]) -> None:
-    """Record requested tasks: (fingerprint, partition key, reason) each."""
+async def add_tasks(
+    conn: Conn, dataset: str, new: list[tuple[str, str, str]], env: str = PROD
+) -> None:
+    """Record requested tasks: (fingerprint, partition key, reason) each, asked by `env`."""
     if not new:
         return
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.tasks (fingerprint, dataset, partition_key, state, reason)"
-        " SELECT f, $1, k, 'requested', r FROM unnest($2::text[], $3::text[], $4::text[])"
+        f"INSERT INTO {SCHEMA}.tasks (fingerprint, dataset, partition_key, state, reason, env)"
+        " SELECT f, $1, k, 'requested', r, $5 FROM unnest($2::text[], $3::text[], $4::text[])"
         " AS n(f, k, r)",
         dataset,
         [f for f, _, _ in new],
         [k for _, k, _ in new],
         [r for _, _, r in new],
+        env,
     )
 
 
@@ -374,25 +426,30 @@ class Settling:
     changes: int  # input changes it coalesces
 
 
-async def settling(conn: Conn, dataset: str, keys: Collection[str]) -> dict[str, Settling]:
+async def settling(
+    conn: Conn, dataset: str, keys: Collection[str], env: str = PROD
+) -> dict[str, Settling]:
     rows = await conn.fetch(
         f"SELECT partition_key, fingerprint, first_at, due_at, changes FROM {SCHEMA}.settling"
-        " WHERE dataset = $1 AND partition_key = ANY($2::text[])",
+        " WHERE dataset = $1 AND partition_key = ANY($2::text[]) AND env = $3",
         dataset,
         list(keys),
+        env,
     )
     return {r["partition_key"]: Settling(*list(r.values())[1:]) for r in rows}
 
 
-async def put_settling(conn: Conn, dataset: str, held: dict[str, Settling]) -> None:
+async def put_settling(
+    conn: Conn, dataset: str, held: dict[str, Settling], env: str = PROD
+) -> None:
     if not held:
         return
     await conn.execute(
         f"INSERT INTO {SCHEMA}.settling"
-        " (dataset, partition_key, fingerprint, first_at, due_at, changes)"
-        " SELECT $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
+        " (env, dataset, partition_key, fingerprint, first_at, due_at, changes)"
+        " SELECT $7, $1, * FROM unnest($2::text[], $3::text[], $4::timestamptz[],"
         " $5::timestamptz[], $6::int[])"
-        " ON CONFLICT (dataset, partition_key) DO UPDATE SET fingerprint = excluded.fingerprint,"
+        " ON CONFLICT (dataset, partition_key, env) DO UPDATE SET fingerprint = excluded.fingerprint,"
         " first_at = excluded.first_at, due_at = excluded.due_at, changes = excluded.changes",
         dataset,
         list(held),
@@ -400,49 +457,86 @@ async def put_settling(conn: Conn, dataset: str, held: dict[str, Settling]) -> N
         [h.first_at for h in held.values()],
         [h.due_at for h in held.values()],
         [h.changes for h in held.values()],
+        env,
     )
 
 
-async def drop_settling(conn: Conn, dataset: str, keys: Collection[str]) -> None:
+async def drop_settling(conn: Conn, dataset: str, keys: Collection[str], env: str = PROD) -> None:
     if keys:
         await conn.execute(
-            f"DELETE FROM {SCHEMA}.settling WHERE dataset = $1 AND partition_key = ANY($2::text[])",
+            f"DELETE FROM {SCHEMA}.settling WHERE dataset = $1 AND partition_key = ANY($2::text[])"
+            " AND env = $3",
             dataset,
             list(keys),
+            env,
         )
 
 
-async def settled_due(conn: Conn, limit: int) -> dict[str, set[str]]:
-    """The held partitions whose time has come (at most `limit`), by dataset."""
+async def settled_due(conn: Conn, limit: int) -> dict[str, dict[str, set[str]]]:
+    """The held partitions whose time has come (at most `limit`), by environment and
+    dataset."""
     rows = await conn.fetch(
-        f"SELECT dataset, partition_key FROM {SCHEMA}.settling WHERE due_at <= now()"
+        f"SELECT env, dataset, partition_key FROM {SCHEMA}.settling WHERE due_at <= now()"
         " ORDER BY due_at LIMIT $1",
         limit,
     )
-    due: dict[str, set[str]] = {}
+    due: dict[str, dict[str, set[str]]] = {}
     for r in rows:
-        due.setdefault(r["dataset"], set()).add(r["partition_key"])
+        due.setdefault(r["env"], {}).setdefault(r["dataset"], set()).add(r["partition_key"])
     return due
 
 
-async def partition(conn: Conn, dataset: str, key: str) -> asyncpg.Record | None:
+async def partition(
+    conn: Conn | asyncpg.Pool, dataset: str, key: str, env: str = PROD
+) -> asyncpg.Record | None:
+    """The partition row environment `env` sees (its own, else prod's), if any."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT * FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2",
+        f"SELECT * FROM {SCHEMA}.partitions p WHERE p.dataset = $1 AND p.partition_key = $2"
+        f" AND {_seen(env)}",
         dataset,
         key,
     )
     return row
 
 
-async def set_partition(conn: Conn, dataset: str, key: str, **values: Any) -> None:
-    """Upsert the named columns of a partition row."""
+async def own_partitions(
+    conn: Conn, dataset: str, key: str, envs: Collection[str]
+) -> list[asyncpg.Record]:
+    """The rows of the partition that environments `envs` hold of their own."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT * FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2"
+        " AND env = ANY($3::text[])",
+        dataset,
+        key,
+        list(envs),
+    )
+    return rows
+
+
+async def set_partition(
+    conn: Conn, dataset: str, key: str, *, env: str = PROD, **values: Any
+) -> None:
+    """Upsert the named columns of a partition row (of environment `env`: outside prod,
+    the row it sees is copied first, so the columns not named keep what it saw)."""
+    if env != PROD:
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.partitions (env, dataset, partition_key, state, fingerprint,"
+            " data_sha, object_key, rows, bytes, desired_fingerprint, reason, source_version,"
+            " incomplete) SELECT $3, dataset, partition_key, state, fingerprint, data_sha,"
+            " object_key, rows, bytes, desired_fingerprint, reason, source_version, incomplete"
+            f" FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2"
+            " AND env = 'prod' ON CONFLICT DO NOTHING",
+            dataset,
+            key,
+            env,
+        )
     cols = list(values)
-    params = [dataset, key, *values.values()]
-    assigns = ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(cols))
+    params = [dataset, key, env, *values.values()]
+    assigns = ", ".join(f"{c} = ${i + 4}" for i, c in enumerate(cols))
     await conn.execute(
-        f"INSERT INTO {SCHEMA}.partitions (dataset, partition_key, {', '.join(cols)})"
-        f" VALUES ($1, $2, {', '.join(f'${i + 3}' for i in range(len(cols)))})"
-        f" ON CONFLICT (dataset, partition_key) DO UPDATE SET {assigns}, updated_at = now()",
+        f"INSERT INTO {SCHEMA}.partitions (dataset, partition_key, env, {', '.join(cols)})"
+        f" VALUES ($1, $2, $3, {', '.join(f'${i + 4}' for i in range(len(cols)))})"
+        f" ON CONFLICT (dataset, partition_key, env) DO UPDATE SET {assigns}, updated_at = now()",
         *params,
     )
 
@@ -475,12 +569,15 @@ async def mark_repaired(conn: Conn, object_key: str) -> None:
     )
 
 
-async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None) -> bool:
+async def add_materialization(
+    conn: Conn, e: PartitionLanded, reason: str | None, env: str = PROD
+) -> bool:
+    """Record a materialization; `env`: the environment whose request made it."""
     status = await conn.execute(
         f"INSERT INTO {SCHEMA}.materializations (fingerprint, fingerprint_version, dataset,"
         " partition_key, code_sha, data_sha, data_sha_version, object_key, rows, bytes, inputs,"
-        " reason, duration_ms, cpu_ms, trace_id)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        " reason, duration_ms, cpu_ms, trace_id, env)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         " ON CONFLICT (fingerprint) DO NOTHING",
         e.fingerprint,
         FINGERPRINT_VERSION,
@@ -497,6 +594,7 @@ async def add_materialization(conn: Conn, e: PartitionLanded, reason: str | None
         e.duration_ms,
         e.cpu_ms,
         e.trace_id,
+        env,
     )
     return bool(status.endswith(" 1"))
 
@@ -539,8 +637,8 @@ async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
         f"SELECT p.dataset, p.partition_key, p.state, p.data_sha, p.object_key, p.rows, p.bytes,"
         f" p.reason, p.fingerprint, t.error FROM {SCHEMA}.partitions p"
         f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
-        f" LEFT JOIN {SCHEMA}.datasets d ON d.name = p.dataset"
-        " WHERE p.state <> 'retracted' AND d.removed IS NOT TRUE"
+        f" LEFT JOIN {SCHEMA}.datasets d ON d.name = p.dataset AND d.env = 'prod'"
+        " WHERE p.state <> 'retracted' AND d.removed IS NOT TRUE AND p.env = 'prod'"
         " ORDER BY p.dataset, p.partition_key"
     )
     tasks = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.tasks WHERE state = 'requested'")
@@ -551,12 +649,12 @@ async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
 
 
 async def materializations_of(
-    conn: Conn | asyncpg.Pool, dataset: str, key: str
+    conn: Conn | asyncpg.Pool, dataset: str, key: str, env: str = PROD
 ) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         f"SELECT m.*, COALESCE(p.fingerprint = m.fingerprint, false) AS current"
         f" FROM {SCHEMA}.materializations m LEFT JOIN {SCHEMA}.partitions p"
-        " ON p.dataset = m.dataset AND p.partition_key = m.partition_key"
+        f" ON p.dataset = m.dataset AND p.partition_key = m.partition_key AND {_seen(env)}"
         " WHERE m.dataset = $1 AND m.partition_key = $2 ORDER BY m.created_at",
         dataset,
         key,
@@ -569,23 +667,42 @@ async def materializations_of(
     return out
 
 
-async def delete_partition(conn: Conn, dataset: str, key: str) -> None:
+async def delete_partition(conn: Conn, dataset: str, key: str, env: str = PROD) -> None:
     """The partition no longer exists (its materializations stay, for reuse). When it went,
-    why (which of its inputs went) and what it was are kept in `retractions`, for `why`."""
+    why (which of its inputs went) and what it was are kept in `retractions`, for `why`.
+    Outside prod, where prod holds the partition, the environment keeps a row `retracted`
+    in its place (so it no longer sees prod's)."""
     gone = await conn.fetchrow(
         f"DELETE FROM {SCHEMA}.partitions WHERE dataset = $1 AND partition_key = $2"
-        " RETURNING state, fingerprint, data_sha, rows",
+        " AND env = $3 RETURNING state, fingerprint, data_sha, rows",
         dataset,
         key,
+        env,
     )
+    if env != PROD:
+        shown = await conn.fetchrow(
+            f"SELECT state, fingerprint, data_sha, rows FROM {SCHEMA}.partitions"
+            " WHERE dataset = $1 AND partition_key = $2 AND env = 'prod'",
+            dataset,
+            key,
+        )
+        if shown is not None:
+            gone = gone or shown
+            await conn.execute(
+                f"INSERT INTO {SCHEMA}.partitions (env, dataset, partition_key, state, reason)"
+                " VALUES ($3, $1, $2, 'retracted', 'not in this environment')",
+                dataset,
+                key,
+                env,
+            )
     if gone is None:
         return
-    inputs, reason = await _inputs_gone(conn, gone["fingerprint"])
+    inputs, reason = await _inputs_gone(conn, gone["fingerprint"], env)
     await conn.execute(
         f"INSERT INTO {SCHEMA}.retractions (dataset, partition_key, reason, inputs, state,"
-        " fingerprint, data_sha, rows) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        " ON CONFLICT (dataset, partition_key) DO UPDATE SET retracted_at = now(), reason = $3,"
-        " inputs = $4, state = $5, fingerprint = $6, data_sha = $7, rows = $8",
+        " fingerprint, data_sha, rows, env) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        " ON CONFLICT (dataset, partition_key, env) DO UPDATE SET retracted_at = now(),"
+        " reason = $3, inputs = $4, state = $5, fingerprint = $6, data_sha = $7, rows = $8",
         dataset,
         key,
         reason,
@@ -594,10 +711,13 @@ async def delete_partition(conn: Conn, dataset: str, key: str) -> None:
         gone["fingerprint"],
         gone["data_sha"],
         gone["rows"],
+        env,
     )
 
 
-async def _inputs_gone(conn: Conn, fingerprint: str | None) -> tuple[list[dict[str, str]], str]:
+async def _inputs_gone(
+    conn: Conn, fingerprint: str | None, env: str = PROD
+) -> tuple[list[dict[str, str]], str]:
     """Which inputs of the materialization `fingerprint` exist no more, and the reason."""
     m = await materialization_any(conn, fingerprint)
     refs = json.loads(m["inputs"]) if m is not None else []
@@ -605,7 +725,7 @@ async def _inputs_gone(conn: Conn, fingerprint: str | None) -> tuple[list[dict[s
     reasons: list[str] = []
     for ref in refs:
         name = f"{ref['dataset']}/{ref['partition_key']}"
-        row = await partition(conn, ref["dataset"], ref["partition_key"])
+        row = await partition(conn, ref["dataset"], ref["partition_key"], env)
         if (
             row is not None and row["state"] == PartitionState.RETRACTED
         ):  # a source: its files were deleted
@@ -613,7 +733,7 @@ async def _inputs_gone(conn: Conn, fingerprint: str | None) -> tuple[list[dict[s
         elif row is not None and row["incomplete"]:  # a join that lost one side
             reasons.append(f"input {name} lost an input of its own ({row['reason']})")
         elif row is None:
-            earlier = await retraction(conn, ref["dataset"], ref["partition_key"])
+            earlier = await retraction(conn, ref["dataset"], ref["partition_key"], env)
             why = f", as {earlier['reason']}" if earlier is not None else ""
             reasons.append(f"input {name} went away{why}")
         else:
@@ -624,25 +744,31 @@ async def _inputs_gone(conn: Conn, fingerprint: str | None) -> tuple[list[dict[s
     return gone, "; ".join(reasons)
 
 
-async def retraction(conn: Conn | asyncpg.Pool, dataset: str, key: str) -> asyncpg.Record | None:
-    """When, why and in what state the derived partition went away, if it did."""
+async def retraction(
+    conn: Conn | asyncpg.Pool, dataset: str, key: str, env: str = PROD
+) -> asyncpg.Record | None:
+    """When, why and in what state the derived partition went away, if it did (in `env`,
+    else, outside prod, in prod)."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT * FROM {SCHEMA}.retractions WHERE dataset = $1 AND partition_key = $2",
+        f"SELECT * FROM {SCHEMA}.retractions WHERE dataset = $1 AND partition_key = $2"
+        " AND env IN ($3, 'prod') ORDER BY env = 'prod' LIMIT 1",
         dataset,
         key,
+        env,
     )
     return row
 
 
 async def fingerprints_of(
-    conn: Conn | asyncpg.Pool, partitions: list[tuple[str, str]]
+    conn: Conn | asyncpg.Pool, partitions: list[tuple[str, str]], env: str = PROD
 ) -> dict[tuple[str, str], str | None]:
     """(dataset, partition) -> the fingerprint of its current materialization, for the
-    partitions named that exist (a retracted source's is None)."""
+    partitions named that exist (a retracted source's is None), as `env` sees them."""
     rows = await conn.fetch(
         f"SELECT p.dataset, p.partition_key, p.fingerprint FROM {SCHEMA}.partitions p"
         " JOIN unnest($1::text[], $2::text[]) AS w(dataset, partition_key)"
-        " ON p.dataset = w.dataset AND p.partition_key = w.partition_key",
+        f" ON p.dataset = w.dataset AND p.partition_key = w.partition_key WHERE {_seen(env)}"
+        f" AND NOT {_TOMBSTONE}",
         [d for d, _ in partitions],
         [k for _, k in partitions],
     )
@@ -652,7 +778,7 @@ async def fingerprints_of(
 async def unanswered_tasks(conn: Conn, older_than_s: float) -> list[asyncpg.Record]:
     """Tasks requested and not answered for `older_than_s` seconds."""
     rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT t.fingerprint, t.dataset, t.partition_key, t.attempts FROM {SCHEMA}.tasks t"
+        f"SELECT t.fingerprint, t.dataset, t.partition_key, t.attempts, t.env FROM {SCHEMA}.tasks t"
         " WHERE t.state = 'requested' AND t.sent_at < now() - make_interval(secs => $1)",
         older_than_s,
     )
@@ -665,23 +791,31 @@ async def mark_sent(conn: Conn, fingerprint: str) -> None:
     )
 
 
-async def current_fingerprints(conn: Conn) -> dict[tuple[str, str], str | None]:
+async def current_fingerprints(conn: Conn, env: str = PROD) -> dict[tuple[str, str], str | None]:
     """(dataset, partition) -> the fingerprint of its current materialization."""
-    rows = await conn.fetch(f"SELECT dataset, partition_key, fingerprint FROM {SCHEMA}.partitions")
+    rows = await conn.fetch(
+        f"SELECT p.dataset, p.partition_key, p.fingerprint FROM {SCHEMA}.partitions p"
+        f" WHERE {_seen(env)}"
+    )
     return {(r["dataset"], r["partition_key"]): r["fingerprint"] for r in rows}
 
 
-async def cancel_tasks(conn: Conn, cancels: Collection[tuple[str, str]]) -> int:
+async def cancel_tasks(conn: Conn, cancels: Collection[tuple[str, str]], env: str = PROD) -> int:
     """Cancel those tasks still requested, each with its reason ((fingerprint, reason)
-    pairs); their marks are to be written."""
+    pairs), unless another environment than `env` still waits for one (tasks are shared by
+    fingerprint); their marks are to be written."""
     if not cancels:
         return 0
     status = await conn.execute(
         f"UPDATE {SCHEMA}.tasks t SET state = 'cancelled', cancel_pending = true, error = c.r,"
         " finished_at = now() FROM unnest($1::text[], $2::text[]) AS c(f, r)"
-        " WHERE t.fingerprint = c.f AND t.state = 'requested'",
+        " WHERE t.fingerprint = c.f AND t.state = 'requested' AND NOT EXISTS (SELECT 1 FROM"
+        f" {SCHEMA}.partitions p WHERE p.dataset = t.dataset AND p.partition_key ="
+        " t.partition_key AND p.env <> $3 AND p.desired_fingerprint = t.fingerprint"
+        " AND p.state = 'queued')",
         [f for f, _ in cancels],
         [r for _, r in cancels],
+        env,
     )
     return int(status.split()[-1])
 
@@ -759,28 +893,32 @@ class DatasetInfo:
     removed: bool
 
 
-async def dataset_infos(conn: Conn | asyncpg.Pool) -> dict[str, DatasetInfo]:
+async def dataset_infos(conn: Conn | asyncpg.Pool, env: str = PROD) -> dict[str, DatasetInfo]:
     """Every dataset the scheduler was told of, removed ones too."""
     rows = await conn.fetch(
-        f"SELECT name, definition->>'kind' AS kind, removed FROM {SCHEMA}.datasets"
+        f"SELECT name, definition->>'kind' AS kind, removed FROM {SCHEMA}.datasets WHERE env = $1",
+        env,
     )
     return {r["name"]: DatasetInfo(r["name"], r["kind"], r["removed"]) for r in rows}
 
 
-async def state_counts(conn: Conn | asyncpg.Pool) -> dict[str, dict[str, int]]:
+async def state_counts(conn: Conn | asyncpg.Pool, env: str = PROD) -> dict[str, dict[str, int]]:
     """dataset -> state -> how many partitions: one GROUP BY over the partitions (the reply
     is one row per dataset and state), and one over the retractions of derived partitions
     that have not come back."""
     out: dict[str, dict[str, int]] = {}
     for r in await conn.fetch(
-        f"SELECT dataset, state, count(*) AS n FROM {SCHEMA}.partitions GROUP BY dataset, state"
+        f"SELECT p.dataset, p.state, count(*) AS n FROM {SCHEMA}.partitions p"
+        f" WHERE {_seen(env)} AND NOT {_TOMBSTONE} GROUP BY p.dataset, p.state"
     ):
         out.setdefault(r["dataset"], {})[r["state"]] = int(r["n"])
     for r in await conn.fetch(
-        f"SELECT r.dataset, count(*) AS n FROM {SCHEMA}.retractions r WHERE NOT EXISTS"
-        f" (SELECT 1 FROM {SCHEMA}.partitions p"
-        " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key)"
-        " GROUP BY r.dataset"
+        f"SELECT r.dataset, count(*) AS n FROM {SCHEMA}.retractions r WHERE r.env = $1"
+        f" AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.partitions p"
+        " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key"
+        f" AND p.state <> 'retracted' AND {_seen(env)})"
+        " GROUP BY r.dataset",
+        env,
     ):
         counts = out.setdefault(r["dataset"], {})
         counts[PartitionState.RETRACTED] = counts.get(PartitionState.RETRACTED, 0) + int(r["n"])
@@ -788,7 +926,7 @@ async def state_counts(conn: Conn | asyncpg.Pool) -> dict[str, dict[str, int]]:
 
 
 async def errored(
-    conn: Conn | asyncpg.Pool, datasets: Collection[str], limit: int
+    conn: Conn | asyncpg.Pool, datasets: Collection[str], limit: int, env: str = PROD
 ) -> list[dict[str, Any]]:
     """The first `limit` errored partitions of `datasets` (by dataset, then key) with their
     task's error."""
@@ -798,7 +936,7 @@ async def errored(
         f"SELECT p.dataset, p.partition_key, COALESCE(t.error, p.reason) AS error, p.updated_at"
         f" FROM {SCHEMA}.partitions p"
         f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
-        " WHERE p.state = 'errored' AND p.dataset = ANY($1::text[])"
+        f" WHERE p.state = 'errored' AND p.dataset = ANY($1::text[]) AND {_seen(env)}"
         ' ORDER BY p.dataset, (p.partition_key COLLATE "C") LIMIT $2',
         list(datasets),
         limit,
@@ -838,6 +976,7 @@ async def partitions_page(
     after: str | None = None,
     limit: int = 50,
     count: bool = True,
+    env: str = PROD,
 ) -> tuple[list[dict[str, Any]], int]:
     """A page of `dataset`'s partitions in key order (code points), after the key `after`,
     narrowed to `states` (None: every state but retracted) and to those changed at or after
@@ -853,14 +992,16 @@ async def partitions_page(
         f"SELECT {_LISTED} FROM {SCHEMA}.partitions p"
         f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
         " WHERE p.dataset = $1 AND p.state = ANY($2::text[])"
-        " AND ($3::timestamptz IS NULL OR p.updated_at >= $3)"
+        f" AND ($3::timestamptz IS NULL OR p.updated_at >= $3) AND {_seen(env)}"
+        f" AND NOT {_TOMBSTONE}"
     )
     gone = (
         f"SELECT {_LISTED_GONE} FROM {SCHEMA}.retractions r"
-        " WHERE r.dataset = $1 AND 'retracted' = ANY($2::text[])"
+        f" WHERE r.dataset = $1 AND 'retracted' = ANY($2::text[]) AND r.env = '{env}'"
         " AND ($3::timestamptz IS NULL OR r.retracted_at >= $3) AND NOT EXISTS"
         f" (SELECT 1 FROM {SCHEMA}.partitions p"
-        " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key)"
+        " WHERE p.dataset = r.dataset AND p.partition_key = r.partition_key"
+        f" AND p.state <> 'retracted' AND {_seen(env)})"
     )
     union = f"({live}) UNION ALL ({gone})" if PartitionState.RETRACTED in wanted else live
     size = min(max(limit, 0), LISTING_MAX)
@@ -881,3 +1022,76 @@ async def partitions_page(
         last,
     )
     return rows, int(more)
+
+
+# --- environments: promote and drop ---------------------------------------------------------
+async def adopt_materializations(conn: Conn, env: str, dataset: str) -> None:
+    """`env` was promoted: what it computed for `dataset` is prod's own from now on (kept
+    when the environment is dropped)."""
+    await conn.execute(
+        f"UPDATE {SCHEMA}.materializations SET env = 'prod' WHERE env = $1 AND dataset = $2",
+        env,
+        dataset,
+    )
+
+
+async def dropped_through(conn: Conn, env: str) -> int | None:
+    """The last spec version of `env` when it was dropped, if it was."""
+    found: int | None = await conn.fetchval(
+        f"SELECT through_version FROM {SCHEMA}.dropped_envs WHERE env = $1", env
+    )
+    return found
+
+
+@dataclass(frozen=True)
+class Dropped:
+    partitions: int  # rows of its own it held
+    cancelled: list[str]  # tasks nobody else waits for
+    objects: list[str]  # data objects nothing else references: to delete
+
+
+async def drop_env(conn: Conn, env: str, through_version: int) -> Dropped:
+    """Forget environment `env`: its definitions and partition rows; its requested tasks
+    nobody else waits for are returned to be cancelled; the objects of materializations
+    its requests made that no other materialization and no other environment's partition
+    references are returned to be deleted, and those materializations are marked unusable
+    (a later request for one computes it again): reference counting over the
+    materializations of live environments and the partition rows of the others. A command,
+    not an event: it reads the partitions' object keys once (a hashed anti-join)."""
+    cancelled = await conn.fetch(
+        f"SELECT t.fingerprint FROM {SCHEMA}.tasks t WHERE t.state = 'requested'"
+        f" AND t.env = $1 AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.partitions p"
+        " WHERE p.dataset = t.dataset AND p.partition_key = t.partition_key AND p.env <> $1"
+        " AND p.desired_fingerprint = t.fingerprint)",
+        env,
+    )
+    # Live: prod and the environments that remain. What an environment dropped earlier made
+    # and another one still referenced then is this drop's to collect too.
+    live = [PROD, *(e for e in await envs(conn) if e != env)]
+    objects = await conn.fetch(
+        f"SELECT DISTINCT m.object_key FROM {SCHEMA}.materializations m"
+        " WHERE m.env <> ALL($2::text[]) AND m.damaged IS NULL AND NOT EXISTS (SELECT 1"
+        f" FROM {SCHEMA}.materializations o WHERE o.object_key = m.object_key"
+        " AND o.env = ANY($2::text[]))"
+        f" AND m.object_key NOT IN (SELECT object_key FROM {SCHEMA}.partitions"
+        " WHERE env <> $1 AND object_key IS NOT NULL)",
+        env,
+        live,
+    )
+    keys = [r["object_key"] for r in objects]
+    await conn.execute(
+        f"UPDATE {SCHEMA}.materializations SET damaged = $2 WHERE object_key = ANY($1::text[])",
+        keys,
+        f"deleted: its environment {env} was dropped",
+    )
+    status = await conn.execute(f"DELETE FROM {SCHEMA}.partitions WHERE env = $1", env)
+    for table in ("retractions", "settling", "datasets"):
+        await conn.execute(f"DELETE FROM {SCHEMA}.{table} WHERE env = $1", env)
+    await conn.execute(
+        f"INSERT INTO {SCHEMA}.dropped_envs (env, through_version) VALUES ($1, $2)"
+        " ON CONFLICT (env) DO UPDATE SET through_version = GREATEST("
+        f"{SCHEMA}.dropped_envs.through_version, $2), dropped_at = now()",
+        env,
+        through_version,
+    )
+    return Dropped(int(status.split()[-1]), [r["fingerprint"] for r in cancelled], keys)

@@ -38,4 +38,7 @@ def build_app(
     responder(service.broker, s.rpc(NAME, "plan"), app.plan, max_workers=4)
     responder(service.broker, s.rpc(NAME, "datasets"), app.datasets)
     responder(service.broker, s.rpc(NAME, "columns"), app.columns)
+    responder(service.broker, s.rpc(NAME, "promote"), app.promote)
+    responder(service.broker, s.rpc(NAME, "envs"), app.envs)
+    responder(service.broker, s.rpc(NAME, "drop_env"), app.drop_env)
     return service
