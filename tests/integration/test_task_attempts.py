@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from headwater.contracts import CodeChanged, TaskAttemptFailed, TaskFailed
+from headwater.contracts.rpc import WHY
 from headwater.core import hashing
 from headwater.services.scheduler import store
 from headwater.services.scheduler.handlers import SchedulerEvent
+from tests.fixtures.rpc import answering
 from tests.integration.scheduler_harness import (
     definitions,
     scheduler,
@@ -49,7 +51,7 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
     ]
     async with scheduler(database, nats_url, namespace) as app:
         assert await app.handle(setup) == [None] * len(setup)
-        before = await app.why({"dataset": "daily", "partition": DAY})
+        before = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert before["partition"]["state"] == "queued"
         assert before["task"]["attempt_errors"] == []
 
@@ -60,7 +62,7 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
             attempt_failed(1, 2, "host-2"),
         ]
         assert await app.handle(events) == [None] * 3
-        why = await app.why({"dataset": "daily", "partition": DAY})
+        why = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert why["partition"]["state"] == "queued"  # an attempt alone changes nothing
         assert why["task"]["state"] == "requested"
         assert [
@@ -84,7 +86,7 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
             error="error of 1.3",
         )
         assert await app.handle([failed]) == [None]
-        why = await app.why({"dataset": "daily", "partition": DAY})
+        why = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert why["partition"]["state"] == "errored"
         assert (why["task"]["attempts"], why["task"]["error"]) == (3, "error of 1.3")
         assert [a["attempt"] for a in why["task"]["attempt_errors"]] == [1, 2, 3]
@@ -97,6 +99,8 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
             for attempt in (1, 2, 3)
         ]
         assert await app.handle(more) == [None] * len(more)
-        runs = (await app.why({"dataset": "daily", "partition": DAY}))["task"]["attempt_errors"]
+        runs = (await answering(WHY, app.why)({"dataset": "daily", "partition": DAY}))["task"][
+            "attempt_errors"
+        ]
         everything = [(1, 1), (1, 2), (1, 3), *((e.request, e.attempt) for e in more)]
         assert [(a["request"], a["attempt"]) for a in runs] == everything[-kept:]

@@ -1,8 +1,9 @@
-"""Headwater's contracts: the events services exchange, their subjects and streams,
-and the public contract with upstream systems. Pydantic only, no I/O."""
+"""Headwater's contracts: the events services exchange, their subjects and streams, the
+queries they answer (`rpc`), the code blob, and the public contract with upstream systems.
+Pydantic only, no I/O."""
 
 from headwater.contracts.base import Event, parse_model
-from headwater.contracts.code import CodeChanged, DatasetDefinition, InputDefinition
+from headwater.contracts.code import CodeBlob, CodeChanged, DatasetDefinition, InputDefinition
 from headwater.contracts.dlq import DeadLetter
 from headwater.contracts.errors import (
     HeadwaterError,
@@ -44,6 +45,7 @@ __all__ = [
     "FAMILIES",
     "FORMATS",
     "PARTITION_KEY_PATTERN",
+    "CodeBlob",
     "CodeChanged",
     "DatasetDefinition",
     "DeadLetter",

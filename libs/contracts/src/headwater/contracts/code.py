@@ -45,3 +45,13 @@ class CodeChanged(Event):
     dataset: DatasetDefinition
     previous_code_sha: str | None = None
     removed: bool = False
+
+
+class CodeBlob(Event):
+    """A transform's code as spec-registry stores it in the code bucket (`CODE_SHA.json`) and
+    executors load it: SQL text, or a Python module's source and the function to call."""
+
+    schema_version: Literal[1] = 1
+    kind: Literal["sql", "python"]
+    code: str
+    function: str | None = None

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from pydantic import BaseModel
 
 from headwater.contracts import (
     UpstreamEvent,
@@ -26,11 +27,44 @@ from headwater.contracts import (
     validate_partition_key,
 )
 from headwater.contracts.errors import InputError, TransientError
+from headwater.contracts.rpc import (
+    AFFECTED,
+    APPLY,
+    COLUMNS,
+    CURRENT,
+    DATASETS,
+    HISTORY,
+    IMPACT,
+    LINEAGE,
+    PARTITIONS,
+    PENDING,
+    PLAN,
+    RETRY,
+    SUMMARY,
+    WHY,
+    AffectedRequest,
+    ColumnsRequest,
+    CurrentRequest,
+    DatasetsRequest,
+    HistoryRequest,
+    ImpactRequest,
+    LineageRequest,
+    PartitionRequest,
+    PartitionsRequest,
+    PendingRequest,
+    RetryRequest,
+    Rpc,
+    RunReuse,
+    SummaryRequest,
+)
 from headwater.runtime import rpc, topology
 from headwater.runtime.objectstore import open_store
 from headwater.runtime.settings import ServiceSettings
 from headwater.sdk.explain import dataset_graph, history_entries
 from headwater.sdk.spec_files import read_document
+
+Q = TypeVar("Q", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
 
 
 class HeadwaterClient:
@@ -67,33 +101,42 @@ class HeadwaterClient:
         assert self._nc is not None, "use `async with HeadwaterClient(...)`"
         return self._nc
 
+    async def ask(self, query: Rpc[Q, R], request: Q, timeout: float = 30) -> R:
+        """Ask a service `query`; the reply parsed into its model. Its error reply becomes
+        InputError (or TransientError when asking again may help)."""
+        subject = query.subject(self.subjects)
+        try:
+            reply = await self.nc.request(subject, rpc.encode(request), timeout=timeout)
+        except (TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise TransientError(
+                f"{query.service} did not answer on {subject}: is it running?"
+            ) from exc
+        return rpc.decode(query, subject, reply.data)
+
     async def call(self, service: str, verb: str, body: dict[str, Any], timeout: float = 30) -> Any:
-        """Request-reply to a service; its error reply becomes InputError."""
+        """Request-reply with a raw JSON body, as any NATS client could send it (tests of what a
+        service accepts); the result as JSON. Its error reply becomes InputError."""
         subject = self.subjects.rpc(service, verb)
         try:
             reply = await self.nc.request(subject, json.dumps(body).encode(), timeout=timeout)
         except (TimeoutError, nats.errors.NoRespondersError) as exc:
             raise TransientError(f"{service} did not answer on {subject}: is it running?") from exc
-        data = json.loads(reply.data)
-        if not data["ok"]:
-            rpc.raise_error(subject, data["error"])
-        return data["result"]
+        return rpc.result_of(subject, reply.data)
 
     # --- spec ------------------------------------------------------------------------
     async def apply(self, path: Path) -> dict[str, Any]:
-        doc = read_document(path)
-        result: dict[str, Any] = await self.call("spec-registry", "apply", doc.model_dump())
-        return result
+        return document(await self.ask(APPLY, read_document(path)))
 
     async def plan(self, path: Path) -> dict[str, Any]:
         """Per dataset, the code SHA change and the partitions that would run, before any do."""
-        doc = read_document(path)
-        result: dict[str, Any] = await self.call("spec-registry", "plan", doc.model_dump())
-        impact = await self.call("scheduler", "impact", {"datasets": result.pop("definitions")})
+        planned = await self.ask(PLAN, read_document(path))
+        impact = await self.ask(IMPACT, ImpactRequest(datasets=planned.definitions))
+        result = document(planned)
+        del result["definitions"]
         for change in result["changes"]:
-            partitions = impact["datasets"].get(change["dataset"], {"run": [], "reuse": []})
-            change.update(run=partitions["run"], reuse=partitions["reuse"])
-        result["downstream"] = impact["downstream"]
+            partitions = impact.datasets.get(change["dataset"], RunReuse())
+            change.update(run=partitions.run, reuse=partitions.reuse)
+        result["downstream"] = impact.downstream
         return result
 
     # --- upstream ----------------------------------------------------------------------
@@ -180,7 +223,9 @@ class HeadwaterClient:
         the work queue `running` (tasks executors hold now: running, or between attempts)
         and `work_queue` (tasks no executor has taken yet); those two are None when the work
         queue cannot be read. The reply does not grow with the partitions held."""
-        result: dict[str, Any] = await self.call("scheduler", "summary", {"errored": errored})
+        with rpc.checked():
+            request = SummaryRequest(errored=errored)
+        result = document(await self.ask(SUMMARY, request))
         work = await self._work_queue()
         result["running"] = work[0] if work else None
         result["work_queue"] = work[1] if work else None
@@ -227,28 +272,25 @@ class HeadwaterClient:
         """Rows of `dataset`, one page request at a time (limit None: every one), each with
         how many match after it: right for the last row (limit None: 0), as only the last
         page is counted (a count is a pass over the dataset)."""
-        body: dict[str, Any] = {"dataset": dataset}
-        if states is not None:
-            body["states"] = states
-        if since is not None:
-            body["since"] = since.isoformat()
         left = limit
         while left is None or left > 0:
             size = LISTING_PAGE if left is None else min(left, LISTING_PAGE)
             count = left is not None and left <= LISTING_PAGE
-            page = await self.call(
-                "scheduler",
-                "partitions",
-                {**body, "after": after, "limit": size, "count": count},
-            )
-            for i, row in enumerate(page["partitions"]):
-                rest = len(page["partitions"]) - i - 1 + page["more"]
+            with rpc.checked():
+                request = PartitionsRequest.model_validate(
+                    {"dataset": dataset, "states": states, "since": since}
+                    | {"after": after, "limit": size, "count": count}
+                )
+            page = await self.ask(PARTITIONS, request)
+            rows = document(page)["partitions"]
+            for i, row in enumerate(rows):
+                rest = len(rows) - i - 1 + page.more
                 yield row, rest if count else 0
-            if not page["more"] or not page["partitions"]:
+            if not page.more or not page.partitions:
                 return
-            after = page["partitions"][-1]["partition_key"]
+            after = page.partitions[-1].partition_key
             if left is not None:
-                left -= len(page["partitions"])
+                left -= len(page.partitions)
 
     async def _mark_running(self, rows: list[dict[str, Any]]) -> None:
         """Mark each queued row whose task an executor holds (one lease read per queued row
@@ -276,18 +318,13 @@ class HeadwaterClient:
         return int(info.num_ack_pending or 0), int(info.num_pending or 0)
 
     async def why(self, dataset: str, partition: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call(
-            "scheduler", "why", {"dataset": dataset, "partition": partition}
-        )
-        return result
+        request = PartitionRequest(dataset=dataset, partition_key=partition)
+        return document(await self.ask(WHY, request))
 
     async def retry(self, dataset: str, partition: str | None = None) -> dict[str, Any]:
         """Run errored partitions again (all of the dataset's, or one)."""
-        body: dict[str, Any] = {"dataset": dataset}
-        if partition is not None:
-            body["partition"] = partition
-        result: dict[str, Any] = await self.call("scheduler", "retry", body)
-        return result
+        request = RetryRequest(dataset=dataset, partition_key=partition)
+        return document(await self.ask(RETRY, request))
 
     async def lineage(
         self, dataset: str, partition: str, depth: int = 20, *, history: bool = False
@@ -298,18 +335,18 @@ class HeadwaterClient:
         scheduler's fact). By default only the current graph is walked; `history` gives every
         edge ever recorded (earlier materializations, partitions since retracted), each
         marked. `not_shown` counts, per direction, the edges left out."""
-        result: dict[str, Any] = await self.call(
-            "lineage-indexer",
-            "lineage",
-            {"dataset": dataset, "partition": partition, "depth": depth},
-        )
-        edges = [*result["upstream"], *result["downstream"]]
-        outputs = sorted({(e["output_dataset"], e["output_key"]) for e in edges})
+        with rpc.checked():
+            request = LineageRequest(dataset=dataset, partition_key=partition, depth=depth)
+        found = await self.ask(LINEAGE, request)
+        every = [*found.upstream, *found.downstream]
+        outputs = sorted({(e.output_dataset, e.output_key) for e in every})
         current: dict[tuple[str, str], str | None] = {}
         for i in range(0, len(outputs), _CURRENT_BATCH):
-            body = {"partitions": [list(p) for p in outputs[i : i + _CURRENT_BATCH]]}
-            for c in await self.call("scheduler", "current", body):
-                current[(c["dataset"], c["partition_key"])] = c["fingerprint"]
+            asked = CurrentRequest(partitions=outputs[i : i + _CURRENT_BATCH])
+            for c in (await self.ask(CURRENT, asked)).root:
+                current[(c.dataset, c.partition_key)] = c.fingerprint
+        result = document(found)
+        edges = [*result["upstream"], *result["downstream"]]
         for e in edges:
             e["current"] = current.get((e["output_dataset"], e["output_key"])) == e["fingerprint"]
         result["not_shown"] = {"upstream": 0, "downstream": 0}
@@ -329,11 +366,8 @@ class HeadwaterClient:
         dataset (`code_changed`). Materializations are the scheduler's (`why`), the rest the
         lineage-indexer's events. `state`: the partition's state now."""
         why = await self.why(dataset, partition)
-        events = await self.call(
-            "lineage-indexer",
-            "history",
-            {"dataset": dataset, "partition": partition, "code_changes": True},
-        )
+        request = HistoryRequest(dataset=dataset, partition_key=partition, code_changes=True)
+        events = [document(e) for e in (await self.ask(HISTORY, request)).root]
         return history_entries(dataset, partition, why, events)
 
     async def impact(
@@ -343,25 +377,22 @@ class HeadwaterClient:
         partition of `dataset`, as a code change does): per dataset in pipeline order, how
         many partitions would be recomputed (`count`) and the first `shown` (`partitions`);
         `total`. Past the dataset itself an upper bound: early cutoff may stop it."""
-        body: dict[str, Any] = {"dataset": dataset, "shown": shown}
-        if partition is not None:
-            body["partition"] = partition
-        result: dict[str, Any] = await self.call("scheduler", "affected", body)
-        return result
+        with rpc.checked():
+            request = AffectedRequest(dataset=dataset, partition_key=partition, shown=shown)
+        return document(await self.ask(AFFECTED, request))
 
     async def columns(self, dataset: str) -> dict[str, Any]:
         """`dataset`'s column lineage, as spec-registry computed it from the applied spec:
         `columns` (per output column: `name`, `sources` [{dataset, column}], `expression`,
         `unresolved`), or None with `unknown` saying why (a Python dataset, SELECT * over
         unknown columns)."""
-        result: dict[str, Any] = await self.call("spec-registry", "columns", {"dataset": dataset})
-        return result
+        return document(await self.ask(COLUMNS, ColumnsRequest(dataset=dataset)))
 
     async def graph(self, dataset: str, depth: int = 20) -> dict[str, Any]:
         """The dataset-level lineage of `dataset` from the applied definitions: the datasets
         it reads (`upstream`) and that read it (`downstream`), transitively to `depth` steps,
         as edges input -> output with the mapping and each side's kind and code SHA."""
-        defs = await self.call("spec-registry", "datasets", {})
+        defs = document(await self.ask(DATASETS, DatasetsRequest()))
         if dataset not in defs:
             known = ", ".join(sorted(defs)) or "-"
             raise InputError("dataset", f"no dataset {dataset!r} (known: {known})")
@@ -388,11 +419,11 @@ class HeadwaterClient:
             finished = int(tasks.state.last_seq) - int(tasks.state.messages)
         except NotFoundError:
             finished = 0
-        pending = await self.call("scheduler", "pending", {})
+        pending = await self.ask(PENDING, PendingRequest())
         return Activity(
             consumers=consumers,
-            tasks_requested={k: int(v) for k, v in pending["tasks_requested"].items()},
-            outbox_pending=int(pending["outbox_pending"]),
+            tasks_requested=pending.tasks_requested,
+            outbox_pending=pending.outbox_pending,
             running=running,
             tasks_finished=finished,
         )
@@ -408,15 +439,16 @@ class HeadwaterClient:
         missing: list[str] = []
         while time.monotonic() < deadline:
             missing = []
-            for service, verb in (
-                ("spec-registry", "datasets"),
-                ("scheduler", "pending"),
-                ("lineage-indexer", "history"),
-            ):
+            asks: tuple[tuple[Rpc[Any, Any], BaseModel], ...] = (
+                (DATASETS, DatasetsRequest()),
+                (PENDING, PendingRequest()),
+                (HISTORY, HistoryRequest(dataset="-")),
+            )
+            for query, request in asks:
                 try:
-                    await self.call(service, verb, {"dataset": "-"}, timeout=1)
+                    await self.ask(query, request, timeout=1)
                 except TransientError:
-                    missing.append(service)
+                    missing.append(query.service)
             for name in ("change-detector-upstream", "executor"):
                 spec = topology.consumers(self.subjects)[name]
                 try:
@@ -568,6 +600,13 @@ STATUS_COLUMNS = (
     *("dataset", "partition_key", "state", "data_sha", "object_key", "rows", "bytes"),
     *("reason", "fingerprint", "error"),
 )
+
+
+def document(reply: BaseModel) -> dict[str, Any]:
+    """A reply (an object) as the JSON document the CLI prints (`--json`): its fields by
+    their wire names, timestamps as the service wrote them."""
+    found: dict[str, Any] = json.loads(json.dumps(reply.model_dump(), default=str))
+    return found
 
 
 class StillBusy(TransientError):

@@ -4,7 +4,6 @@ announces `partition landed` only when its data SHA is new."""
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from headwater.contracts import (
     InputError,
@@ -16,6 +15,7 @@ from headwater.contracts import (
     format_of,
     split_object_key,
 )
+from headwater.contracts.rpc import DATASETS, DatasetRecord, DatasetsRequest
 from headwater.core import formats, hashing
 from headwater.runtime import rpc
 from headwater.runtime.outbox import OutboxItem
@@ -42,7 +42,7 @@ class ChangeDetector:
     res: Resources
     subjects: Subjects
     datasets_cache_s: float
-    _sources: tuple[float, dict[str, Any]] = field(default=(0.0, {}))
+    _sources: tuple[float, dict[str, DatasetRecord]] = field(default=(0.0, {}))
 
     async def on_upstream(self, event: UpstreamEvent) -> None:
         if format_of(event.key) != event.format:
@@ -98,8 +98,8 @@ class ChangeDetector:
             listed.set_attribute("headwater.files", len(keys))
         if not keys:
             return await self._retract(dataset, partition_key, require)
-        definition = self._sources[1].get(dataset, {}).get("definition", {})
-        declared = definition.get("columns")
+        known = self._sources[1].get(dataset)
+        declared = known.definition.columns if known is not None else None
         schema = formats.schema_of(declared) if declared else None
         files = []
         # The announced file first: if it is the one at fault, the dead letter names it.
@@ -121,7 +121,7 @@ class ChangeDetector:
                 formats.check_alike(files, blame=blame)
         with span("change-detector hash") as hashed:
             table = formats.combine([t for _, t in files])
-            ordered = bool(definition.get("ordered"))
+            ordered = known is not None and known.definition.ordered
             data_sha = hashing.data_sha(table, ordered=ordered)
             hashed.set_attributes({ROWS: table.num_rows, DATA_SHA: data_sha})
         annotate(data_sha=data_sha, fingerprint=data_sha, rows=table.num_rows)
@@ -203,14 +203,13 @@ class ChangeDetector:
     async def _check_source(self, dataset: str) -> None:
         fetched_at, sources = self._sources
         if dataset not in sources or time.monotonic() - fetched_at > self.datasets_cache_s:
-            sources = await rpc.call(
-                self.res.broker, self.subjects.rpc("spec-registry", "datasets"), {}
-            )
+            reply = await rpc.call(self.res.broker, self.subjects, DATASETS, DatasetsRequest())
+            sources = reply.root
             self._sources = (time.monotonic(), sources)
         known = sources.get(dataset)
         if known is None:
             raise InputError("dataset", f"{dataset!r} is not a dataset of any applied pipeline")
-        if known["kind"] != "source":
+        if known.kind != "source":
             raise InputError("dataset", f"{dataset!r} is derived, not a source; it cannot land")
 
 

@@ -1,12 +1,13 @@
 """scheduler's queries over its own schema."""
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
+from pydantic import BaseModel
 
 from headwater.contracts import (
     DatasetDefinition,
@@ -15,6 +16,7 @@ from headwater.contracts import (
     TaskAttemptFailed,
     TaskState,
 )
+from headwater.contracts.rpc import AttemptError, MaterializationRecord
 from headwater.core.hashing import FINGERPRINT_VERSION
 from headwater.core.mappings import Scope
 from headwater.core.reconcile import Output, PartitionFact, Row, Task
@@ -23,6 +25,7 @@ SCHEMA = "scheduler"
 # Above this many keys, a dataset's rows are read whole (one scan) rather than key by key.
 _WHOLE_AT = 5000
 Conn: TypeAlias = asyncpg.Connection
+M = TypeVar("M", bound=BaseModel)
 
 
 async def lock(conn: Conn) -> None:
@@ -462,25 +465,15 @@ async def finish_task(
     )
 
 
-async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
-    rows = await conn.fetch(
-        f"SELECT p.dataset, p.partition_key, p.state, p.data_sha, p.object_key, p.rows, p.bytes,"
-        f" p.reason, p.fingerprint, t.error FROM {SCHEMA}.partitions p"
-        f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
-        f" LEFT JOIN {SCHEMA}.datasets d ON d.name = p.dataset"
-        " WHERE p.state <> 'retracted' AND d.removed IS NOT TRUE"
-        " ORDER BY p.dataset, p.partition_key"
-    )
-    tasks = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.tasks WHERE state = 'requested'")
-    return {
-        "partitions": [dict(r) for r in rows],
-        "tasks_requested": int(tasks),
-    }
+def record_of(model: type[M], row: Mapping[str, Any]) -> M:
+    """`model` from the columns of `row` it names (the others are the scheduler's own)."""
+    columns = dict(row)
+    return model.model_validate({k: columns[k] for k in model.model_fields if k in columns})
 
 
 async def materializations_of(
     conn: Conn | asyncpg.Pool, dataset: str, key: str
-) -> list[dict[str, Any]]:
+) -> list[MaterializationRecord]:
     rows = await conn.fetch(
         f"SELECT m.*, COALESCE(p.fingerprint = m.fingerprint, false) AS current"
         f" FROM {SCHEMA}.materializations m LEFT JOIN {SCHEMA}.partitions p"
@@ -489,12 +482,10 @@ async def materializations_of(
         dataset,
         key,
     )
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["inputs"] = json.loads(d["inputs"])
-        out.append(d)
-    return out
+    return [
+        record_of(MaterializationRecord, {**dict(r), "inputs": json.loads(r["inputs"])})
+        for r in rows
+    ]
 
 
 async def delete_partition(conn: Conn, dataset: str, key: str) -> None:
@@ -663,14 +654,14 @@ async def add_attempt(conn: Conn, e: TaskAttemptFailed) -> None:
     )
 
 
-async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[dict[str, Any]]:
+async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[AttemptError]:
     """The kept failed attempts of a task, in the order they ran."""
     rows = await conn.fetch(
         f"SELECT request, attempt, error, failed_at AS at, executor, traceback"
         f" FROM {SCHEMA}.task_attempts WHERE fingerprint = $1 ORDER BY request, attempt",
         fingerprint,
     )
-    return [dict(r) for r in rows]
+    return [AttemptError.model_validate(dict(r)) for r in rows]
 
 
 # --- the CLI's status: a summary and a listing whose replies do not grow with what is held --

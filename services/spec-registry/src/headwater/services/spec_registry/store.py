@@ -1,28 +1,44 @@
 """spec-registry's queries over its own schema."""
 
-import json
-from typing import Any
+from dataclasses import dataclass
 
 import asyncpg
 
-from headwater.core.spec import DatasetSpec, PipelineDocument
+from headwater.contracts import DatasetDefinition
+from headwater.contracts.rpc import DatasetColumns, PipelineDocument
+from headwater.core.spec import DatasetSpec
 
 SCHEMA = "spec_registry"
 
 
-async def current_datasets(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, dict[str, Any]]:
+@dataclass(frozen=True)
+class StoredDataset:
+    """An applied dataset as stored: its column lineage None when applied before it was kept."""
+
+    pipeline: str
+    kind: str
+    code_sha: str
+    definition: DatasetDefinition
+    columns: DatasetColumns | None
+
+
+async def current_datasets(conn: asyncpg.Connection | asyncpg.Pool) -> dict[str, StoredDataset]:
     rows = await conn.fetch(
         f"SELECT name, pipeline, kind, code_sha, definition, columns FROM {SCHEMA}.datasets"
         " ORDER BY name"
     )
     return {
-        r["name"]: {
-            "pipeline": r["pipeline"],
-            "kind": r["kind"],
-            "code_sha": r["code_sha"],
-            "definition": json.loads(r["definition"]),
-            "columns": json.loads(r["columns"]) if r["columns"] is not None else None,
-        }
+        r["name"]: StoredDataset(
+            pipeline=r["pipeline"],
+            kind=r["kind"],
+            code_sha=r["code_sha"],
+            definition=DatasetDefinition.model_validate_json(r["definition"]),
+            columns=(
+                DatasetColumns.model_validate_json(r["columns"])
+                if r["columns"] is not None
+                else None
+            ),
+        )
         for r in rows
     }
 
