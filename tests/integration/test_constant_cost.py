@@ -23,7 +23,7 @@ MONTHLY = [
         name="monthly",
         kind="sql",
         code_sha=sha("monthly"),
-        inputs=(Mapping(kind="rollup", to="month").definition("sales"),),
+        inputs=(Mapping(mapping="rollup", to="month").definition("sales"),),
     ),
 ]
 
@@ -43,7 +43,7 @@ async def hold(conn: asyncpg.Connection, defs: list[DatasetDefinition], keys: li
     rows = []
     for ds in defs:
         mine = keys
-        if ds.inputs and (m := Mapping.of(ds.inputs[0])).kind == "rollup":
+        if ds.inputs and (m := Mapping.of(ds.inputs[0])).mapping == "rollup":
             mine = sorted(m.output_keys(keys))
         rows += [(ds.name, k, sha(f"{ds.name}/{k}")) for k in mine]
     await conn.executemany(

@@ -22,10 +22,10 @@ def days(start: str, n: int) -> list[str]:
 DAYS = days("2013-01-01", 6)  # 2013-01-01 .. 2013-01-06
 SHUFFLED = [DAYS[3], DAYS[0], DAYS[5], DAYS[1], DAYS[4], DAYS[2]]
 
-WINDOW3 = Mapping(kind="window", size=3)
-MONTH = Mapping(kind="rollup", to="month")
-YEAR = Mapping(kind="rollup", to="year")
-REGION = Mapping(kind="rollup", pattern=r"^region=([a-z]+),")
+WINDOW3 = Mapping(mapping="window", size=3)
+MONTH = Mapping(mapping="rollup", to="month")
+YEAR = Mapping(mapping="rollup", to="year")
+REGION = Mapping(mapping="rollup", pattern=r"^region=([a-z]+),")
 
 
 # --------------------------------------------------------------------------------------------
@@ -34,7 +34,7 @@ REGION = Mapping(kind="rollup", pattern=r"^region=([a-z]+),")
 
 def test_identity_maps_a_key_to_itself() -> None:
     m = Mapping()
-    assert m.kind == "identity"
+    assert m.mapping == "identity"
     assert m.partitions_output
     assert m.output_key("2013-01-02") == "2013-01-02"
     assert m.output_keys(SHUFFLED) == set(DAYS)
@@ -48,7 +48,7 @@ def test_identity_maps_a_key_to_itself() -> None:
 
 
 def test_all_feeds_every_input_partition_into_one_output() -> None:
-    m = Mapping(kind="all")
+    m = Mapping(mapping="all")
     assert not m.partitions_output
     assert UNPARTITIONED_KEY == "all"
     assert m.output_key("2013-01-02") == UNPARTITIONED_KEY
@@ -95,14 +95,14 @@ def test_window_affected_outputs_are_the_keys_whose_windows_include_it() -> None
 
 
 def test_window_of_size_one_is_identity() -> None:
-    m = Mapping(kind="window", size=1)
+    m = Mapping(mapping="window", size=1)
     for key in DAYS:
         assert m.inputs_for(key, SHUFFLED) == [key]
         assert m.affected_outputs(key, SHUFFLED) == {key}
 
 
 def test_window_larger_than_the_keys_reads_them_all() -> None:
-    m = Mapping(kind="window", size=30)
+    m = Mapping(mapping="window", size=30)
     assert m.inputs_for(DAYS[-1], SHUFFLED) == DAYS
     assert m.affected_outputs(DAYS[0], SHUFFLED) == set(DAYS)
 
@@ -153,7 +153,7 @@ def test_rollup_by_pattern_uses_the_first_capture_group() -> None:
 def test_rollup_output_keys_are_valid_partition_keys(pattern: str, key: str) -> None:
     # An output partition key becomes an object key: a capture that is empty (or otherwise
     # not a partition key) must not produce an output partition.
-    m = Mapping(kind="rollup", pattern=pattern)
+    m = Mapping(mapping="rollup", pattern=pattern)
     for out in m.output_keys([key]):
         try:
             validate_partition_key(out)
@@ -166,10 +166,10 @@ def test_rollup_output_keys_are_valid_partition_keys(pattern: str, key: str) -> 
 
 MAPPINGS = [
     Mapping(),
-    Mapping(kind="all"),
-    Mapping(kind="window", size=1),
+    Mapping(mapping="all"),
+    Mapping(mapping="window", size=1),
     WINDOW3,
-    Mapping(kind="window", size=7),
+    Mapping(mapping="window", size=7),
     MONTH,
     YEAR,
 ]
@@ -205,16 +205,16 @@ def test_affected_outputs_is_the_inverse_of_inputs_for(keys: set[str]) -> None:
 @pytest.mark.parametrize(
     ("params", "named"),
     [
-        ({"kind": "window"}, "size"),
-        ({"kind": "window", "size": 0}, "size"),
-        ({"kind": "window", "size": -3}, "size"),
-        ({"kind": "rollup"}, "exactly one"),
-        ({"kind": "rollup", "to": "month", "pattern": "^(x)"}, "exactly one"),
-        ({"kind": "rollup", "pattern": "(["}, "does not compile"),
-        ({"kind": "rollup", "pattern": "^x"}, "capture group"),
-        ({"kind": "rollup", "to": "week"}, "month"),
-        ({"kind": "daily"}, "identity"),
-        ({"kind": "window", "size": 3, "step": 1}, "Extra inputs"),
+        ({"mapping": "window"}, "size"),
+        ({"mapping": "window", "size": 0}, "size"),
+        ({"mapping": "window", "size": -3}, "size"),
+        ({"mapping": "rollup"}, "exactly one"),
+        ({"mapping": "rollup", "to": "month", "pattern": "^(x)"}, "exactly one"),
+        ({"mapping": "rollup", "pattern": "(["}, "does not compile"),
+        ({"mapping": "rollup", "pattern": "^x"}, "capture group"),
+        ({"mapping": "rollup", "to": "week"}, "month"),
+        ({"mapping": "daily"}, "identity"),
+        ({"mapping": "window", "size": 3, "step": 1}, "Extra inputs"),
     ],
 )
 def test_invalid_mappings_are_rejected(params: dict[str, object], named: str) -> None:
@@ -224,9 +224,9 @@ def test_invalid_mappings_are_rejected(params: dict[str, object], named: str) ->
 
 
 def test_canonical_form_distinguishes_parameters() -> None:
-    forms = {m.canonical() for m in [*MAPPINGS, REGION, Mapping(kind="window", size=30)]}
+    forms = {m.canonical() for m in [*MAPPINGS, REGION, Mapping(mapping="window", size=30)]}
     assert len(forms) == len(MAPPINGS) + 2
-    assert Mapping(kind="window", size=3).canonical() == WINDOW3.canonical()
+    assert Mapping(mapping="window", size=3).canonical() == WINDOW3.canonical()
 
 
 def test_mappings_are_frozen() -> None:

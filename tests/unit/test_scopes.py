@@ -10,13 +10,13 @@ from headwater.core.mappings import Mapping
 
 DAYS = [f"2024-{m:02d}-{d:02d}" for m in (4, 5, 6) for d in (1, 2, 9, 10, 11, 28, 30)]
 MAPPINGS = [
-    Mapping(kind="identity"),
-    Mapping(kind="all"),
-    Mapping(kind="window", size=1),
-    Mapping(kind="window", size=3),
-    Mapping(kind="rollup", to="month"),
-    Mapping(kind="rollup", to="year"),
-    Mapping(kind="rollup", pattern=r"^(\d{4}-\d{2})"),
+    Mapping(mapping="identity"),
+    Mapping(mapping="all"),
+    Mapping(mapping="window", size=1),
+    Mapping(mapping="window", size=3),
+    Mapping(mapping="rollup", to="month"),
+    Mapping(mapping="rollup", to="year"),
+    Mapping(mapping="rollup", pattern=r"^(\d{4}-\d{2})"),
 ]
 keys = st.sets(st.sampled_from([*DAYS, "2024-05", "2024", "x", "2024-05-01-late"]), max_size=14)
 
@@ -42,9 +42,11 @@ def test_affected_outputs_need_only_their_scope(held: set[str], other: set[str],
 
 
 def test_scopes_are_index_queries_except_for_all_and_patterns() -> None:
-    assert Mapping(kind="identity").input_scope("2024-05-01").exact == {"2024-05-01"}
-    assert Mapping(kind="window", size=7).input_scope("2024-05-08").before == {("2024-05-08", 7)}
-    assert Mapping(kind="rollup", to="month").input_scope("2024-05").prefixes == {"2024-05-"}
-    assert Mapping(kind="all").input_scope("all").everything
-    assert Mapping(kind="window", size=7).affected_scope("2024-05-01").after == {("2024-05-01", 7)}
-    assert Mapping(kind="identity").affected_scope("2024-05-01").select(DAYS) == set()
+    assert Mapping(mapping="identity").input_scope("2024-05-01").exact == {"2024-05-01"}
+    assert Mapping(mapping="window", size=7).input_scope("2024-05-08").before == {("2024-05-08", 7)}
+    assert Mapping(mapping="rollup", to="month").input_scope("2024-05").prefixes == {"2024-05-"}
+    assert Mapping(mapping="all").input_scope("all").everything
+    assert Mapping(mapping="window", size=7).affected_scope("2024-05-01").after == {
+        ("2024-05-01", 7)
+    }
+    assert Mapping(mapping="identity").affected_scope("2024-05-01").select(DAYS) == set()

@@ -196,11 +196,11 @@ def test_valid_pipeline_records_kinds_code_and_inputs(tmp_path: Path) -> None:
     assert ds["monthly"].code_blob() == CodeBlob(
         kind="python", code=TRANSFORMS_PY, function="monthly"
     )
-    assert ds["delays_by_day"].inputs == {"flights": Mapping(kind="identity")}
-    assert ds["weekly"].inputs == {"delays_by_day": Mapping(kind="window", size=7)}
+    assert ds["delays_by_day"].inputs == {"flights": Mapping(mapping="identity")}
+    assert ds["weekly"].inputs == {"delays_by_day": Mapping(mapping="window", size=7)}
     assert ds["monthly"].inputs == {
-        "delays_by_day": Mapping(kind="rollup", to="month"),
-        "airports": Mapping(kind="all"),
+        "delays_by_day": Mapping(mapping="rollup", to="month"),
+        "airports": Mapping(mapping="all"),
     }
     code_shas = shas(load(tmp_path, PIPELINE_YAML, good_files()))
     for sha in code_shas.values():
@@ -873,14 +873,14 @@ def test_a_bad_timeout_memory_limit_or_settle_delay_is_rejected(
 # How each mapping is written in a spec, and what it parses to (every kind of
 # `headwater.core.mappings.Mapping`, each with its parameters).
 WRITTEN = {
-    "identity": ("identity", Mapping(kind="identity")),
-    "all": ("all", Mapping(kind="all")),
-    "window": ("{mapping: window, size: 7}", Mapping(kind="window", size=7)),
-    "rollup to month": ("{mapping: rollup, to: month}", Mapping(kind="rollup", to="month")),
-    "rollup to year": ("{mapping: rollup, to: year}", Mapping(kind="rollup", to="year")),
+    "identity": ("identity", Mapping(mapping="identity")),
+    "all": ("all", Mapping(mapping="all")),
+    "window": ("{mapping: window, size: 7}", Mapping(mapping="window", size=7)),
+    "rollup to month": ("{mapping: rollup, to: month}", Mapping(mapping="rollup", to="month")),
+    "rollup to year": ("{mapping: rollup, to: year}", Mapping(mapping="rollup", to="year")),
     "rollup by pattern": (
         "{mapping: rollup, pattern: '^(\\d{4})-W\\d{2}'}",
-        Mapping(kind="rollup", pattern=r"^(\d{4})-W\d{2}"),
+        Mapping(mapping="rollup", pattern=r"^(\d{4})-W\d{2}"),
     ),
 }
 
@@ -888,9 +888,9 @@ WRITTEN = {
 def test_every_kind_of_mapping_has_a_way_to_be_written() -> None:
     """A mapping added to `Mapping` must be writable in a spec: listed in WRITTEN below,
     which the next test parses (this fails until it is)."""
-    kinds = set(typing.get_args(Mapping.model_fields["kind"].annotation))
+    kinds = set(typing.get_args(Mapping.model_fields["mapping"].annotation))
     periods = set(typing.get_args(typing.get_args(Mapping.model_fields["to"].annotation)[0]))
-    assert {m.kind for _, m in WRITTEN.values()} == kinds
+    assert {m.mapping for _, m in WRITTEN.values()} == kinds
     assert {m.to for _, m in WRITTEN.values() if m.to} == periods
 
 

@@ -177,21 +177,21 @@ def test_patterns_re2_cannot_run_are_refused(pattern: str, reason: str) -> None:
     with pytest.raises(PatternError, match=reason.replace("(", r"\(")):
         compile_pattern(pattern)
     with pytest.raises(ValidationError) as info:
-        Mapping(kind="rollup", pattern=pattern)
+        Mapping(mapping="rollup", pattern=pattern)
     assert info.value.errors()[0]["loc"] == ("pattern",)
 
 
 @pytest.mark.timeout(30, method="thread")  # a backtracking engine would take hours here
 def test_nested_quantifiers_match_in_linear_time_with_the_same_result() -> None:
-    m = Mapping(kind="rollup", pattern=r"^((a+)+)$")
+    m = Mapping(mapping="rollup", pattern=r"^((a+)+)$")
     assert m.output_key("a" * 40 + "!") is None
     assert m.output_key("a" * 40) == "a" * 40
-    m = Mapping(kind="rollup", pattern=r"^(\d+-\d+)(\d|\d)*x")
+    m = Mapping(mapping="rollup", pattern=r"^(\d+-\d+)(\d|\d)*x")
     assert m.output_key("2024-" + "1" * 60 + "y") is None
     assert m.output_key("2024-01x") == "2024-01"
 
 
 def test_keys_longer_than_any_partition_key_map_nowhere() -> None:
-    m = Mapping(kind="rollup", pattern=r"^(a+)")
+    m = Mapping(mapping="rollup", pattern=r"^(a+)")
     assert m.output_key("a" * 128) == "a" * 128
     assert m.output_key("a" * 129) is None

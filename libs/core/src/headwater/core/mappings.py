@@ -71,7 +71,9 @@ class Mapping(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["identity", "all", "window", "rollup"] = "identity"
+    # Its name, as the spec writes it (`{mapping: window, size: 7}`) and InputDefinition
+    # carries it.
+    mapping: Literal["identity", "all", "window", "rollup"] = "identity"
     size: int | None = None
     to: Literal["month", "year"] | None = None
     pattern: str | None = None
@@ -88,13 +90,13 @@ class Mapping(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> "Mapping":
-        if self.size is not None and self.kind != "window":
-            raise ValueError(f"size applies to window, not {self.kind}")
-        if (self.to is not None or self.pattern is not None) and self.kind != "rollup":
-            raise ValueError(f"to/pattern apply to rollup, not {self.kind}")
-        if self.kind == "window" and (self.size is None or self.size < 1):
+        if self.size is not None and self.mapping != "window":
+            raise ValueError(f"size applies to window, not {self.mapping}")
+        if (self.to is not None or self.pattern is not None) and self.mapping != "rollup":
+            raise ValueError(f"to/pattern apply to rollup, not {self.mapping}")
+        if self.mapping == "window" and (self.size is None or self.size < 1):
             raise ValueError("window needs size >= 1")
-        if self.kind == "rollup" and (self.to is None) == (self.pattern is None):
+        if self.mapping == "rollup" and (self.to is None) == (self.pattern is None):
             raise ValueError("rollup needs exactly one of to: month|year or pattern: REGEX")
         return self
 
@@ -106,22 +108,24 @@ class Mapping(BaseModel):
     def definition(self, dataset: str) -> InputDefinition:
         """What the scheduler is told of input `dataset` read through this mapping."""
         pattern = PERIOD_PATTERNS[self.to] if self.to is not None else self.pattern
-        return InputDefinition(dataset=dataset, mapping=self.kind, size=self.size, pattern=pattern)
+        return InputDefinition(
+            dataset=dataset, mapping=self.mapping, size=self.size, pattern=pattern
+        )
 
     def canonical(self) -> str:
         """A stable text of the mapping and its parameters, for the code SHA."""
-        return f"{self.kind}|size={self.size}|to={self.to}|pattern={self.pattern}"
+        return f"{self.mapping}|size={self.size}|to={self.to}|pattern={self.pattern}"
 
     @property
     def partitions_output(self) -> bool:
         """Whether this input decides which output partitions exist."""
-        return self.kind != "all"
+        return self.mapping != "all"
 
     def output_key(self, input_key: str) -> str | None:
         """The output partition an input partition rolls into (rollup), or None if none."""
-        if self.kind in ("identity", "window"):
+        if self.mapping in ("identity", "window"):
             return input_key
-        if self.kind == "all":
+        if self.mapping == "all":
             return UNPARTITIONED_KEY
         if self.pattern is not None:
             key = first_group(self.pattern, input_key)
@@ -144,13 +148,13 @@ class Mapping(BaseModel):
         """The input partitions output partition `output_key` reads, sorted. `ordered`, the
         same keys already sorted, lets a caller deciding many keys sort them once (each
         answer is then a bisection, not a scan)."""
-        if self.kind == "identity":
+        if self.mapping == "identity":
             present = input_keys if isinstance(input_keys, Set | KeysView) else set(input_keys)
             return [output_key] if output_key in present else []
         existing = ordered if ordered is not None else sorted(input_keys)
-        if self.kind == "all":
+        if self.mapping == "all":
             return list(existing)
-        if self.kind == "window":
+        if self.mapping == "window":
             assert self.size is not None
             end = bisect_right(existing, output_key)
             if end == 0 or existing[end - 1] != output_key:
@@ -166,19 +170,19 @@ class Mapping(BaseModel):
     def input_scope(self, output_key: str) -> Scope:
         """The input partitions `inputs_for(output_key, ...)` can need: given every input key
         in this scope (and any others), it answers as it would given them all."""
-        if self.kind == "identity":
+        if self.mapping == "identity":
             return Scope(exact={output_key})
-        if self.kind == "window":
+        if self.mapping == "window":
             assert self.size is not None
             return Scope(before={(output_key, self.size)})
-        if self.kind == "rollup" and self.to is not None:
+        if self.mapping == "rollup" and self.to is not None:
             # A month '2024-05' gathers the days '2024-05-…'; a year '2024' the days '2024-…'.
             return Scope(prefixes={f"{output_key}-"})
         return Scope(everything=True)  # all, and a pattern rollup (no index by its groups)
 
     def affected_scope(self, input_key: str) -> Scope:
         """The input partitions `affected_outputs(input_key, ...)` needs besides the key."""
-        if self.kind == "window":
+        if self.mapping == "window":
             assert self.size is not None
             return Scope(after={(input_key, self.size)})
         return Scope()
@@ -188,7 +192,7 @@ class Mapping(BaseModel):
     ) -> set[str]:
         """The output partitions whose inputs include `input_key`. `ordered`, the same keys
         sorted, makes asking for many input keys a bisection each."""
-        if self.kind != "window":
+        if self.mapping != "window":
             out = self.output_key(input_key)
             return {out} if out is not None else set()
         assert self.size is not None
@@ -200,11 +204,11 @@ class Mapping(BaseModel):
 
 
 @functools.lru_cache(maxsize=1024)
-def _mapping_of(kind: str, size: int | None, pattern: str | None) -> Mapping:
+def _mapping_of(mapping: str, size: int | None, pattern: str | None) -> Mapping:
     """`Mapping.of`, validated (a pattern compiled) once per distinct mapping, not once per
     partition decided. A Mapping is frozen, so one instance serves every caller."""
-    if kind == "rollup":
+    if mapping == "rollup":
         for period, period_pattern in PERIOD_PATTERNS.items():
             if pattern == period_pattern:
-                return Mapping(kind="rollup", to=period)
-    return Mapping(kind=kind, size=size, pattern=pattern)
+                return Mapping(mapping="rollup", to=period)
+    return Mapping(mapping=mapping, size=size, pattern=pattern)

@@ -325,7 +325,7 @@ def _derived(
     code_sha = hashing.code_sha(
         kind=kind,
         normalized_code=normalized,
-        inputs=[(n, m.kind, m.canonical()) for n, m in inputs.items()],
+        inputs=[(n, m.mapping, m.canonical()) for n, m in inputs.items()],
         ordered=ordered,
         version=version,
         engine=ENGINE_VERSION,
@@ -400,12 +400,11 @@ def _inputs(file: str, name: str, raw: object) -> dict[str, Mapping]:
                 dataset=name,
                 field=f"{field}.kind",
             )
-        kind = params.pop("mapping", "identity")
         try:
-            out[str(input_name)] = Mapping(kind=kind, **params)
+            out[str(input_name)] = Mapping(**params)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join("mapping" if p == "kind" else str(p) for p in err["loc"])
+            loc = ".".join(str(p) for p in err["loc"])
             reason = str(err["msg"]).removeprefix("Value error, ")
             raise SpecError(
                 file, reason, dataset=name, field=f"{field}.{loc}" if loc else field

@@ -19,11 +19,11 @@ CHILDREN_SHOWN = 20  # children of one node in a tree before "... N more"
 def mapping_label(inp: dict[str, Any]) -> str:
     """`identity`, `all`, `window 7`, `rollup month`, `rollup REGEX`."""
     m = Mapping.of(InputDefinition.model_validate(inp))
-    if m.kind == "window":
+    if m.mapping == "window":
         return f"window {m.size}"
-    if m.kind == "rollup":
+    if m.mapping == "rollup":
         return f"rollup {m.to or m.pattern}"
-    return m.kind
+    return m.mapping
 
 
 def dataset_graph(defs: dict[str, dict[str, Any]], dataset: str, depth: int) -> dict[str, Any]:
