@@ -317,26 +317,26 @@ class HeadwaterClient:
             return None
         return int(info.num_ack_pending or 0), int(info.num_pending or 0)
 
-    async def why(self, dataset: str, partition: str) -> dict[str, Any]:
-        request = PartitionRequest(dataset=dataset, partition_key=partition)
+    async def why(self, dataset: str, partition_key: str) -> dict[str, Any]:
+        request = PartitionRequest(dataset=dataset, partition_key=partition_key)
         return document(await self.ask(WHY, request))
 
-    async def retry(self, dataset: str, partition: str | None = None) -> dict[str, Any]:
+    async def retry(self, dataset: str, partition_key: str | None = None) -> dict[str, Any]:
         """Run errored partitions again (all of the dataset's, or one)."""
-        request = RetryRequest(dataset=dataset, partition_key=partition)
+        request = RetryRequest(dataset=dataset, partition_key=partition_key)
         return document(await self.ask(RETRY, request))
 
     async def lineage(
-        self, dataset: str, partition: str, depth: int = 20, *, history: bool = False
+        self, dataset: str, partition_key: str, depth: int = 20, *, history: bool = False
     ) -> dict[str, Any]:
-        """The partitions `dataset/partition` is made from (`upstream`) and those made from it
+        """The partitions `dataset/partition_key` is made from (`upstream`) and those made from it
         (`downstream`), as edges input -> output naming the fingerprint that made them. Each
         edge is `current` when its output's current materialization is that fingerprint (the
         scheduler's fact). By default only the current graph is walked; `history` gives every
         edge ever recorded (earlier materializations, partitions since retracted), each
         marked. `not_shown` counts, per direction, the edges left out."""
         with rpc.checked():
-            request = LineageRequest(dataset=dataset, partition_key=partition, depth=depth)
+            request = LineageRequest(dataset=dataset, partition_key=partition_key, depth=depth)
         found = await self.ask(LINEAGE, request)
         every = [*found.upstream, *found.downstream]
         outputs = sorted({(e.output_dataset, e.output_key) for e in every})
@@ -353,32 +353,32 @@ class HeadwaterClient:
         if not history:
             for direction in ("upstream", "downstream"):
                 every = result[direction]
-                walked = current_walk(every, dataset, partition, direction, depth)
+                walked = current_walk(every, dataset, partition_key, direction, depth)
                 result[direction] = walked
                 result["not_shown"][direction] = len({_edge_id(e) for e in every}) - len(walked)
         return result
 
-    async def history(self, dataset: str, partition: str) -> dict[str, Any]:
-        """Every materialization of `dataset/partition`, and what happened to it, oldest
+    async def history(self, dataset: str, partition_key: str) -> dict[str, Any]:
+        """Every materialization of `dataset/partition_key`, and what happened to it, oldest
         first (`entries`): each computation or landing (`materialized`: fingerprint, code and
         data SHAs, rows, why it ran and from which input versions, whether it is current),
         each failure for good (`failed`), retraction (`retracted`) and code change of the
         dataset (`code_changed`). Materializations are the scheduler's (`why`), the rest the
         lineage-indexer's events. `state`: the partition's state now."""
-        why = await self.why(dataset, partition)
-        request = HistoryRequest(dataset=dataset, partition_key=partition, code_changes=True)
+        why = await self.why(dataset, partition_key)
+        request = HistoryRequest(dataset=dataset, partition_key=partition_key, code_changes=True)
         events = [document(e) for e in (await self.ask(HISTORY, request)).root]
-        return history_entries(dataset, partition, why, events)
+        return history_entries(dataset, partition_key, why, events)
 
     async def impact(
-        self, dataset: str, partition: str | None = None, shown: int = 20
+        self, dataset: str, partition_key: str | None = None, shown: int = 20
     ) -> dict[str, Any]:
-        """What would run if `dataset/partition` changed (or, without `partition`, every
+        """What would run if `dataset/partition_key` changed (or, without `partition_key`, every
         partition of `dataset`, as a code change does): per dataset in pipeline order, how
         many partitions would be recomputed (`count`) and the first `shown` (`partitions`);
         `total`. Past the dataset itself an upper bound: early cutoff may stop it."""
         with rpc.checked():
-            request = AffectedRequest(dataset=dataset, partition_key=partition, shown=shown)
+            request = AffectedRequest(dataset=dataset, partition_key=partition_key, shown=shown)
         return document(await self.ask(AFFECTED, request))
 
     async def columns(self, dataset: str) -> dict[str, Any]:
@@ -655,9 +655,9 @@ def _edge_id(edge: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def current_walk(
-    edges: list[dict[str, Any]], dataset: str, partition: str, direction: str, depth: int
+    edges: list[dict[str, Any]], dataset: str, partition_key: str, direction: str, depth: int
 ) -> list[dict[str, Any]]:
-    """The edges reached from dataset/partition through `current` edges only, each once, at
+    """The edges reached from dataset/partition_key through `current` edges only, each once, at
     the step it is first reached (1: adjacent), to `depth` steps. `direction` is "upstream"
     (towards inputs) or "downstream"."""
     near, far = ("output", "input") if direction == "upstream" else ("input", "output")
@@ -667,8 +667,8 @@ def current_walk(
             by_near.setdefault((e[f"{near}_dataset"], e[f"{near}_key"]), []).append(e)
     out: list[dict[str, Any]] = []
     seen_edges: set[tuple[str, str, str]] = set()
-    seen = {(dataset, partition)}
-    frontier = [(dataset, partition)]
+    seen = {(dataset, partition_key)}
+    frontier = [(dataset, partition_key)]
     for step in range(1, depth + 1):
         reached: list[tuple[str, str]] = []
         for node in frontier:
