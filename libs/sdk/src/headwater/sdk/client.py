@@ -36,6 +36,8 @@ from headwater.contracts.rpc import (
     HISTORY,
     IMPACT,
     LINEAGE,
+    LISTING_MAX,
+    MAX_CURRENT,
     PARTITIONS,
     PENDING,
     PLAN,
@@ -593,8 +595,8 @@ class HeadwaterClient:
         return letters
 
 
-_CURRENT_BATCH = 1000  # partitions per `current` query to the scheduler
-LISTING_PAGE = 1000  # rows per `partitions` query to the scheduler (its most)
+_CURRENT_BATCH = MAX_CURRENT  # partitions per `current` query to the scheduler (its most)
+LISTING_PAGE = LISTING_MAX  # rows per `partitions` query to the scheduler (its most)
 # The columns of a partition in `status` (a listing row has more).
 STATUS_COLUMNS = (
     *("dataset", "partition_key", "state", "data_sha", "object_key", "rows", "bytes"),

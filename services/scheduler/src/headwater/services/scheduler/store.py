@@ -16,7 +16,7 @@ from headwater.contracts import (
     TaskAttemptFailed,
     TaskState,
 )
-from headwater.contracts.rpc import AttemptError, MaterializationRecord
+from headwater.contracts.rpc import LISTING_MAX, AttemptError, MaterializationRecord
 from headwater.core.hashing import FINGERPRINT_VERSION
 from headwater.core.mappings import Scope
 from headwater.core.reconcile import Output, PartitionFact, Row, Task
@@ -668,7 +668,6 @@ async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[Attem
 # A partition's states, in the order `status` shows them; `retracted` counts sources whose files
 # were deleted and derived partitions that went away (kept in `retractions`).
 STATES = tuple(PartitionState)
-LISTING_MAX = 1000  # rows per page of `partitions_page`
 
 
 @dataclass(frozen=True)
