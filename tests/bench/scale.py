@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from headwater.contracts import CodeChanged, PartitionLanded
+from headwater.contracts.rpc import ImpactRequest
 from headwater.core import hashing
 from headwater.sdk.servers import NatsServer, PostgresServer
 from headwater.services.scheduler.handlers import Scheduler
@@ -227,7 +228,7 @@ async def _measure_on(
 
     if "change" in steps:
         changed = definitions("daily, changed")[1]
-        await timed("plan", app.impact({"datasets": [changed.model_dump(mode="json")]}))
+        await timed("plan", app.impact(ImpactRequest(datasets=[changed])))
         committed: list[float] = []
         flush = res.flush
 

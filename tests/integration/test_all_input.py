@@ -5,8 +5,10 @@ once, from its landing (not only on the reconcile timer). On a real Postgres and
 import pytest
 
 from headwater.contracts import CodeChanged, DatasetDefinition, InputDefinition
+from headwater.contracts.rpc import AFFECTED
 from headwater.core import hashing
 from headwater.services.scheduler.queries import ImpactQueries
+from tests.fixtures.rpc import answering
 from tests.integration.scheduler_harness import scheduler, sha, source_landed, source_sha
 from tests.integration.test_batches import drain
 
@@ -77,9 +79,9 @@ async def test_impact_of_a_whole_input_is_every_partition_of_its_readers_as_reco
         assert await app.handle([source_landed(day) for day in DAYS]) == [None, None]
         assert await app.handle([source_landed("all", dataset="regions")]) == [None]
         await drain(app)
-        impact = ImpactQueries(app.res)
-        whole = await impact.affected({"dataset": "regions", "partition": "all"})
-        day = await impact.affected({"dataset": "sales", "partition": DAYS[0]})
+        impact = answering(AFFECTED, ImpactQueries(app.res).affected)
+        whole = await impact({"dataset": "regions", "partition": "all"})
+        day = await impact({"dataset": "sales", "partition": DAYS[0]})
     assert [(d["dataset"], d["count"], d["partitions"]) for d in whole["datasets"]] == [
         ("regions", 1, ["all"]),
         ("enriched", 2, DAYS),

@@ -14,6 +14,7 @@ import pytest
 from faststream.nats import NatsBroker
 
 from headwater.contracts import CodeChanged
+from headwater.contracts.rpc import APPLY, PLAN
 from headwater.core.hashing import CODE_SHA_VERSION, DATA_SHA_VERSION, FINGERPRINT_VERSION
 from headwater.core.spec_input import SpecLimits
 from headwater.runtime import db, topology
@@ -24,6 +25,7 @@ from headwater.services.change_detector import store as cd_store
 from headwater.services.change_detector.handlers import ChangeDetector
 from headwater.services.spec_registry import store as sr_store
 from headwater.services.spec_registry.handlers import SpecRegistry
+from tests.fixtures.rpc import answering
 from tests.integration.scheduler_harness import definitions, scheduler, source_landed
 
 pytestmark = pytest.mark.timeout(120)
@@ -145,7 +147,7 @@ async def test_a_code_sha_of_another_version_is_announced_as_changed(
     ) as res:
         registry = SpecRegistry(res, res.settings.subjects, "headwater-code", SpecLimits())
         body = {"file": "p.yaml", "yaml_text": SPEC, "files": {}}
-        first = await registry.apply(body)
+        first = await answering(APPLY, registry.apply)(body)
         assert {c["dataset"]: c["change"] for c in first["changes"]} == {
             "sales": "added",
             "daily": "added",
@@ -157,7 +159,7 @@ async def test_a_code_sha_of_another_version_is_announced_as_changed(
             ("daily", CODE_SHA_VERSION),
             ("sales", CODE_SHA_VERSION),
         ]
-        again = await registry.apply(body)
+        again = await answering(APPLY, registry.apply)(body)
         assert again["spec_version"] is None  # nothing changed: nothing announced
 
         # The stored SHA of `daily` came from another version: equal or not, it is not matched.
@@ -165,12 +167,12 @@ async def test_a_code_sha_of_another_version_is_announced_as_changed(
             f"UPDATE {sr_store.SCHEMA}.datasets SET code_sha_version = $1 WHERE name = 'daily'",
             CODE_SHA_VERSION + 1,
         )
-        plan = await registry.plan(body)
+        plan = await answering(PLAN, registry.plan)(body)
         assert {c["dataset"]: c["change"] for c in plan["changes"]} == {
             "sales": "unchanged",
             "daily": "changed",
         }
-        third = await registry.apply(body)
+        third = await answering(APPLY, registry.apply)(body)
         [daily] = [c for c in third["changes"] if c["dataset"] == "daily"]
         assert daily["change"] == "changed"
         assert daily["previous_code_sha"] == daily["code_sha"]
@@ -180,7 +182,7 @@ async def test_a_code_sha_of_another_version_is_announced_as_changed(
         assert version == CODE_SHA_VERSION
         announced = await res.pool.fetch(f"SELECT msg_id FROM {sr_store.SCHEMA}.outbox ORDER BY id")
         assert [r["msg_id"] for r in announced][-1] == f"code:{third['spec_version']}:daily"
-        assert (await registry.apply(body))["spec_version"] is None
+        assert (await answering(APPLY, registry.apply)(body))["spec_version"] is None
 
 
 async def test_a_materialization_keeps_the_data_sha_version_its_producer_said(

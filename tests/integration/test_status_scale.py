@@ -14,8 +14,10 @@ from rich.console import Console
 
 from headwater.contracts import CodeChanged
 from headwater.contracts.errors import InputError
+from headwater.contracts.rpc import PARTITIONS, PENDING, SUMMARY
 from headwater.sdk.status import print_summary
 from headwater.services.scheduler.queries import StatusQueries
+from tests.fixtures.rpc import answering
 from tests.integration.scheduler_harness import definitions, scheduler, sha
 
 pytestmark = pytest.mark.timeout(180)
@@ -105,12 +107,15 @@ async def test_the_summary_does_not_grow_with_partitions_held_and_fits_a_termina
                 CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d)
             )
         queries = StatusQueries(app.res)
+        summary_of = answering(SUMMARY, queries.summary)
+        pending_of = answering(PENDING, queries.pending)
+        partitions_of = answering(PARTITIONS, queries.partitions)
         sizes = {}
         for held in (1_000, 10_000):
             async with app.res.pool.acquire() as conn:
                 await hold(conn, 1_000 if held == 10_000 else 0, held)
-            summary = await queries.summary({})
-            pending = await queries.pending({})
+            summary = await summary_of({})
+            pending = await pending_of({})
             assert counts(summary) == expected(held)
             assert summary["errored_total"] == expected(held)["daily"]["errored"]
             assert summary["tasks_requested"] == expected(held)["daily"]["queued"]
@@ -133,12 +138,12 @@ async def test_the_summary_does_not_grow_with_partitions_held_and_fits_a_termina
         assert sizes[10_000] < 8_000
 
         # A listing page is its limit, with how many more match.
-        page = await queries.partitions({"dataset": "daily", "states": ["errored"], "limit": 50})
+        page = await partitions_of({"dataset": "daily", "states": ["errored"], "limit": 50})
         errored = expected(10_000)["daily"]["errored"]
         assert len(page["partitions"]) == 50
         assert page["more"] == errored - 50
         assert page["next"] == page["partitions"][-1]["partition_key"]
-        rest = await queries.partitions(
+        rest = await partitions_of(
             {"dataset": "daily", "states": ["errored"], "after": page["next"], "limit": 1000}
         )
         assert len(rest["partitions"]) == errored - 50
@@ -148,22 +153,20 @@ async def test_the_summary_does_not_grow_with_partitions_held_and_fits_a_termina
         assert len(set(keys)) == errored
         # Without counting (reading every page), `more` says only whether a row follows.
         body = {"dataset": "daily", "states": ["errored"], "limit": 50, "count": False}
-        assert (await queries.partitions(body))["more"] == 1
+        assert (await partitions_of(body))["more"] == 1
         body["after"] = keys[-2]
-        last = await queries.partitions(body)
+        last = await partitions_of(body)
         assert ([p["partition_key"] for p in last["partitions"]], last["more"]) == (keys[-1:], 0)
-        gone = await queries.partitions({"dataset": "daily", "states": ["retracted"]})
+        gone = await partitions_of({"dataset": "daily", "states": ["retracted"]})
         assert gone["partitions"][0]["partition_key"] == "k000049"
         assert gone["partitions"][0]["reason"] == "input sales went away"
         assert gone["more"] == expected(10_000)["daily"]["retracted"] - 50
         # Changed since: everything was written just now, nothing an hour from now.
         hour = timedelta(hours=1)
         since = {"dataset": "pairs", "since": (datetime.now(UTC) - hour).isoformat()}
-        assert (await queries.partitions(since))["more"] == expected(10_000)["pairs"][
-            "waiting"
-        ] - 50
+        assert (await partitions_of(since))["more"] == expected(10_000)["pairs"]["waiting"] - 50
         since["since"] = (datetime.now(UTC) + hour).isoformat()
-        assert (await queries.partitions(since))["partitions"] == []
+        assert (await partitions_of(since))["partitions"] == []
 
 
 async def test_listing_input_is_checked(database: str, nats_url: str, namespace: str) -> None:
@@ -173,6 +176,8 @@ async def test_listing_input_is_checked(database: str, nats_url: str, namespace:
                 CodeChanged(event_id=f"code:{d.name}", spec_version=1, dataset=d)
             )
         queries = StatusQueries(app.res)
+        summary_of = answering(SUMMARY, queries.summary)
+        partitions_of = answering(PARTITIONS, queries.partitions)
         for body, field in (
             ({}, "dataset"),
             ({"dataset": "nope"}, "dataset"),
@@ -186,9 +191,9 @@ async def test_listing_input_is_checked(database: str, nats_url: str, namespace:
             ({"dataset": "daily", "count": 1}, "count"),
         ):
             with pytest.raises(InputError) as caught:
-                await queries.partitions(body)
+                await partitions_of(body)
             assert caught.value.field == field, (body, caught.value)
         with pytest.raises(InputError, match="errored: must be a whole number from 0 to 1000"):
-            await queries.summary({"errored": -1})
-        empty = await queries.partitions({"dataset": "daily"})
+            await summary_of({"errored": -1})
+        empty = await partitions_of({"dataset": "daily"})
         assert empty == {"dataset": "daily", "partitions": [], "more": 0, "next": None}

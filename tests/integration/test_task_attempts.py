@@ -16,9 +16,11 @@ from headwater.contracts import (
     family_at,
     parse_model,
 )
+from headwater.contracts.rpc import WHY
 from headwater.core import hashing
 from headwater.services.scheduler import store
 from headwater.services.scheduler.handlers import SchedulerEvent
+from tests.fixtures.rpc import answering
 from tests.integration.scheduler_harness import (
     definitions,
     scheduler,
@@ -57,7 +59,7 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
     ]
     async with scheduler(database, nats_url, namespace) as app:
         assert await app.handle(setup) == [None] * len(setup)
-        before = await app.why({"dataset": "daily", "partition": DAY})
+        before = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert before["partition"]["state"] == "queued"
         assert before["task"]["attempt_errors"] == []
 
@@ -68,7 +70,7 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
             attempt_failed(1, 2, "host-2"),
         ]
         assert await app.handle(events) == [None] * 3
-        why = await app.why({"dataset": "daily", "partition": DAY})
+        why = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert why["partition"]["state"] == "queued"  # an attempt alone changes nothing
         assert why["task"]["state"] == "requested"
         assert [
@@ -92,7 +94,7 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
             error="error of 1.3",
         )
         assert await app.handle([failed]) == [None]
-        why = await app.why({"dataset": "daily", "partition": DAY})
+        why = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert why["partition"]["state"] == "errored"
         assert (why["task"]["attempts"], why["task"]["error"]) == (3, "error of 1.3")
         assert [a["attempt"] for a in why["task"]["attempt_errors"]] == [1, 2, 3]
@@ -105,7 +107,9 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
             for attempt in (1, 2, 3)
         ]
         assert await app.handle(more) == [None] * len(more)
-        runs = (await app.why({"dataset": "daily", "partition": DAY}))["task"]["attempt_errors"]
+        runs = (await answering(WHY, app.why)({"dataset": "daily", "partition": DAY}))["task"][
+            "attempt_errors"
+        ]
         everything = [(1, 1), (1, 2), (1, 3), *((e.request, e.attempt) for e in more)]
         assert [(a["request"], a["attempt"]) for a in runs] == everything[-kept:]
 
@@ -142,8 +146,8 @@ async def test_a_task_failed_of_an_earlier_executor_with_retryable_is_still_proc
     async with scheduler(database, nats_url, namespace) as app:
         assert await app.handle(setup) == [None] * len(setup)
         assert await app.handle([event]) == [None]
-        why = await app.why({"dataset": "daily", "partition": DAY})
+        why = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert why["partition"]["state"] == "errored"
         assert why["task"]["error"] == "ValueError: boom"
-        pairs = await app.why({"dataset": "pairs", "partition": DAY})
+        pairs = await answering(WHY, app.why)({"dataset": "pairs", "partition": DAY})
         assert pairs["partition"]["state"] == "blocked"

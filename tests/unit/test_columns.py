@@ -119,9 +119,9 @@ def test_a_sql_change_touches_only_the_columns_it_changes(tmp_path: Path) -> Non
     before = pipeline_columns_cache["carrier_delays"]
     after = pipeline_columns(example(tmp_path, late="f.dep_delay > 30"))["carrier_delays"]
     changes = column_changes(before, after)
-    assert (changes["changed"], changes["added"], changes["removed"]) == (["late"], [], [])
-    assert "day" in changes["unchanged"]
-    assert changes["unknown"] is None
+    assert (changes.changed, changes.added, changes.removed) == (["late"], [], [])
+    assert "day" in changes.unchanged
+    assert changes.unknown is None
 
 
 def test_comments_and_formatting_touch_no_column(tmp_path: Path) -> None:
@@ -129,11 +129,11 @@ def test_comments_and_formatting_touch_no_column(tmp_path: Path) -> None:
         "carrier_delays"
     ]
     changes = column_changes(pipeline_columns_cache["carrier_delays"], after)
-    assert changes["changed"] == []
+    assert changes.changed == []
 
 
 def test_columns_unknown_on_either_side_cannot_be_compared() -> None:
     unknown = sql_columns("d", "SELECT * FROM p", {"p": (None, "p is a Python dataset")})
     known = sql_columns("d", "SELECT x FROM a", {"a": (["x"], "")})
-    assert column_changes(unknown, known)["unknown"] == unknown.unknown
-    assert column_changes(None, known)["unknown"] is not None
+    assert column_changes(unknown, known).unknown == unknown.unknown
+    assert column_changes(None, known).unknown is not None

@@ -4,9 +4,10 @@ file or name the column at fault; without a declaration the files of one partiti
 import pyarrow as pa
 import pytest
 
+from headwater.contracts.rpc import PipelineDocument
 from headwater.core import formats
 from headwater.core.errors import SpecError
-from headwater.core.spec import PipelineDocument, parse_pipeline
+from headwater.core.spec import parse_pipeline
 
 DECLARED = formats.schema_of({"k": "string", "v": "int64"})
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from headwater.contracts import CodeBlob
 from headwater.core.errors import SpecError
 from headwater.core.mappings import Mapping
 from headwater.core.spec import (
@@ -192,11 +193,9 @@ def test_valid_pipeline_records_kinds_code_and_inputs(tmp_path: Path) -> None:
     assert ds["monthly"].kind == "python"
     assert ds["monthly"].function == "monthly"
     assert ds["monthly"].code == TRANSFORMS_PY
-    assert ds["monthly"].code_blob() == {
-        "kind": "python",
-        "code": TRANSFORMS_PY,
-        "function": "monthly",
-    }
+    assert ds["monthly"].code_blob() == CodeBlob(
+        kind="python", code=TRANSFORMS_PY, function="monthly"
+    )
     assert ds["delays_by_day"].inputs == {"flights": Mapping(mapping="identity")}
     assert ds["weekly"].inputs == {"delays_by_day": Mapping(mapping="window", size=7)}
     assert ds["monthly"].inputs == {

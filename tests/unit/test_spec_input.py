@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from headwater.contracts.rpc import PipelineDocument
 from headwater.core.errors import SpecError
 from headwater.core.mappings import Mapping
 from headwater.core.patterns import MAX_PATTERN_CHARS, PatternError, compile_pattern
-from headwater.core.spec import PipelineDocument, parse_pipeline
+from headwater.core.spec import parse_pipeline
 from headwater.core.spec_input import SpecLimits, load_yaml, show
 
 LIMITS = SpecLimits()

@@ -6,14 +6,15 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from headwater.contracts import CodeBlob
 from headwater.contracts.errors import TransformError
 from headwater.services.executor.transforms import Sandbox, run_transform
 
 FLIGHTS = pa.table({"origin": ["EWR", "JFK", "EWR"], "delay": [5, None, 7]})
 
 
-def sql(code: str) -> dict[str, object]:
-    return {"kind": "sql", "code": code, "function": None}
+def sql(code: str) -> CodeBlob:
+    return CodeBlob(kind="sql", code=code)
 
 
 def test_sql_runs_over_the_inputs_by_name() -> None:
@@ -49,7 +50,7 @@ def test_python_functions_take_tables_by_input_name() -> None:
         "    return flights.filter(pc.greater(flights['delay'], 6))\n"
     )
     out = run_transform(
-        {"kind": "python", "code": source, "function": "late"}, {"flights": [FLIGHTS]}
+        CodeBlob(kind="python", code=source, function="late"), {"flights": [FLIGHTS]}
     )
     assert out.to_pylist() == [{"origin": "EWR", "delay": 7}]
 
@@ -57,9 +58,7 @@ def test_python_functions_take_tables_by_input_name() -> None:
 def test_a_raising_transform_is_a_transform_error_with_its_traceback() -> None:
     source = "def boom(flights):\n    raise ValueError('no flights on Sundays')\n"
     with pytest.raises(TransformError) as info:
-        run_transform(
-            {"kind": "python", "code": source, "function": "boom"}, {"flights": [FLIGHTS]}
-        )
+        run_transform(CodeBlob(kind="python", code=source, function="boom"), {"flights": [FLIGHTS]})
     assert "ValueError: no flights on Sundays" in str(info.value)
     assert "line 2, in boom" in info.value.traceback
     assert "raise ValueError(" in info.value.traceback
@@ -68,9 +67,7 @@ def test_a_raising_transform_is_a_transform_error_with_its_traceback() -> None:
 def test_a_python_transform_must_return_a_table() -> None:
     source = "def rows(flights):\n    return flights.to_pylist()\n"
     with pytest.raises(TransformError, match=r"not a pyarrow\.Table"):
-        run_transform(
-            {"kind": "python", "code": source, "function": "rows"}, {"flights": [FLIGHTS]}
-        )
+        run_transform(CodeBlob(kind="python", code=source, function="rows"), {"flights": [FLIGHTS]})
 
 
 def test_tasks_on_one_database_see_only_their_own_inputs_and_still_no_files(

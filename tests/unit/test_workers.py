@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from headwater.contracts import InputRef
+from headwater.contracts import CodeBlob, InputRef
 from headwater.contracts.errors import TransformError
 from headwater.core import formats, hashing
 from headwater.services.executor.inputs import InputDamaged
@@ -18,12 +18,12 @@ pytestmark = pytest.mark.timeout(60)
 SALES = pa.table({"region": ["n", "s", "n"], "amount": [1, 2, 3]})
 
 
-def python(body: str) -> dict[str, object]:
+def python(body: str) -> CodeBlob:
     source = f"import os, time\nimport pyarrow as pa\n\n\ndef f(sales):\n{body}\n"
-    return {"kind": "python", "code": source, "function": "f"}
+    return CodeBlob(kind="python", code=source, function="f")
 
 
-SUM = {"kind": "sql", "code": "SELECT sum(amount) AS total FROM sales", "function": None}
+SUM = CodeBlob(kind="sql", code="SELECT sum(amount) AS total FROM sales")
 
 
 def stored(*tables: pa.Table) -> Inputs:
@@ -120,11 +120,7 @@ async def test_a_transform_over_its_memory_limit_fails_with_the_limit_named(
 async def test_a_sql_transform_over_its_memory_limit_fails_with_the_limit_named(
     pool: WorkerPool,
 ) -> None:
-    big = {
-        "kind": "sql",
-        "code": "SELECT list(range) AS l FROM range(100000000)",
-        "function": None,
-    }
+    big = CodeBlob(kind="sql", code="SELECT list(range) AS l FROM range(100000000)")
     with pytest.raises(TransformError, match=r"ran out of memory \(limit 100 MB\)"):
         await run(pool, big, memory_mb=100)
 

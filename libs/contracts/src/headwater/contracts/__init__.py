@@ -1,9 +1,11 @@
-"""Headwater's contracts: the events services exchange, their subjects and streams,
-and the public contract with upstream systems. Pydantic only, no I/O."""
+"""Headwater's contracts: the events services exchange, their subjects and streams, the
+queries they answer (`rpc`), the code blob, and the public contract with upstream systems.
+Pydantic only, no I/O."""
 
 from headwater.contracts.base import Event, parse_model
 from headwater.contracts.code import (
     PROD_ENV,
+    CodeBlob,
     CodeChanged,
     DatasetDefinition,
     Dimension,
@@ -61,6 +63,7 @@ __all__ = [
     "FORMATS",
     "PARTITION_KEY_PATTERN",
     "PROD_ENV",
+    "CodeBlob",
     "CodeChanged",
     "DatasetDefinition",
     "DeadLetter",

@@ -44,8 +44,11 @@ class UntrustedEvent(Event):
 M = TypeVar("M", bound=BaseModel)
 
 
-def parse_model(model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES) -> M:
-    """Decode `raw` as a JSON object of `model`; any failure is a InputError naming the field."""
+def parse_model(
+    model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES, what: str = "event"
+) -> M:
+    """Decode `raw` as a JSON object of `model`; any failure is a InputError naming the field.
+    `what` the payload is (an event, a request) words the reason for an unknown field."""
     if len(raw) > max_bytes:
         raise InputError("payload", f"is {len(raw)} bytes (at most {max_bytes})")
     try:
@@ -65,20 +68,25 @@ def parse_model(model: type[M], raw: bytes, *, max_bytes: int = MAX_EVENT_BYTES)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "payload"
-        message = str(first["msg"])
-        # Validators raise InputError inside pydantic; keep its reason, not the wrapper text.
-        cause = first.get("ctx", {}).get("error")
-        if isinstance(cause, InputError):
-            message = cause.reason
-            if not first["loc"]:  # a model-level validator names its own field
-                field = cause.field or field
-        elif first["type"] == "extra_forbidden":
-            message = "is not a field of this event"
-        elif first["type"] == "missing":
-            message = "is required"
-        raise InputError(field, message) from exc
+        raise input_error(exc, what) from exc
+
+
+def input_error(exc: ValidationError, what: str = "event") -> InputError:
+    """The InputError a failed validation stands for: its first error's field and reason."""
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "payload"
+    message = str(first["msg"])
+    # Validators raise InputError inside pydantic; keep its reason, not the wrapper text.
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, InputError):
+        message = cause.reason
+        if not first["loc"]:  # a model-level validator names its own field
+            field = cause.field or field
+    elif first["type"] == "extra_forbidden":
+        message = f"is not a field of this {what}"
+    elif first["type"] == "missing":
+        message = "is required"
+    return InputError(field, message)
 
 
 def _bounded_int(digits: str) -> int:

@@ -91,3 +91,13 @@ class CodeChanged(Event):
     # Set when `headwater promote ENV` made this definition prod's: what that environment
     # computed for the dataset becomes prod's own (kept when the environment is dropped).
     promoted_from: str | None = None
+
+
+class CodeBlob(Event):
+    """A transform's code as spec-registry stores it in the code bucket (`CODE_SHA.json`) and
+    executors load it: SQL text, or a Python module's source and the function to call."""
+
+    schema_version: Literal[1] = 1
+    kind: Literal["sql", "python"]
+    code: str
+    function: str | None = None

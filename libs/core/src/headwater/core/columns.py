@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlglot
-from pydantic import BaseModel, ConfigDict
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 from sqlglot.lineage import lineage
@@ -15,48 +14,10 @@ from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.scope import build_scope
 from sqlglot.schema import MappingSchema
 
+from headwater.contracts.rpc import ColumnChanges, DatasetColumns, OutputColumn, SourceColumn
 from headwater.core.spec import Pipeline
 
 LINEAGE_VERSION = 1  # stored beside each dataset's column lineage
-
-
-class SourceColumn(BaseModel):
-    """One input column an output column is computed from."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dataset: str
-    column: str
-
-
-class OutputColumn(BaseModel):
-    """One output column: the input columns it comes from (none for a constant or
-    `count(*)`), its expression (qualified SQL, comments and formatting left out), and what
-    could not be resolved (`unresolved`: None when nothing)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    sources: tuple[SourceColumn, ...] = ()
-    expression: str = ""
-    unresolved: str | None = None
-
-
-class DatasetColumns(BaseModel):
-    """A dataset's output columns and where each comes from. `columns` is None when they
-    are unknown, and `unknown` says why (a Python transform; SELECT * over an input whose
-    columns are unknown)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dataset: str
-    kind: str
-    columns: tuple[OutputColumn, ...] | None
-    unknown: str | None = None
-
-    @property
-    def names(self) -> list[str] | None:
-        return None if self.columns is None else [c.name for c in self.columns]
 
 
 def sql_columns(
@@ -212,7 +173,7 @@ def _what_unknown(d: DatasetColumns) -> str:
     return "a SQL dataset whose columns are unknown"
 
 
-def column_changes(old: DatasetColumns | None, new: DatasetColumns) -> dict[str, Any]:
+def column_changes(old: DatasetColumns | None, new: DatasetColumns) -> ColumnChanges:
     """Which output columns a change touches: `added`, `removed`, `changed` (its expression
     or its input columns differ), `unchanged`; `unknown` says why they cannot be compared
     (either side's columns unknown), else None."""
@@ -224,7 +185,7 @@ def column_changes(old: DatasetColumns | None, new: DatasetColumns) -> dict[str,
             if old.columns is None
             else new.unknown
         )
-        return {"added": [], "removed": [], "changed": [], "unchanged": [], "unknown": why}
+        return ColumnChanges(unknown=why)
     before = {c.name: c for c in old.columns}
     after = {c.name: c for c in new.columns}
     changed = [
@@ -233,10 +194,9 @@ def column_changes(old: DatasetColumns | None, new: DatasetColumns) -> dict[str,
         if n in before
         and (before[n].expression, before[n].sources) != (after[n].expression, after[n].sources)
     ]
-    return {
-        "added": [n for n in after if n not in before],
-        "removed": [n for n in before if n not in after],
-        "changed": changed,
-        "unchanged": [n for n in after if n in before and n not in changed],
-        "unknown": None,
-    }
+    return ColumnChanges(
+        added=[n for n in after if n not in before],
+        removed=[n for n in before if n not in after],
+        changed=changed,
+        unchanged=[n for n in after if n in before and n not in changed],
+    )

@@ -114,6 +114,8 @@ class Mapping(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Its name, as the spec writes it (`{mapping: window, size: 7}`) and InputDefinition
+    # carries it.
     mapping: Literal["identity", "all", "window", "rollup"] = "identity"
     size: int | None = None
     to: Literal["month", "year"] | None = None

@@ -29,9 +29,10 @@ import sqlglot
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlglot import exp
 
-from headwater.contracts import DatasetDefinition, Dimension
+from headwater.contracts import CodeBlob, DatasetDefinition, Dimension
 from headwater.contracts.errors import InputError
 from headwater.contracts.keys import validate_dataset_name
+from headwater.contracts.rpc import PipelineDocument
 from headwater.core import formats, hashing
 from headwater.core.dimensions import dimensions_text, parse_dimensions
 from headwater.core.errors import SpecError
@@ -39,16 +40,6 @@ from headwater.core.mappings import DimensionalMapping, Mapping, PartitionMappin
 from headwater.core.spec_input import SpecLimits, load_yaml, show, too_big
 
 ENGINE_VERSION = "duckdb-arrow/1"
-
-
-class PipelineDocument(BaseModel):
-    """A spec as it travels to spec-registry: the YAML text and the files it names."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    file: str
-    yaml_text: str
-    files: dict[str, str] = {}
 
 
 class DatasetSpec(BaseModel):
@@ -91,9 +82,10 @@ class DatasetSpec(BaseModel):
             dimensions=self.dimensions,
         )
 
-    def code_blob(self) -> dict[str, Any]:
-        """What executors load by code SHA."""
-        return {"kind": self.kind, "code": self.code, "function": self.function}
+    def code_blob(self) -> CodeBlob:
+        """What executors load by code SHA (a source has no code: not asked of one)."""
+        assert self.kind != "source", f"{self.name} is a source: it has no code blob"
+        return CodeBlob(kind=self.kind, code=self.code, function=self.function)
 
 
 class Pipeline(BaseModel):

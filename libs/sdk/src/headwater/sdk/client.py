@@ -11,24 +11,69 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyDeletedError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+from pydantic import BaseModel
 
 from headwater.contracts import (
+    PROD_ENV,
     UpstreamEvent,
     format_of,
     validate_dataset_name,
     validate_partition_key,
 )
 from headwater.contracts.errors import InputError, TransientError
+from headwater.contracts.rpc import (
+    AFFECTED,
+    APPLY,
+    COLUMNS,
+    CURRENT,
+    DATASETS,
+    DROP_ENV_DEFINITIONS,
+    DROP_ENV_PARTITIONS,
+    ENVS,
+    HISTORY,
+    IMPACT,
+    LINEAGE,
+    LISTING_MAX,
+    MAX_CURRENT,
+    PARTITIONS,
+    PENDING,
+    PLAN,
+    PROMOTE,
+    RETRY,
+    SUMMARY,
+    WHY,
+    AffectedRequest,
+    ColumnsRequest,
+    CurrentRequest,
+    DatasetsRequest,
+    DropEnvRequest,
+    EnvRequest,
+    EnvsRequest,
+    HistoryRequest,
+    ImpactRequest,
+    LineageRequest,
+    PartitionRequest,
+    PartitionsRequest,
+    PendingRequest,
+    RetryRequest,
+    Rpc,
+    RunReuse,
+    SpecRequest,
+    SummaryRequest,
+)
 from headwater.runtime import rpc, topology
 from headwater.runtime.settings import ServiceSettings
 from headwater.sdk.explain import dataset_graph, history_entries
+
+Q = TypeVar("Q", bound=BaseModel)
+R = TypeVar("R", bound=BaseModel)
 
 
 class HeadwaterClient:
@@ -65,17 +110,27 @@ class HeadwaterClient:
         assert self._nc is not None, "use `async with HeadwaterClient(...)`"
         return self._nc
 
+    async def ask(self, query: Rpc[Q, R], request: Q, timeout: float = 30) -> R:
+        """Ask a service `query`; the reply parsed into its model. Its error reply becomes
+        InputError (or TransientError when asking again may help)."""
+        subject = query.subject(self.subjects)
+        try:
+            reply = await self.nc.request(subject, rpc.encode(request), timeout=timeout)
+        except (TimeoutError, nats.errors.NoRespondersError) as exc:
+            raise TransientError(
+                f"{query.service} did not answer on {subject}: is it running?"
+            ) from exc
+        return rpc.decode(query, subject, reply.data)
+
     async def call(self, service: str, verb: str, body: dict[str, Any], timeout: float = 30) -> Any:
-        """Request-reply to a service; its error reply becomes InputError."""
+        """Request-reply with a raw JSON body, as any NATS client could send it (tests of what a
+        service accepts); the result as JSON. Its error reply becomes InputError."""
         subject = self.subjects.rpc(service, verb)
         try:
             reply = await self.nc.request(subject, json.dumps(body).encode(), timeout=timeout)
         except (TimeoutError, nats.errors.NoRespondersError) as exc:
             raise TransientError(f"{service} did not answer on {subject}: is it running?") from exc
-        data = json.loads(reply.data)
-        if not data["ok"]:
-            rpc.raise_error(subject, data["error"])
-        return data["result"]
+        return rpc.result_of(subject, reply.data)
 
     # --- spec ------------------------------------------------------------------------
     async def apply(self, path: Path, env: str | None = None) -> dict[str, Any]:
@@ -84,26 +139,26 @@ class HeadwaterClient:
         from headwater.sdk.spec_files import read_document  # parses SQL: only apply and plan
 
         doc = read_document(path)
-        result: dict[str, Any] = await self.call(
-            "spec-registry", "apply", {**doc.model_dump(), **_env(env)}
-        )
-        return result
+        with rpc.checked():
+            request = SpecRequest(**doc.model_dump(), env=_env(env))
+        return document(await self.ask(APPLY, request))
 
     async def plan(self, path: Path, env: str | None = None) -> dict[str, Any]:
         """Per dataset, the code SHA change and the partitions that would run, before any do."""
         from headwater.sdk.spec_files import read_document  # parses SQL: only apply and plan
 
         doc = read_document(path)
-        result: dict[str, Any] = await self.call(
-            "spec-registry", "plan", {**doc.model_dump(), **_env(env)}
-        )
-        impact = await self.call(
-            "scheduler", "impact", {"datasets": result.pop("definitions"), **_env(env)}
-        )
+        with rpc.checked():
+            request = SpecRequest(**doc.model_dump(), env=_env(env))
+        planned = await self.ask(PLAN, request)
+        asked = ImpactRequest(datasets=planned.definitions, env=request.env)
+        impact = await self.ask(IMPACT, asked)
+        result = document(planned)
+        del result["definitions"]
         for change in result["changes"]:
-            partitions = impact["datasets"].get(change["dataset"], {"run": [], "reuse": []})
-            change.update(run=partitions["run"], reuse=partitions["reuse"])
-        result["downstream"] = impact["downstream"]
+            partitions = impact.datasets.get(change["dataset"], RunReuse())
+            change.update(run=partitions.run, reuse=partitions.reuse)
+        result["downstream"] = impact.downstream
         return result
 
     # --- upstream ----------------------------------------------------------------------
@@ -171,45 +226,48 @@ class HeadwaterClient:
     # --- environments ---------------------------------------------------------------------
     async def promote(self, env: str) -> dict[str, Any]:
         """Make environment `env`'s definitions prod's; nothing runs for what it computed."""
-        result: dict[str, Any] = await self.call("spec-registry", "promote", {"env": env})
-        return result
+        with rpc.checked():
+            request = EnvRequest(env=env)
+        return document(await self.ask(PROMOTE, request))
 
     async def envs(self) -> list[dict[str, Any]]:
         """Every environment (prod first): datasets, pipelines, definitions differing from prod."""
-        result: list[dict[str, Any]] = await self.call("spec-registry", "envs", {})
-        return result
+        return [document(e) for e in (await self.ask(ENVS, EnvsRequest())).root]
 
     async def drop_env(self, env: str) -> dict[str, Any]:
         """Remove environment `env`: its definitions, its own partitions, its requested tasks
         nobody else waits for, and the data objects nothing else references."""
-        found = await self.call("spec-registry", "drop_env", {"env": env})
-        body = {"env": env, "spec_version": found["spec_version"] or 0}
-        result: dict[str, Any] = await self.call("scheduler", "drop_env", body)
+        with rpc.checked():
+            request = EnvRequest(env=env)
+        found = await self.ask(DROP_ENV_DEFINITIONS, request)
+        asked = DropEnvRequest(env=env, spec_version=found.spec_version or 0)
+        result = await self.ask(DROP_ENV_PARTITIONS, asked)
         from headwater.runtime.objectstore import open_store  # loads the S3 client
 
         store = open_store(self.settings)
-        for key in result["objects"]:
+        for key in result.objects:
             await store.delete(self.settings.data_bucket, key)
         return {
             "env": env,
-            "datasets": found["datasets"],
-            "partitions": result["partitions"],
-            "cancelled": result["cancelled"],
-            "objects_deleted": len(result["objects"]),
+            "datasets": found.datasets,
+            "partitions": result.partitions,
+            "cancelled": result.cancelled,
+            "objects_deleted": len(result.objects),
         }
 
     async def env_diff(self, a: str, b: str) -> dict[str, Any]:
         """What differs between environments `a` and `b`: datasets whose code SHA differs (or
         that one lacks), and partitions whose data SHA or state differs, per dataset."""
-        defs = {e: await self.call("spec-registry", "datasets", {"env": e}) for e in (a, b)}
+        shas: dict[str, dict[str, str]] = {}
+        for e in (a, b):
+            with rpc.checked():
+                request = DatasetsRequest(env=e)
+            found = (await self.ask(DATASETS, request)).root
+            shas[e] = {name: d.code_sha for name, d in found.items()}
         datasets = [
-            {
-                "dataset": name,
-                a: defs[a].get(name, {}).get("code_sha"),
-                b: defs[b].get(name, {}).get("code_sha"),
-            }
-            for name in sorted(set(defs[a]) | set(defs[b]))
-            if defs[a].get(name, {}).get("code_sha") != defs[b].get(name, {}).get("code_sha")
+            {"dataset": name, a: shas[a].get(name), b: shas[b].get(name)}
+            for name in sorted(set(shas[a]) | set(shas[b]))
+            if shas[a].get(name) != shas[b].get(name)
         ]
         held = {e: await self.status(e) for e in (a, b)}
         rows = {
@@ -257,9 +315,9 @@ class HeadwaterClient:
         the work queue `running` (tasks executors hold now: running, or between attempts)
         and `work_queue` (tasks no executor has taken yet); those two are None when the work
         queue cannot be read. The reply does not grow with the partitions held."""
-        result: dict[str, Any] = await self.call(
-            "scheduler", "summary", {"errored": errored, **_env(env)}
-        )
+        with rpc.checked():
+            request = SummaryRequest(errored=errored, env=_env(env))
+        result = document(await self.ask(SUMMARY, request))
         work = await self._work_queue()
         result["running"] = work[0] if work else None
         result["work_queue"] = work[1] if work else None
@@ -308,28 +366,25 @@ class HeadwaterClient:
         """Rows of `dataset`, one page request at a time (limit None: every one), each with
         how many match after it: right for the last row (limit None: 0), as only the last
         page is counted (a count is a pass over the dataset)."""
-        body: dict[str, Any] = {"dataset": dataset, **_env(env)}
-        if states is not None:
-            body["states"] = states
-        if since is not None:
-            body["since"] = since.isoformat()
         left = limit
         while left is None or left > 0:
             size = LISTING_PAGE if left is None else min(left, LISTING_PAGE)
             count = left is not None and left <= LISTING_PAGE
-            page = await self.call(
-                "scheduler",
-                "partitions",
-                {**body, "after": after, "limit": size, "count": count},
-            )
-            for i, row in enumerate(page["partitions"]):
-                rest = len(page["partitions"]) - i - 1 + page["more"]
+            with rpc.checked():
+                request = PartitionsRequest.model_validate(
+                    {"dataset": dataset, "states": states, "since": since}
+                    | {"after": after, "limit": size, "count": count, "env": _env(env)}
+                )
+            page = await self.ask(PARTITIONS, request)
+            rows = document(page)["partitions"]
+            for i, row in enumerate(rows):
+                rest = len(rows) - i - 1 + page.more
                 yield row, rest if count else 0
-            if not page["more"] or not page["partitions"]:
+            if not page.more or not page.partitions:
                 return
-            after = page["partitions"][-1]["partition_key"]
+            after = page.partitions[-1].partition_key
             if left is not None:
-                left -= len(page["partitions"])
+                left -= len(page.partitions)
 
     async def _mark_running(self, rows: list[dict[str, Any]]) -> None:
         """Mark each queued row whose task an executor holds (one lease read per queued row
@@ -356,99 +411,90 @@ class HeadwaterClient:
             return None
         return int(info.num_ack_pending or 0), int(info.num_pending or 0)
 
-    async def why(self, dataset: str, partition: str, env: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self.call(
-            "scheduler", "why", {"dataset": dataset, "partition": partition, **_env(env)}
-        )
-        return result
+    async def why(self, dataset: str, partition_key: str, env: str | None = None) -> dict[str, Any]:
+        with rpc.checked():
+            request = PartitionRequest(dataset=dataset, partition_key=partition_key, env=_env(env))
+        return document(await self.ask(WHY, request))
 
-    async def retry(self, dataset: str, partition: str | None = None) -> dict[str, Any]:
+    async def retry(self, dataset: str, partition_key: str | None = None) -> dict[str, Any]:
         """Run errored partitions again (all of the dataset's, or one)."""
-        body: dict[str, Any] = {"dataset": dataset}
-        if partition is not None:
-            body["partition"] = partition
-        result: dict[str, Any] = await self.call("scheduler", "retry", body)
-        return result
+        request = RetryRequest(dataset=dataset, partition_key=partition_key)
+        return document(await self.ask(RETRY, request))
 
     async def lineage(
         self,
         dataset: str,
-        partition: str,
+        partition_key: str,
         depth: int = 20,
         *,
         history: bool = False,
         env: str | None = None,
     ) -> dict[str, Any]:
-        """The partitions `dataset/partition` is made from (`upstream`) and those made from it
+        """The partitions `dataset/partition_key` is made from (`upstream`) and those made from it
         (`downstream`), as edges input -> output naming the fingerprint that made them. Each
         edge is `current` when its output's current materialization is that fingerprint (the
         scheduler's fact). By default only the current graph is walked; `history` gives every
         edge ever recorded (earlier materializations, partitions since retracted), each
         marked. `not_shown` counts, per direction, the edges left out."""
-        result: dict[str, Any] = await self.call(
-            "lineage-indexer",
-            "lineage",
-            {"dataset": dataset, "partition": partition, "depth": depth},
-        )
-        edges = [*result["upstream"], *result["downstream"]]
-        outputs = sorted({(e["output_dataset"], e["output_key"]) for e in edges})
+        with rpc.checked():
+            request = LineageRequest(dataset=dataset, partition_key=partition_key, depth=depth)
+        found = await self.ask(LINEAGE, request)
+        every = [*found.upstream, *found.downstream]
+        outputs = sorted({(e.output_dataset, e.output_key) for e in every})
         current: dict[tuple[str, str], str | None] = {}
         for i in range(0, len(outputs), _CURRENT_BATCH):
-            body = {"partitions": [list(p) for p in outputs[i : i + _CURRENT_BATCH]], **_env(env)}
-            for c in await self.call("scheduler", "current", body):
-                current[(c["dataset"], c["partition_key"])] = c["fingerprint"]
+            with rpc.checked():
+                asked = CurrentRequest(partitions=outputs[i : i + _CURRENT_BATCH], env=_env(env))
+            for c in (await self.ask(CURRENT, asked)).root:
+                current[(c.dataset, c.partition_key)] = c.fingerprint
+        result = document(found)
+        edges = [*result["upstream"], *result["downstream"]]
         for e in edges:
             e["current"] = current.get((e["output_dataset"], e["output_key"])) == e["fingerprint"]
         result["not_shown"] = {"upstream": 0, "downstream": 0}
         if not history:
             for direction in ("upstream", "downstream"):
                 every = result[direction]
-                walked = current_walk(every, dataset, partition, direction, depth)
+                walked = current_walk(every, dataset, partition_key, direction, depth)
                 result[direction] = walked
                 result["not_shown"][direction] = len({_edge_id(e) for e in every}) - len(walked)
         return result
 
-    async def history(self, dataset: str, partition: str) -> dict[str, Any]:
-        """Every materialization of `dataset/partition`, and what happened to it, oldest
+    async def history(self, dataset: str, partition_key: str) -> dict[str, Any]:
+        """Every materialization of `dataset/partition_key`, and what happened to it, oldest
         first (`entries`): each computation or landing (`materialized`: fingerprint, code and
         data SHAs, rows, why it ran and from which input versions, whether it is current),
         each failure for good (`failed`), retraction (`retracted`) and code change of the
         dataset (`code_changed`). Materializations are the scheduler's (`why`), the rest the
         lineage-indexer's events. `state`: the partition's state now."""
-        why = await self.why(dataset, partition)
-        events = await self.call(
-            "lineage-indexer",
-            "history",
-            {"dataset": dataset, "partition": partition, "code_changes": True},
-        )
-        return history_entries(dataset, partition, why, events)
+        why = await self.why(dataset, partition_key)
+        request = HistoryRequest(dataset=dataset, partition_key=partition_key, code_changes=True)
+        events = [document(e) for e in (await self.ask(HISTORY, request)).root]
+        return history_entries(dataset, partition_key, why, events)
 
     async def impact(
-        self, dataset: str, partition: str | None = None, shown: int = 20
+        self, dataset: str, partition_key: str | None = None, shown: int = 20
     ) -> dict[str, Any]:
-        """What would run if `dataset/partition` changed (or, without `partition`, every
+        """What would run if `dataset/partition_key` changed (or, without `partition_key`, every
         partition of `dataset`, as a code change does): per dataset in pipeline order, how
         many partitions would be recomputed (`count`) and the first `shown` (`partitions`);
         `total`. Past the dataset itself an upper bound: early cutoff may stop it."""
-        body: dict[str, Any] = {"dataset": dataset, "shown": shown}
-        if partition is not None:
-            body["partition"] = partition
-        result: dict[str, Any] = await self.call("scheduler", "affected", body)
-        return result
+        with rpc.checked():
+            request = AffectedRequest(dataset=dataset, partition_key=partition_key, shown=shown)
+        return document(await self.ask(AFFECTED, request))
 
     async def columns(self, dataset: str) -> dict[str, Any]:
         """`dataset`'s column lineage, as spec-registry computed it from the applied spec:
         `columns` (per output column: `name`, `sources` [{dataset, column}], `expression`,
         `unresolved`), or None with `unknown` saying why (a Python dataset, SELECT * over
         unknown columns)."""
-        result: dict[str, Any] = await self.call("spec-registry", "columns", {"dataset": dataset})
-        return result
+        return document(await self.ask(COLUMNS, ColumnsRequest(dataset=dataset)))
 
     async def graph(self, dataset: str, depth: int = 20) -> dict[str, Any]:
         """The dataset-level lineage of `dataset` from the applied definitions: the datasets
         it reads (`upstream`) and that read it (`downstream`), transitively to `depth` steps,
         as edges input -> output with the mapping and each side's kind and code SHA."""
-        defs = await self.call("spec-registry", "datasets", {})
+        defs = document(await self.ask(DATASETS, DatasetsRequest()))
         if dataset not in defs:
             known = ", ".join(sorted(defs)) or "-"
             raise InputError("dataset", f"no dataset {dataset!r} (known: {known})")
@@ -475,11 +521,11 @@ class HeadwaterClient:
             finished = int(tasks.state.last_seq) - int(tasks.state.messages)
         except NotFoundError:
             finished = 0
-        pending = await self.call("scheduler", "pending", {})
+        pending = await self.ask(PENDING, PendingRequest())
         return Activity(
             consumers=consumers,
-            tasks_requested={k: int(v) for k, v in pending["tasks_requested"].items()},
-            outbox_pending=int(pending["outbox_pending"]),
+            tasks_requested=pending.tasks_requested,
+            outbox_pending=pending.outbox_pending,
             running=running,
             tasks_finished=finished,
         )
@@ -495,15 +541,16 @@ class HeadwaterClient:
         missing: list[str] = []
         while time.monotonic() < deadline:
             missing = []
-            for service, verb in (
-                ("spec-registry", "datasets"),
-                ("scheduler", "pending"),
-                ("lineage-indexer", "history"),
-            ):
+            asks: tuple[tuple[Rpc[Any, Any], BaseModel], ...] = (
+                (DATASETS, DatasetsRequest()),
+                (PENDING, PendingRequest()),
+                (HISTORY, HistoryRequest(dataset="-")),
+            )
+            for query, request in asks:
                 try:
-                    await self.call(service, verb, {"dataset": "-"}, timeout=1)
+                    await self.ask(query, request, timeout=1)
                 except TransientError:
-                    missing.append(service)
+                    missing.append(query.service)
             for name in ("change-detector-upstream", "executor"):
                 spec = topology.consumers(self.subjects)[name]
                 try:
@@ -649,13 +696,20 @@ class HeadwaterClient:
         return letters
 
 
-_CURRENT_BATCH = 1000  # partitions per `current` query to the scheduler
-LISTING_PAGE = 1000  # rows per `partitions` query to the scheduler (its most)
+_CURRENT_BATCH = MAX_CURRENT  # partitions per `current` query to the scheduler (its most)
+LISTING_PAGE = LISTING_MAX  # rows per `partitions` query to the scheduler (its most)
 # The columns of a partition in `status` (a listing row has more).
 STATUS_COLUMNS = (
     *("dataset", "partition_key", "state", "data_sha", "object_key", "rows", "bytes"),
     *("reason", "fingerprint", "error"),
 )
+
+
+def document(reply: BaseModel) -> dict[str, Any]:
+    """A reply (an object) as the JSON document the CLI prints (`--json`): its fields by
+    their wire names, timestamps as the service wrote them."""
+    found: dict[str, Any] = json.loads(json.dumps(reply.model_dump(), default=str))
+    return found
 
 
 class StillBusy(TransientError):
@@ -688,10 +742,9 @@ class Activity:
         return not any(self.counts().values())
 
 
-def _env(env: str | None) -> dict[str, str]:
-    """The `env` of a request body: none for prod (the default), so prod's requests are as
-    they always were."""
-    return {} if env is None else {"env": env}
+def _env(env: str | None) -> str:
+    """The environment a request names: prod unless another is given."""
+    return PROD_ENV if env is None else env
 
 
 async def _holder(kv: KeyValue, fingerprint: str) -> str | None:
@@ -710,9 +763,9 @@ def _edge_id(edge: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def current_walk(
-    edges: list[dict[str, Any]], dataset: str, partition: str, direction: str, depth: int
+    edges: list[dict[str, Any]], dataset: str, partition_key: str, direction: str, depth: int
 ) -> list[dict[str, Any]]:
-    """The edges reached from dataset/partition through `current` edges only, each once, at
+    """The edges reached from dataset/partition_key through `current` edges only, each once, at
     the step it is first reached (1: adjacent), to `depth` steps. `direction` is "upstream"
     (towards inputs) or "downstream"."""
     near, far = ("output", "input") if direction == "upstream" else ("input", "output")
@@ -722,8 +775,8 @@ def current_walk(
             by_near.setdefault((e[f"{near}_dataset"], e[f"{near}_key"]), []).append(e)
     out: list[dict[str, Any]] = []
     seen_edges: set[tuple[str, str, str]] = set()
-    seen = {(dataset, partition)}
-    frontier = [(dataset, partition)]
+    seen = {(dataset, partition_key)}
+    frontier = [(dataset, partition_key)]
     for step in range(1, depth + 1):
         reached: list[tuple[str, str]] = []
         for node in frontier:

@@ -61,7 +61,7 @@ def dataset_graph(defs: dict[str, dict[str, Any]], dataset: str, depth: int) -> 
 
 
 def history_entries(
-    dataset: str, partition: str, why: dict[str, Any], events: list[dict[str, Any]]
+    dataset: str, partition_key: str, why: dict[str, Any], events: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """A partition's history: the scheduler's materializations (`why`) and the
     lineage-indexer's events of failures, retractions and code changes, oldest first."""
@@ -120,7 +120,7 @@ def history_entries(
     p = why["partition"]
     return {
         "dataset": dataset,
-        "partition": partition,
+        "partition": partition_key,  # the CLI's JSON name for the key
         "state": p["state"],
         "data_sha": p["data_sha"],
         "entries": entries,

@@ -3,8 +3,9 @@ the document spec-registry is sent. The core parses and validates; reading is do
 
 from pathlib import Path
 
+from headwater.contracts.rpc import PipelineDocument
 from headwater.core.errors import SpecError
-from headwater.core.spec import PipelineDocument, named_files
+from headwater.core.spec import named_files
 
 
 def read_document(path: Path) -> PipelineDocument:

@@ -4,10 +4,8 @@ announces `partition landed` only when its data SHA is new."""
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from headwater.contracts import (
-    Dimension,
     InputError,
     PartitionLanded,
     PartitionRetracted,
@@ -17,6 +15,7 @@ from headwater.contracts import (
     format_of,
     split_object_key,
 )
+from headwater.contracts.rpc import DATASETS, DatasetRecord, DatasetsRequest
 from headwater.core import dimensions, formats, hashing
 from headwater.runtime import rpc
 from headwater.runtime.outbox import OutboxItem
@@ -43,7 +42,7 @@ class ChangeDetector:
     res: Resources
     subjects: Subjects
     datasets_cache_s: float
-    _sources: tuple[float, dict[str, Any]] = field(default=(0.0, {}))
+    _sources: tuple[float, dict[str, DatasetRecord]] = field(default=(0.0, {}))
 
     async def on_upstream(self, event: UpstreamEvent) -> None:
         if format_of(event.key) != event.format:
@@ -91,11 +90,9 @@ class ChangeDetector:
         """`refresh`; returns its outcome: landed, unchanged, restored (unchanged, its object
         written again), retracted, or nothing (retracted before, or never landed)."""
         await self._check_source(dataset)
-        declared_dims = self._sources[1][dataset].get("definition", {}).get("dimensions")
+        declared_dims = self._sources[1][dataset].definition.dimensions
         if declared_dims:  # a key of its dimensions, each value one of its dimension's
-            dimensions.check_key(
-                [Dimension.model_validate(d) for d in declared_dims], partition_key
-            )
+            dimensions.check_key(list(declared_dims), partition_key)
         settings = self.res.settings
         objects = self.res.objects
         prefix = f"{dataset}/{partition_key}/"
@@ -104,8 +101,8 @@ class ChangeDetector:
             listed.set_attribute("headwater.files", len(keys))
         if not keys:
             return await self._retract(dataset, partition_key, require)
-        definition = self._sources[1].get(dataset, {}).get("definition", {})
-        declared = definition.get("columns")
+        known = self._sources[1].get(dataset)
+        declared = known.definition.columns if known is not None else None
         schema = formats.schema_of(declared) if declared else None
         files = []
         # The announced file first: if it is the one at fault, the dead letter names it.
@@ -127,7 +124,7 @@ class ChangeDetector:
                 formats.check_alike(files, blame=blame)
         with span("change-detector hash") as hashed:
             table = formats.combine([t for _, t in files])
-            ordered = bool(definition.get("ordered"))
+            ordered = known is not None and known.definition.ordered
             data_sha = hashing.data_sha(table, ordered=ordered)
             hashed.set_attributes({ROWS: table.num_rows, DATA_SHA: data_sha})
         annotate(data_sha=data_sha, fingerprint=data_sha, rows=table.num_rows)
@@ -216,14 +213,13 @@ class ChangeDetector:
     async def _check_source(self, dataset: str) -> None:
         fetched_at, sources = self._sources
         if dataset not in sources or time.monotonic() - fetched_at > self.datasets_cache_s:
-            sources = await rpc.call(
-                self.res.broker, self.subjects.rpc("spec-registry", "datasets"), {}
-            )
+            reply = await rpc.call(self.res.broker, self.subjects, DATASETS, DatasetsRequest())
+            sources = reply.root
             self._sources = (time.monotonic(), sources)
         known = sources.get(dataset)
         if known is None:
             raise InputError("dataset", f"{dataset!r} is not a dataset of any applied pipeline")
-        if known["kind"] != "source":
+        if known.kind != "source":
             raise InputError("dataset", f"{dataset!r} is derived, not a source; it cannot land")
 
 

@@ -3,7 +3,6 @@
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -18,12 +17,14 @@ from nats.js.errors import KeyDeletedError, KeyNotFoundError, KeyWrongLastSequen
 from nats.js.kv import KeyValue
 
 from headwater.contracts import (
+    CodeBlob,
     InputRef,
     PartitionLanded,
     Subjects,
     TaskAttemptFailed,
     TaskFailed,
     TaskRequested,
+    parse_model,
     subject_of,
 )
 from headwater.contracts.errors import RetryLater, Superseded, TransformError
@@ -58,6 +59,9 @@ from headwater.services.executor.workers import Inputs, Output, Worker, WorkerPo
 _log = logging.getLogger(__name__)
 PUBLISHED = b"published:"
 
+# A code blob is bounded by the spec limits (HEADWATER_SPEC_MAX_CODE_BYTES); this bounds reading it.
+MAX_CODE_BLOB_BYTES = 16 * 1024 * 1024
+
 
 @dataclass
 class Executor:
@@ -65,7 +69,7 @@ class Executor:
     subjects: Subjects
     settings: ExecutorSettings
     pool: WorkerPool
-    _code: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _code: dict[str, CodeBlob] = field(default_factory=dict)
     _cancels: KeyValue | None = None
     _lease_kv: KeyValue | None = None
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
@@ -314,7 +318,7 @@ class Executor:
         await emit(self.broker, self.subjects, failed, msg_id=failed.event_id)
 
     async def _transform(
-        self, task: TaskRequested, worker: Worker, blob: dict[str, Any], inputs: Inputs
+        self, task: TaskRequested, worker: Worker, blob: CodeBlob, inputs: Inputs
     ) -> Output | None:
         """The output, or None if the task was cancelled while it ran (its worker is killed);
         in a span, "executor transform", and timed (`headwater.transform.duration`)."""
@@ -338,7 +342,7 @@ class Executor:
                 self.res.metrics.transformed(d.name, outcome, time.perf_counter() - started)
 
     async def _run_worker(
-        self, task: TaskRequested, worker: Worker, blob: dict[str, Any], inputs: Inputs
+        self, task: TaskRequested, worker: Worker, blob: CodeBlob, inputs: Inputs
     ) -> Output | None:
         d = task.dataset
         run = asyncio.create_task(
@@ -441,11 +445,11 @@ class Executor:
                 f"task {fingerprint[:12]} was taken over by a newer delivery"
             ) from None
 
-    async def _load_code(self, code_sha: str) -> dict[str, Any]:
+    async def _load_code(self, code_sha: str) -> CodeBlob:
         if code_sha not in self._code:
             raw = await self.res.objects.get(self.res.settings.code_bucket, f"{code_sha}.json")
-            blob = json.loads(raw)
-            self._code[code_sha] = blob
+            # Not its model (a damaged object): bad input naming the field, as a missing one is.
+            self._code[code_sha] = parse_model(CodeBlob, raw, max_bytes=MAX_CODE_BLOB_BYTES)
         return self._code[code_sha]
 
     async def _heartbeat(self, beat: Any) -> None:

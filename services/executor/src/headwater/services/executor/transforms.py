@@ -9,6 +9,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from headwater.contracts import CodeBlob
 from headwater.contracts.errors import TransformError
 from headwater.core.formats import combine
 
@@ -76,7 +77,7 @@ class Sandbox:
 
 
 def run_transform(
-    blob: dict[str, Any],
+    blob: CodeBlob,
     inputs: dict[str, list[pa.Table]],
     memory_mb: int | None = None,
     sandbox: Sandbox | None = None,
@@ -88,10 +89,11 @@ def run_transform(
     sandbox = sandbox or Sandbox()
     try:
         tables = {name: combine(parts) for name, parts in inputs.items()}
-        if blob["kind"] == "sql":
-            return sandbox.query(blob["code"], tables, memory_mb)
-        if blob["kind"] == "python":
-            return _python(blob["code"], blob["function"], tables)
+        if blob.kind == "sql":
+            return sandbox.query(blob.code, tables, memory_mb)
+        if blob.function is None:
+            raise TransformError("a Python transform names no function")
+        return _python(blob.code, blob.function, tables)
     except TransformError:
         raise
     except (MemoryError, duckdb.OutOfMemoryException) as exc:
@@ -101,7 +103,6 @@ def run_transform(
     finally:
         if own:
             sandbox.close()
-    raise TransformError(f"unknown transform kind {blob['kind']!r}")
 
 
 def _python(source: str, function: str, tables: dict[str, pa.Table]) -> pa.Table:

@@ -28,7 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from headwater.contracts import InputRef
+from headwater.contracts import CodeBlob, InputRef
 from headwater.contracts.errors import TransformError
 from headwater.core import formats, hashing
 from headwater.services.executor.inputs import InputDamaged, verified
@@ -95,7 +95,7 @@ class WorkerPool:
 
     async def run(
         self,
-        blob: dict[str, Any],
+        blob: CodeBlob,
         inputs: Inputs,
         *,
         ordered: bool = False,
@@ -158,7 +158,7 @@ class Worker:
 
     async def run(
         self,
-        blob: dict[str, Any],
+        blob: CodeBlob,
         inputs: Inputs,
         *,
         ordered: bool = False,

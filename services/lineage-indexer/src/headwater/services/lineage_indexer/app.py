@@ -7,7 +7,7 @@ import asyncpg
 from faststream.nats import NatsMessage
 from openlineage.client import OpenLineageClient
 
-from headwater.contracts import family_at, handled_by
+from headwater.contracts import family_at, handled_by, rpc
 from headwater.runtime.messaging import consume, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
@@ -67,6 +67,6 @@ def build_app(
 
         await consume(msg, model, record, broker=broker, subjects=s, service=NAME, metrics=metrics)
 
-    responder(broker, s.rpc(NAME, "lineage"), app.lineage)
-    responder(broker, s.rpc(NAME, "history"), app.history)
+    responder(broker, s, rpc.LINEAGE, app.lineage)
+    responder(broker, s, rpc.HISTORY, app.history)
     return service

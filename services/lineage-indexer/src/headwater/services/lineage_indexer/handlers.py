@@ -4,7 +4,6 @@ queries from those facts."""
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 
@@ -16,8 +15,15 @@ from headwater.contracts import (
     dataset_of,
     family_of,
 )
-from headwater.contracts.errors import InputError
-from headwater.core.columns import DatasetColumns
+from headwater.contracts.rpc import (
+    COLUMNS,
+    ColumnsRequest,
+    DatasetColumns,
+    HistoryReply,
+    HistoryRequest,
+    LineageReply,
+    LineageRequest,
+)
 from headwater.runtime import rpc
 from headwater.runtime.service import Resources
 from headwater.runtime.telemetry import (
@@ -124,10 +130,11 @@ class LineageIndexer:
             return None
         key = (event.dataset, event.code_sha)
         if key not in self._columns:
-            subject = self.res.settings.subjects.rpc("spec-registry", "columns")
+            request = ColumnsRequest(dataset=event.dataset)
             try:
-                found = await rpc.call(self.res.broker, subject, {"dataset": event.dataset}, 2.0)
-                self._columns[key] = DatasetColumns.model_validate(found)
+                subjects = self.res.settings.subjects
+                found = await rpc.call(self.res.broker, subjects, COLUMNS, request, 2.0)
+                self._columns[key] = found
             except Exception as exc:  # asked again for the next partition of the dataset
                 _log.warning("no column lineage for %s: %s", event.dataset, exc)
                 return None
@@ -154,28 +161,21 @@ class LineageIndexer:
             parent,
         )
 
-    async def lineage(self, body: dict[str, Any]) -> dict[str, Any]:
-        dataset, key = body.get("dataset"), body.get("partition")
-        if not isinstance(dataset, str) or not isinstance(key, str):
-            raise InputError("dataset", "lineage needs {dataset, partition}")
-        depth = body.get("depth", 20)
-        if not isinstance(depth, int) or not 1 <= depth <= 100:
-            raise InputError("depth", "must be an integer from 1 to 100")
-        return {
-            "dataset": dataset,
-            "partition": key,
-            "upstream": await store.walk(self.res.pool, dataset, key, depth, "up"),
-            "downstream": await store.walk(self.res.pool, dataset, key, depth, "down"),
-        }
+    async def lineage(self, request: LineageRequest) -> LineageReply:
+        dataset, key, depth = request.dataset, request.partition_key, request.depth
+        return LineageReply(
+            dataset=dataset,
+            partition_key=key,
+            upstream=await store.walk(self.res.pool, dataset, key, depth, "up"),
+            downstream=await store.walk(self.res.pool, dataset, key, depth, "down"),
+        )
 
-    async def history(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        dataset = body.get("dataset")
-        if not isinstance(dataset, str):
-            raise InputError("dataset", "history needs {dataset}")
-        key = body.get("partition")
-        code_changes = body.get("code_changes", False)
-        if not isinstance(code_changes, bool):
-            raise InputError("code_changes", "must be true or false")
-        return await store.history(
-            self.res.pool, dataset, key if isinstance(key, str) else None, code_changes=code_changes
+    async def history(self, request: HistoryRequest) -> HistoryReply:
+        return HistoryReply(
+            await store.history(
+                self.res.pool,
+                request.dataset,
+                request.partition_key,
+                code_changes=request.code_changes,
+            )
         )

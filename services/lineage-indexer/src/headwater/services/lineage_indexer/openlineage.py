@@ -44,7 +44,7 @@ from openlineage.client.transport.console import ConsoleTransport
 from openlineage.client.transport.noop import NoopTransport
 
 from headwater.contracts import InputRef, PartitionLanded, TaskFailed
-from headwater.core.columns import DatasetColumns
+from headwater.contracts.rpc import DatasetColumns
 
 _log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
 """lineage-indexer's queries over its own schema."""
 
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
+
+from headwater.contracts.rpc import HistoryEvent, LineageEdge
 
 SCHEMA = "lineage"
 
@@ -58,7 +60,7 @@ async def add_edge(
 
 async def walk(
     pool: asyncpg.Pool, dataset: str, key: str, depth: int, direction: Literal["up", "down"]
-) -> list[dict[str, Any]]:
+) -> list[LineageEdge]:
     """Every edge ever recorded into ("up") or out of ("down") dataset/key, transitively, to
     `depth` steps; each edge names the fingerprint and the code SHA that made its output."""
     near, far = ("output", "input") if direction == "up" else ("input", "output")
@@ -80,12 +82,12 @@ async def walk(
         key,
         depth,
     )
-    return [dict(r) for r in rows]
+    return [LineageEdge.model_validate(dict(r)) for r in rows]
 
 
 async def history(
     pool: asyncpg.Pool, dataset: str, key: str | None, *, code_changes: bool = False
-) -> list[dict[str, Any]]:
+) -> list[HistoryEvent]:
     """The events of `dataset` (of its partition `key` only, when given; with `code_changes`,
     the dataset's code changes too), oldest first."""
     rows = await pool.fetch(
@@ -96,7 +98,7 @@ async def history(
         key,
         code_changes,
     )
-    return [dict(r) for r in rows]
+    return [HistoryEvent.model_validate(dict(r)) for r in rows]
 
 
 async def parent_run(

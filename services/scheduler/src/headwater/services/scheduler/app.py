@@ -8,7 +8,7 @@ from faststream import Context
 from faststream.nats.message import NatsBatchMessage
 from nats.aio.msg import Msg
 
-from headwater.contracts import family_at, handled_by, parse_model
+from headwater.contracts import family_at, handled_by, parse_model, rpc
 from headwater.runtime.messaging import consume_batch, durable_subscriber
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
@@ -57,18 +57,17 @@ def build_app(
             metrics=service.res.metrics,
         )
 
-    responder(broker, s.rpc(NAME, "status"), app.status)
-    responder(broker, s.rpc(NAME, "why"), app.why)
-    responder(broker, s.rpc(NAME, "current"), app.current)
-    responder(broker, s.rpc(NAME, "impact"), app.impact)
-    responder(broker, s.rpc(NAME, "retry"), app.retry)
-    responder(broker, s.rpc(NAME, "drop_env"), app.drop_env)
+    responder(broker, s, rpc.WHY, app.why)
+    responder(broker, s, rpc.CURRENT, app.current)
+    responder(broker, s, rpc.IMPACT, app.impact)
+    responder(broker, s, rpc.RETRY, app.retry)
+    responder(broker, s, rpc.DROP_ENV_PARTITIONS, app.drop_env)
     # `status` and `wait` of the CLI: replies bounded whatever the partitions held.
     queries = StatusQueries(service.res)
-    responder(broker, s.rpc(NAME, "summary"), queries.summary)
-    responder(broker, s.rpc(NAME, "partitions"), queries.partitions)
-    responder(broker, s.rpc(NAME, "pending"), queries.pending)
-    responder(broker, s.rpc(NAME, "affected"), ImpactQueries(service.res).affected)
+    responder(broker, s, rpc.SUMMARY, queries.summary)
+    responder(broker, s, rpc.PARTITIONS, queries.partitions)
+    responder(broker, s, rpc.PENDING, queries.pending)
+    responder(broker, s, rpc.AFFECTED, ImpactQueries(service.res).affected)
     service.on_start.append(app.reconcile_all)
     service.timers.append((settings.reconcile_interval_s, app.reconcile_all))
     service.timers.append((settings.settle_poll_s, app.settle_due))

@@ -26,9 +26,26 @@ from headwater.contracts import (
     TaskAttemptFailed,
     TaskFailed,
     TaskState,
-    validate_env_name,
 )
 from headwater.contracts.errors import HeadwaterError, InputError
+from headwater.contracts.rpc import (
+    CurrentFingerprint,
+    CurrentReply,
+    CurrentRequest,
+    DropEnvRequest,
+    DroppedPartitions,
+    ImpactReply,
+    ImpactRequest,
+    PartitionRecord,
+    PartitionRequest,
+    RetractedWas,
+    Retraction,
+    RetryReply,
+    RetryRequest,
+    RunReuse,
+    TaskRecord,
+    WhyReply,
+)
 from headwater.core import reconcile
 from headwater.core.reconcile import Desired, PartitionFact
 from headwater.runtime.service import Resources
@@ -41,11 +58,6 @@ _log = logging.getLogger(__name__)
 SchedulerEvent = CodeChanged | PartitionLanded | PartitionRetracted | TaskFailed | TaskAttemptFailed
 
 
-_PARTITION_COLUMNS = (
-    *("dataset", "partition_key", "state", "fingerprint", "data_sha", "object_key", "rows"),
-    *("bytes", "desired_fingerprint", "reason", "updated_at", "source_version"),
-)
-_MAX_CURRENT = 1000  # partitions per `current` query (a reply stays small)
 _DUE_AT_ONCE = 5000  # held computations asked for per `settle_due`
 TASKS_REQUESTED = "headwater.tasks_requested"  # on a reconcile's span
 
@@ -314,14 +326,10 @@ class Scheduler:
         self.reconciler.changed(PROD_ENV, ref.dataset, {ref.partition_key})
         return {ref.dataset: {ref.partition_key}}
 
-    async def retry(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def retry(self, request: RetryRequest) -> RetryReply:
         """Run the errored partitions of a dataset (or one of them) again; what they block
         follows once they succeed. Nothing that succeeded runs again."""
-        dataset, key = body.get("dataset"), body.get("partition")
-        if not isinstance(dataset, str):
-            raise InputError("dataset", "retry needs {dataset[, partition]}")
-        if key is not None and not isinstance(key, str):
-            raise InputError("partition", "must be a string")
+        dataset, key = request.dataset, request.partition_key
         retried: list[str] = []
 
         async def apply(conn: asyncpg.Connection) -> Work:
@@ -353,7 +361,7 @@ class Scheduler:
             return {}
 
         await self._transact(apply, "retry")
-        return {"dataset": dataset, "retried": retried}
+        return RetryReply(dataset=dataset, retried=retried)
 
     async def reconcile_all(self) -> None:
         """Re-derive every derived partition from stored facts."""
@@ -426,17 +434,8 @@ class Scheduler:
             )
 
     # --- queries ------------------------------------------------------------------------
-    async def status(self, body: dict[str, Any]) -> dict[str, Any]:
-        result = await store.status(self.res.pool)
-        assert self.res.outbox is not None
-        result["outbox_pending"] = await self.res.outbox.pending(self.res.pool)
-        return result
-
-    async def why(self, body: dict[str, Any]) -> dict[str, Any]:
-        dataset, key = body.get("dataset"), body.get("partition")
-        if not isinstance(dataset, str) or not isinstance(key, str):
-            raise InputError("dataset", "why needs {dataset, partition}")
-        env = env_of(body)
+    async def why(self, request: PartitionRequest) -> WhyReply:
+        dataset, key, env = request.dataset, request.partition_key, request.env
         async with self.res.pool.acquire() as conn:
             current = await store.partition(conn, dataset, key, env)
             if (
@@ -451,94 +450,80 @@ class Scheduler:
             if current is not None and current["desired_fingerprint"]:
                 task = await store.task(conn, current["desired_fingerprint"])
                 attempts = await store.attempts_of(conn, current["desired_fingerprint"])
-        retracted: dict[str, Any] | None = None
+        retracted: Retraction | None = None
         if current is None:
             if gone is None:
                 raise InputError("partition", f"{dataset}/{key} is not known to the scheduler")
             # A derived partition that went away: answered from what was kept of it.
-            partition: dict[str, Any] = {c: None for c in _PARTITION_COLUMNS}
-            partition.update(
+            partition = PartitionRecord(
                 dataset=dataset,
                 partition_key=key,
                 state=PartitionState.RETRACTED,
                 reason=gone["reason"],
                 updated_at=gone["retracted_at"],
             )
-            retracted = {
-                "at": gone["retracted_at"],
-                "reason": gone["reason"],
-                "inputs": json.loads(gone["inputs"]),
-                "was": {
-                    "state": gone["state"],
-                    "fingerprint": gone["fingerprint"],
-                    "data_sha": gone["data_sha"],
-                    "rows": gone["rows"],
-                },
-            }
+            retracted = Retraction(
+                at=gone["retracted_at"],
+                reason=gone["reason"],
+                inputs=json.loads(gone["inputs"]),
+                was=RetractedWas(
+                    state=gone["state"],
+                    fingerprint=gone["fingerprint"],
+                    data_sha=gone["data_sha"],
+                    rows=gone["rows"],
+                ),
+            )
         else:
-            partition = dict(current)
-            partition.pop("env")  # the reply is as it was; the environment is the caller's
+            # The reply is as it was: the environment is the caller's (PartitionRecord has none).
+            partition = store.record_of(PartitionRecord, current)
             if current["state"] == PartitionState.RETRACTED:  # a source whose files were deleted
                 last = history[-1] if history else None
-                retracted = {
-                    "at": current["updated_at"],
-                    "reason": current["reason"],
-                    "inputs": [],
-                    "was": {
-                        "state": PartitionState.READY,
-                        "fingerprint": last["fingerprint"] if last else None,
-                        "data_sha": last["data_sha"] if last else None,
-                        "rows": last["rows"] if last else None,
-                    },
-                }
+                retracted = Retraction(
+                    at=current["updated_at"],
+                    reason=current["reason"],
+                    inputs=[],
+                    was=RetractedWas(
+                        state=PartitionState.READY,
+                        fingerprint=last.fingerprint if last else None,
+                        data_sha=last.data_sha if last else None,
+                        rows=last.rows if last else None,
+                    ),
+                )
         explained = None
         if task is not None:
             # `attempts`: how many times the transform ran; `requests`: how many times the
             # scheduler asked for it (the first request, then each retry); `attempt_errors`:
             # each failed attempt, of every request, in the order they ran.
-            explained = dict(task)
-            explained["requests"] = explained.pop("attempts")
-            explained["attempts"] = explained.pop("executions")
-            explained["attempt_errors"] = attempts
-        return {
-            "partition": partition,
-            "retracted": retracted,
-            "task": explained,
-            "materializations": history,
-        }
+            row = dict(task)
+            row["requests"] = row.pop("attempts")
+            row["attempts"] = row.pop("executions")
+            explained = store.record_of(TaskRecord, {**row, "attempt_errors": attempts})
+        return WhyReply(
+            partition=partition, retracted=retracted, task=explained, materializations=history
+        )
 
-    async def current(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+    async def current(self, request: CurrentRequest) -> CurrentReply:
         """The fingerprint of the current materialization of each partition named in
         `partitions` ([[dataset, key], ...]); a partition that does not exist has none."""
-        named = body.get("partitions")
-        if (
-            not isinstance(named, list)
-            or len(named) > _MAX_CURRENT
-            or not all(
-                isinstance(p, list) and len(p) == 2 and all(isinstance(v, str) for v in p)
-                for p in named
-            )
-        ):
-            raise InputError("partitions", f"must be at most {_MAX_CURRENT} [dataset, key] pairs")
-        pairs = [(d, k) for d, k in named]
-        found = await store.fingerprints_of(self.res.pool, pairs, env_of(body))
-        return [
-            {"dataset": d, "partition_key": k, "fingerprint": found.get((d, k))} for d, k in pairs
-        ]
+        pairs = request.partitions
+        found = await store.fingerprints_of(self.res.pool, pairs, request.env)
+        return CurrentReply(
+            [
+                CurrentFingerprint(dataset=d, partition_key=k, fingerprint=found.get((d, k)))
+                for d, k in pairs
+            ]
+        )
 
-    async def impact(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def impact(self, request: ImpactRequest) -> ImpactReply:
         """What applying new definitions would run, before anything runs. It walks the
         datasets in order over today's facts, as the reconciler would: a partition whose new
         fingerprint was materialized before is reused (and its known data SHA flows on); one
         that must be computed makes what reads it uncertain. Per changed dataset: `run` and
         `reuse`; `downstream`: partitions of other datasets that may run (an upper bound:
         early cutoff can stop them)."""
-        try:
-            changed = [DatasetDefinition.model_validate(d) for d in body.get("datasets", [])]
-        except ValueError as exc:
-            raise InputError("datasets", str(exc)) from exc
+        changed = request.datasets
         changed_names = {c.name for c in changed}
-        env = env_of(body)
+        env = request.env
         async with self.res.pool.acquire() as conn:
             defs = await store.definitions(conn, env)
             if env != PROD_ENV and not defs:  # a new environment starts as prod
@@ -584,19 +569,19 @@ class Scheduler:
                         result[d.name]["run"].append(key)
                     else:
                         downstream.setdefault(d.name, []).append(key)
-        return {"datasets": result, "downstream": downstream}
+        return ImpactReply(
+            datasets={n: RunReuse(run=r["run"], reuse=r["reuse"]) for n, r in result.items()},
+            downstream=downstream,
+        )
 
-    async def drop_env(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def drop_env(self, request: DropEnvRequest) -> DroppedPartitions:
         """Forget environment `env` (spec-registry has forgotten its definitions; events of
         its spec versions up to `spec_version` still in flight are ignored). Its requested
         tasks nobody else waits for are cancelled; `objects`: the data objects nothing else
         references, which the caller deletes (their materializations are marked unusable)."""
-        env = env_of(body)
+        env, version = request.env, request.spec_version
         if env == PROD_ENV:
             raise InputError("env", "prod cannot be dropped")
-        version = body.get("spec_version")
-        if not isinstance(version, int):
-            raise InputError("spec_version", "must be the environment's last spec version")
         dropped: list[store.Dropped] = []
 
         async def apply(conn: asyncpg.Connection) -> Work:
@@ -609,12 +594,12 @@ class Scheduler:
 
         await self._transact(apply, "drop")
         [found] = dropped
-        return {
-            "env": env,
-            "partitions": found.partitions,
-            "cancelled": len(found.cancelled),
-            "objects": found.objects,
-        }
+        return DroppedPartitions(
+            env=env,
+            partitions=found.partitions,
+            cancelled=len(found.cancelled),
+            objects=found.objects,
+        )
 
     # --- the reconciler -------------------------------------------------------------------
     async def _transact(self, apply: Any, trigger: str) -> None:
@@ -634,14 +619,6 @@ class Scheduler:
             self.res.metrics.reconciled(trigger, 0, time.perf_counter() - started)
             await self.res.flush()
             await self.reconciler.write_cancels()
-
-
-def env_of(body: dict[str, Any]) -> str:
-    """The environment a query or command names (`env`), prod by default."""
-    env = body.get("env", PROD_ENV)
-    if not isinstance(env, str):
-        raise InputError("env", "must be an environment name")
-    return validate_env_name(env)
 
 
 def _reads_pending(

@@ -4,29 +4,37 @@ errored partitions, pages of one dataset's partitions in key order (keyset), and
 still to do (requested tasks, events in the outbox)."""
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from headwater.contracts import DatasetDefinition, PartitionState
 from headwater.contracts.errors import InputError
+from headwater.contracts.rpc import (
+    AffectedDataset,
+    AffectedReply,
+    AffectedRequest,
+    DatasetCounts,
+    PartitionListing,
+    PartitionsReply,
+    PartitionsRequest,
+    PendingReply,
+    PendingRequest,
+    SummaryReply,
+    SummaryRequest,
+)
 from headwater.core import reconcile
 from headwater.runtime.service import Resources
 from headwater.services.scheduler import store
-from headwater.services.scheduler.handlers import env_of
-
-ERRORED_MAX = 1000  # errored partitions one summary may list
 
 
 @dataclass
 class StatusQueries:
     res: Resources
 
-    async def summary(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def summary(self, request: SummaryRequest) -> SummaryReply:
         """Per dataset (in pipeline order, sources first), how many partitions are in each
         state; the first `errored` (default 20) errored partitions with their errors; the
         tasks requested and the events not yet published."""
-        limit = _int(body, "errored", 20, ERRORED_MAX)
-        env = env_of(body)
+        limit, env = request.errored, request.env
         async with self.res.pool.acquire() as conn:
             infos = await store.dataset_infos(conn, env)
             counts = await store.state_counts(conn, env)
@@ -36,7 +44,7 @@ class StatusQueries:
             requested = await store.tasks_requested(conn)
         assert self.res.outbox is not None
         outbox = await self.res.outbox.pending(self.res.pool)
-        datasets: list[dict[str, Any]] = []
+        datasets: list[DatasetCounts] = []
         errored_total = 0
         for name in shown:
             found = counts.get(name, {})
@@ -45,46 +53,37 @@ class StatusQueries:
             errored_total += by_state[PartitionState.ERRORED]
             info = infos.get(name)
             datasets.append(
-                {
-                    "dataset": name,
-                    "kind": info.kind if info is not None else None,
-                    "counts": by_state,
-                    "total": sum(by_state.values()),
-                }
+                DatasetCounts(
+                    dataset=name,
+                    kind=info.kind if info is not None else None,
+                    counts=by_state,
+                    total=sum(by_state.values()),
+                )
             )
-        return {
-            "datasets": datasets,
-            "errored": errored,
-            "errored_total": errored_total,
-            "tasks_requested": sum(requested.get(name, 0) for name in shown),
-            "outbox_pending": outbox,
-        }
+        return SummaryReply(
+            datasets=datasets,
+            errored=errored,
+            errored_total=errored_total,
+            tasks_requested=sum(requested.get(name, 0) for name in shown),
+            outbox_pending=outbox,
+        )
 
-    async def partitions(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def partitions(self, request: PartitionsRequest) -> PartitionsReply:
         """A page of one dataset's partitions in key order: `dataset`; optional `states`
         (a list of states; default every state but retracted), `since` (ISO time with a
         zone: changed at or after it), `after` (the last key of the previous page), `limit`
-        (default 50, at most store.LISTING_MAX), `count` (default true; false: `more` only
-        says whether any row follows, 1 or 0, which spares a pass over the dataset when
-        reading every page). `more`: how many match after this page; `next`: the key to
-        pass as `after` for the next page (None when none match)."""
-        dataset = body.get("dataset")
-        if not isinstance(dataset, str) or not dataset:
-            raise InputError("dataset", "partitions needs {dataset}")
-        states = body.get("states")
-        if states is not None and (
-            not isinstance(states, list) or not all(s in store.STATES for s in states)
-        ):
-            raise InputError("states", f"must be a list of {', '.join(store.STATES)}")
-        since = _since(body.get("since"))
-        after = body.get("after")
-        if after is not None and not isinstance(after, str):
-            raise InputError("after", "must be a partition key")
-        limit = _int(body, "limit", 50, store.LISTING_MAX)
-        count = body.get("count", True)
-        if not isinstance(count, bool):
-            raise InputError("count", "must be true or false")
-        env = env_of(body)
+        (default 50, at most LISTING_MAX), `count` (default true; false: `more` only says
+        whether any row follows, 1 or 0, which spares a pass over the dataset when reading
+        every page). `more`: how many match after this page; `next`: the key to pass as
+        `after` for the next page (None when none match)."""
+        dataset, states, since, after = (
+            request.dataset,
+            request.states,
+            request.since,
+            request.after,
+        )
+        limit, count = request.limit, request.count
+        env = request.env
         async with self.res.pool.acquire() as conn:
             infos = await store.dataset_infos(conn, env)
             info = infos.get(dataset)
@@ -107,22 +106,21 @@ class StatusQueries:
                 count=count,
                 env=env,
             )
-        return {
-            "dataset": dataset,
-            "partitions": [{"dataset": dataset, **r} for r in rows],
-            "more": more,
-            "next": rows[-1]["partition_key"] if rows and more else None,
-        }
+        return PartitionsReply(
+            dataset=dataset,
+            partitions=[PartitionListing.model_validate({"dataset": dataset, **r}) for r in rows],
+            more=more,
+            next=rows[-1]["partition_key"] if rows and more else None,
+        )
 
-    async def pending(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def pending(self, _: PendingRequest) -> PendingReply:
         """The work still to do, from counters that follow the work in flight: per dataset,
         its tasks requested and unanswered; the events committed but not yet published."""
         requested = await store.tasks_requested(self.res.pool)
         assert self.res.outbox is not None
-        return {
-            "tasks_requested": requested,
-            "outbox_pending": await self.res.outbox.pending(self.res.pool),
-        }
+        return PendingReply(
+            tasks_requested=requested, outbox_pending=await self.res.outbox.pending(self.res.pool)
+        )
 
 
 def _in_order(
@@ -139,47 +137,20 @@ def _in_order(
     return ordered + others
 
 
-def _int(body: dict[str, Any], name: str, default: int, most: int) -> int:
-    value = body.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= most:
-        raise InputError(name, f"must be a whole number from 0 to {most}")
-    return value
-
-
-def _since(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        since = datetime.fromisoformat(value) if isinstance(value, str) else None
-    except ValueError:
-        since = None
-    if since is None or since.tzinfo is None:
-        raise InputError("since", f"must be an ISO 8601 time with a zone, not {value!r}")
-    return since
-
-
-AFFECTED_SHOWN_MAX = 1000  # keys listed per dataset in one `affected` reply
-
-
 @dataclass
 class ImpactQueries:
     """`headwater impact`: what would run if a partition, or a whole dataset, changed."""
 
     res: Resources
 
-    async def affected(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def affected(self, request: AffectedRequest) -> AffectedReply:
         """The partitions that would be recomputed if `dataset`/`partition` changed (its
         content, for a source; its code or inputs, for a derived one), or with no `partition`
         every partition of `dataset` (as a code change does), and transitively what reads
         them. Per dataset in pipeline order: `count` and the first `shown` keys (default 20)
         in key order. Downstream of the changed dataset it is an upper bound: a recomputation
         that gives the same data SHA stops there (early cutoff)."""
-        dataset, key = body.get("dataset"), body.get("partition")
-        if not isinstance(dataset, str) or not dataset:
-            raise InputError("dataset", "affected needs {dataset[, partition]}")
-        if key is not None and not isinstance(key, str):
-            raise InputError("partition", "must be a partition key")
-        shown = _int(body, "shown", 20, AFFECTED_SHOWN_MAX)
+        dataset, key, shown = request.dataset, request.partition_key, request.shown
         async with self.res.pool.acquire() as conn:
             defs = await store.definitions(conn)
             if dataset not in defs:
@@ -211,18 +182,18 @@ class ImpactQueries:
                 if outputs:  # only the partitions that exist run again
                     changed[d.name] = set(await store.rows(conn, d.name, outputs))
         datasets = [
-            {
-                "dataset": d.name,
-                "kind": d.kind,
-                "count": len(changed[d.name]),
-                "partitions": sorted(changed[d.name])[:shown],
-            }
+            AffectedDataset(
+                dataset=d.name,
+                kind=d.kind,
+                count=len(changed[d.name]),
+                partitions=sorted(changed[d.name])[:shown],
+            )
             for d in reconcile.topological(defs.values())
             if changed.get(d.name)
         ]
-        return {
-            "dataset": dataset,
-            "partition": key,
-            "datasets": datasets,
-            "total": sum(d["count"] for d in datasets),
-        }
+        return AffectedReply(
+            dataset=dataset,
+            partition_key=key,
+            datasets=datasets,
+            total=sum(d.count for d in datasets),
+        )

@@ -2,12 +2,13 @@
 
 import json
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
+from pydantic import BaseModel
 
 from headwater.contracts import (
     PROD_ENV,
@@ -18,6 +19,7 @@ from headwater.contracts import (
     TaskState,
     validate_env_name,
 )
+from headwater.contracts.rpc import LISTING_MAX, AttemptError, MaterializationRecord
 from headwater.core.hashing import FINGERPRINT_VERSION
 from headwater.core.mappings import Grid, Scope
 from headwater.core.reconcile import Output, PartitionFact, Row, Task
@@ -26,6 +28,7 @@ SCHEMA = "scheduler"
 # Above this many keys, a dataset's rows are read whole (one scan) rather than key by key.
 _WHOLE_AT = 5000
 Conn: TypeAlias = asyncpg.Connection
+M = TypeVar("M", bound=BaseModel)
 PROD = PROD_ENV
 
 
@@ -632,25 +635,15 @@ async def finish_task(
     )
 
 
-async def status(conn: Conn | asyncpg.Pool) -> dict[str, Any]:
-    rows = await conn.fetch(
-        f"SELECT p.dataset, p.partition_key, p.state, p.data_sha, p.object_key, p.rows, p.bytes,"
-        f" p.reason, p.fingerprint, t.error FROM {SCHEMA}.partitions p"
-        f" LEFT JOIN {SCHEMA}.tasks t ON t.fingerprint = p.desired_fingerprint"
-        f" LEFT JOIN {SCHEMA}.datasets d ON d.name = p.dataset AND d.env = 'prod'"
-        " WHERE p.state <> 'retracted' AND d.removed IS NOT TRUE AND p.env = 'prod'"
-        " ORDER BY p.dataset, p.partition_key"
-    )
-    tasks = await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.tasks WHERE state = 'requested'")
-    return {
-        "partitions": [dict(r) for r in rows],
-        "tasks_requested": int(tasks),
-    }
+def record_of(model: type[M], row: Mapping[str, Any]) -> M:
+    """`model` from the columns of `row` it names (the others are the scheduler's own)."""
+    columns = dict(row)
+    return model.model_validate({k: columns[k] for k in model.model_fields if k in columns})
 
 
 async def materializations_of(
     conn: Conn | asyncpg.Pool, dataset: str, key: str, env: str = PROD
-) -> list[dict[str, Any]]:
+) -> list[MaterializationRecord]:
     rows = await conn.fetch(
         f"SELECT m.*, COALESCE(p.fingerprint = m.fingerprint, false) AS current"
         f" FROM {SCHEMA}.materializations m LEFT JOIN {SCHEMA}.partitions p"
@@ -659,12 +652,10 @@ async def materializations_of(
         dataset,
         key,
     )
-    out = []
-    for r in rows:
-        d = dict(r)
-        d["inputs"] = json.loads(d["inputs"])
-        out.append(d)
-    return out
+    return [
+        record_of(MaterializationRecord, {**dict(r), "inputs": json.loads(r["inputs"])})
+        for r in rows
+    ]
 
 
 async def delete_partition(conn: Conn, dataset: str, key: str, env: str = PROD) -> None:
@@ -869,21 +860,20 @@ async def add_attempt(conn: Conn, e: TaskAttemptFailed) -> None:
     )
 
 
-async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[dict[str, Any]]:
+async def attempts_of(conn: Conn | asyncpg.Pool, fingerprint: str) -> list[AttemptError]:
     """The kept failed attempts of a task, in the order they ran."""
     rows = await conn.fetch(
         f"SELECT request, attempt, error, failed_at AS at, executor, traceback"
         f" FROM {SCHEMA}.task_attempts WHERE fingerprint = $1 ORDER BY request, attempt",
         fingerprint,
     )
-    return [dict(r) for r in rows]
+    return [AttemptError.model_validate(dict(r)) for r in rows]
 
 
 # --- the CLI's status: a summary and a listing whose replies do not grow with what is held --
 # A partition's states, in the order `status` shows them; `retracted` counts sources whose files
 # were deleted and derived partitions that went away (kept in `retractions`).
 STATES = tuple(PartitionState)
-LISTING_MAX = 1000  # rows per page of `partitions_page`
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import asyncpg
 
+from headwater.contracts import rpc
 from headwater.runtime.objectstore import ObjectStore
 from headwater.runtime.rpc import responder
 from headwater.runtime.service import Service
@@ -34,11 +35,11 @@ def build_app(
     s = settings.subjects
     # Several at once: a big spec being parsed (in a thread) does not hold up another's apply;
     # the database part of applies is serialized by a lock (store.lock).
-    responder(service.broker, s.rpc(NAME, "apply"), app.apply, max_workers=4)
-    responder(service.broker, s.rpc(NAME, "plan"), app.plan, max_workers=4)
-    responder(service.broker, s.rpc(NAME, "datasets"), app.datasets)
-    responder(service.broker, s.rpc(NAME, "columns"), app.columns)
-    responder(service.broker, s.rpc(NAME, "promote"), app.promote)
-    responder(service.broker, s.rpc(NAME, "envs"), app.envs)
-    responder(service.broker, s.rpc(NAME, "drop_env"), app.drop_env)
+    responder(service.broker, s, rpc.APPLY, app.apply, max_workers=4)
+    responder(service.broker, s, rpc.PLAN, app.plan, max_workers=4)
+    responder(service.broker, s, rpc.DATASETS, app.datasets)
+    responder(service.broker, s, rpc.COLUMNS, app.columns)
+    responder(service.broker, s, rpc.PROMOTE, app.promote)
+    responder(service.broker, s, rpc.ENVS, app.envs)
+    responder(service.broker, s, rpc.DROP_ENV_DEFINITIONS, app.drop_env)
     return service

@@ -1,20 +1,33 @@
 """spec-registry's queries over its own schema."""
 
-import json
-from typing import Any
+from dataclasses import dataclass
 
 import asyncpg
 
-from headwater.contracts import PROD_ENV
+from headwater.contracts import PROD_ENV, DatasetDefinition
+from headwater.contracts.rpc import DatasetColumns, PipelineDocument
 from headwater.core.hashing import CODE_SHA_VERSION
-from headwater.core.spec import DatasetSpec, PipelineDocument
+from headwater.core.spec import DatasetSpec
 
 SCHEMA = "spec_registry"
 
 
+@dataclass(frozen=True)
+class StoredDataset:
+    """An applied dataset as stored: its column lineage None when applied before it was kept;
+    `code_sha_version` the version its code SHA was computed under."""
+
+    pipeline: str
+    kind: str
+    code_sha: str
+    code_sha_version: int
+    definition: DatasetDefinition
+    columns: DatasetColumns | None
+
+
 async def current_datasets(
     conn: asyncpg.Connection | asyncpg.Pool, env: str = PROD_ENV
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, StoredDataset]:
     """The definitions of environment `env` (prod by default), by dataset name."""
     rows = await conn.fetch(
         f"SELECT name, pipeline, kind, code_sha, code_sha_version, definition, columns"
@@ -22,14 +35,18 @@ async def current_datasets(
         env,
     )
     return {
-        r["name"]: {
-            "pipeline": r["pipeline"],
-            "kind": r["kind"],
-            "code_sha": r["code_sha"],
-            "code_sha_version": r["code_sha_version"],
-            "definition": json.loads(r["definition"]),
-            "columns": json.loads(r["columns"]) if r["columns"] is not None else None,
-        }
+        r["name"]: StoredDataset(
+            pipeline=r["pipeline"],
+            kind=r["kind"],
+            code_sha=r["code_sha"],
+            code_sha_version=r["code_sha_version"],
+            definition=DatasetDefinition.model_validate_json(r["definition"]),
+            columns=(
+                DatasetColumns.model_validate_json(r["columns"])
+                if r["columns"] is not None
+                else None
+            ),
+        )
         for r in rows
     }
 
@@ -151,6 +168,14 @@ async def envs(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
 async def drop_env(conn: asyncpg.Connection, env: str) -> int:
     status: str = await conn.execute(f"DELETE FROM {SCHEMA}.datasets WHERE env = $1", env)
     return int(status.split()[-1])
+
+
+async def last_version(conn: asyncpg.Connection, env: str) -> int | None:
+    """The last spec version applied to `env`, if any."""
+    version: int | None = await conn.fetchval(
+        f"SELECT max(version) FROM {SCHEMA}.spec_versions WHERE env = $1", env
+    )
+    return version
 
 
 async def lock(conn: asyncpg.Connection) -> None:
