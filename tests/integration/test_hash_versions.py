@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from faststream.nats import NatsBroker
 
-from headwater.contracts import CodeChanged
-from headwater.contracts.rpc import APPLY, PLAN
+from headwater.contracts import CodeChanged, DatasetDefinition
+from headwater.contracts.rpc import APPLY, PLAN, DatasetRecord
 from headwater.core.hashing import CODE_SHA_VERSION, DATA_SHA_VERSION, FINGERPRINT_VERSION
 from headwater.core.spec_input import SpecLimits
 from headwater.runtime import db, topology
@@ -95,7 +95,12 @@ async def test_a_data_sha_of_another_version_is_never_taken_for_the_same_content
             "landing",
             "headwater-data",
         )
-        sources = {"sales": {"kind": "source", "definition": {}}}
+        sales = DatasetDefinition(name="sales", kind="source", code_sha="0" * 64)
+        sources = {
+            "sales": DatasetRecord(
+                pipeline="p", kind="source", code_sha=sales.code_sha, definition=sales
+            )
+        }
         detector = ChangeDetector(res, res.settings.subjects, 3600.0, (time.monotonic(), sources))
         await res.objects.put("landing", f"sales/{DAY}/a.csv", b"item,amount\nx,1\ny,2\n")
 
