@@ -62,6 +62,16 @@ async def test_each_failed_attempt_is_kept_in_order_once_and_bounded(
         before = await answering(WHY, app.why)({"dataset": "daily", "partition": DAY})
         assert before["partition"]["state"] == "queued"
         assert before["task"]["attempt_errors"] == []
+        # The columns `why --json` showed when it returned the rows whole: the task's `env`
+        # (whose request made it), the materializations' `data_sha_version` and `env`; not the
+        # partition's `env` (the environment is the caller's).
+        assert before["task"]["env"] == "prod"
+        assert "env" not in before["partition"]
+        [landed] = (await answering(WHY, app.why)({"dataset": "sales", "partition": DAY}))[
+            "materializations"
+        ]
+        assert {"data_sha_version", "env", "current"} <= set(landed)
+        assert landed["env"] == "prod"
 
         # Two executors ran it; their reports arrive out of order, one of them twice.
         events: list[SchedulerEvent] = [
