@@ -179,6 +179,7 @@ def activity(requested: dict[str, int], running: int, finished: int, **more: Any
         consumers=more.get("consumers", {"executor": running}),
         tasks_requested=requested,
         outbox_pending=more.get("outbox", 0),
+        settling=more.get("settling", 0),
         running=running,
         tasks_finished=finished,
     )
@@ -193,7 +194,20 @@ def test_the_progress_line_says_what_runs_and_what_is_left() -> None:
     assert describe(None) == "a service does not answer: looking again"
     assert not busy.idle
     assert activity({}, 0, 0, consumers={}).idle
-    assert busy.counts() == {"executor": 4, "tasks_requested": 61, "outbox_pending": 0}
+    assert busy.counts() == {
+        "executor": 4,
+        "tasks_requested": 61,
+        "outbox_pending": 0,
+        "settling": 0,
+    }
+    # A computation held by `settle:` is work still to do: `wait` waits for it.
+    held = activity({}, 0, 0, consumers={}, settling=2)
+    assert not held.idle
+    assert describe(held) == "2 held until their inputs stop changing (settle:)"
+    both = activity({}, 0, 0, consumers={"scheduler": 1}, settling=2)
+    assert describe(both) == (
+        "settling: events to handle: scheduler 1; 2 held until their inputs stop changing (settle:)"
+    )
 
 
 def test_without_a_terminal_progress_is_a_plain_line_now_and_then() -> None:

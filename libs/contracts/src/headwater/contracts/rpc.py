@@ -566,6 +566,9 @@ class PendingRequest(Request):
 class PendingReply(Reply):
     tasks_requested: dict[str, int]
     outbox_pending: int
+    # Computations held by `settle:` until their inputs stop changing (0 from a scheduler
+    # before it counted them).
+    settling: int = 0
 
 
 AFFECTED_SHOWN_MAX = 1000  # keys listed per dataset in one `affected` reply

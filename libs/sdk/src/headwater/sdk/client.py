@@ -526,6 +526,7 @@ class HeadwaterClient:
             consumers=consumers,
             tasks_requested=pending.tasks_requested,
             outbox_pending=pending.outbox_pending,
+            settling=pending.settling,
             running=running,
             tasks_finished=finished,
         )
@@ -719,13 +720,14 @@ class StillBusy(TransientError):
 @dataclass(frozen=True)
 class Activity:
     """What is still to do, from counters: per durable consumer its messages not yet
-    handled; per dataset its tasks requested; events not yet published; tasks executors hold
-    now (`running`: running, or between attempts) and have finished, ever (`tasks_finished`,
+    handled; per dataset its tasks requested; events not yet published; computations held
+    by `settle:` (each runs once its inputs stop changing); tasks executors hold now (`running`: running, or between attempts) and have finished, ever (`tasks_finished`,
     from the work queue: compare two looks for the work done between them)."""
 
     consumers: dict[str, int]
     tasks_requested: dict[str, int]
     outbox_pending: int
+    settling: int
     running: int
     tasks_finished: int
 
@@ -735,6 +737,7 @@ class Activity:
             **self.consumers,
             "tasks_requested": sum(self.tasks_requested.values()),
             "outbox_pending": self.outbox_pending,
+            "settling": self.settling,
         }
 
     @property

@@ -34,11 +34,13 @@ def describe(seen: Activity | None) -> str:
         behind = {n: c for n, c in seen.consumers.items() if c}
         if seen.outbox_pending:
             behind["outbox"] = seen.outbox_pending
+        held = f"{seen.settling:,} held until their inputs stop changing (settle:)"
         if not behind:
-            return "idle"
-        return "settling: events to handle: " + ", ".join(
+            return held if seen.settling else "idle"
+        events = "settling: events to handle: " + ", ".join(
             f"{n} {c:,}" for n, c in sorted(behind.items())
         )
+        return f"{events}; {held}" if seen.settling else events
     running = min(seen.running, left)
     most = sorted(seen.tasks_requested.items(), key=lambda kv: (-kv[1], kv[0]))
     named = ", ".join(f"{n} {c:,}" for n, c in most[:SHOWN_DATASETS] if c)

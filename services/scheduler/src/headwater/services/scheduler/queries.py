@@ -115,11 +115,14 @@ class StatusQueries:
 
     async def pending(self, _: PendingRequest) -> PendingReply:
         """The work still to do, from counters that follow the work in flight: per dataset,
-        its tasks requested and unanswered; the events committed but not yet published."""
+        its tasks requested and unanswered; the events committed but not yet published; the
+        computations held by `settle:`."""
         requested = await store.tasks_requested(self.res.pool)
         assert self.res.outbox is not None
         return PendingReply(
-            tasks_requested=requested, outbox_pending=await self.res.outbox.pending(self.res.pool)
+            tasks_requested=requested,
+            outbox_pending=await self.res.outbox.pending(self.res.pool),
+            settling=await store.settling_held(self.res.pool),
         )
 
 

@@ -934,6 +934,12 @@ async def errored(
     return [dict(r) for r in rows]
 
 
+async def settling_held(conn: Conn | asyncpg.Pool) -> int:
+    """How many computations `settle:` holds (the table has a row per held partition and
+    nothing else: its size follows the work waiting, not what is held)."""
+    return int(await conn.fetchval(f"SELECT count(*) FROM {SCHEMA}.settling"))
+
+
 async def tasks_requested(conn: Conn | asyncpg.Pool) -> dict[str, int]:
     """dataset -> how many of its tasks are requested and not answered (read from the
     partial index of requested tasks: the cost follows the work in flight, not the history)."""
