@@ -6,7 +6,7 @@ STATE_DIR ?= .state
 PACKAGES := libs/contracts libs/core libs/runtime libs/sdk \
 	services/spec-registry services/change-detector services/scheduler \
 	services/executor services/lineage-indexer
-XDIST ?= -n 2
+XDIST ?= -n 3
 
 .PHONY: help install run up test lint typecheck unit bench lock compose-up compose-down clean
 
