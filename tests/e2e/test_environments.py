@@ -121,13 +121,29 @@ async def test_an_environment_runs_only_its_change_and_promote_runs_nothing(
         assert len(await shop.settle(hw)) == 3 * len(DAYS)
         prod_before = held_content(await hw.status())
 
-        # A changed transform in `dev`: only its partitions run; prod is untouched.
-        applied = shop.cli("apply", "--env", "dev", str(shop.write("dev", WEEKLY_MAX)))
+        # A changed transform in `dev`: `plan --env` says only its partitions would run ...
+        dev_spec = str(shop.write("dev", WEEKLY_MAX))
+        planned = shop.cli("plan", "--env", "dev", dev_spec)
+        runs = {c["dataset"]: sorted(c["run"]) for c in planned["changes"] if c["run"]}
+        assert runs == {"weekly": DAYS}, planned
+        assert not any(planned["downstream"].values()), planned
+        # ... and applying it runs exactly those; prod is untouched.
+        applied = shop.cli("apply", "--env", "dev", dev_spec)
         assert applied["env"] == "dev"
         assert {c["dataset"]: c["change"] for c in applied["changes"]}["weekly"] == "changed"
         ran = await shop.settle(hw)
         assert keys(ran) == {("weekly", d) for d in DAYS}
         assert held_content(await hw.status()) == prod_before
+        # `plan --env` compares with the environment's definitions, not prod's: prod's spec is
+        # no change for prod, and for dev a change of `weekly` back, which reuses prod's outputs.
+        prod_spec = str(shop.root / "prod" / "pipeline.yaml")
+        assert [
+            c for c in shop.cli("plan", prod_spec)["changes"] if c["change"] != "unchanged"
+        ] == []
+        back = shop.cli("plan", "--env", "dev", prod_spec)
+        changed = {c["dataset"]: c for c in back["changes"] if c["change"] != "unchanged"}
+        assert set(changed) == {"weekly"}, back
+        assert (changed["weekly"]["run"], sorted(changed["weekly"]["reuse"])) == ([], DAYS)
 
         # Unchanged datasets are prod's rows, not copies: dev holds rows only for `weekly`.
         conn = await asyncpg.connect(stack.settings.pg_dsn)
