@@ -797,17 +797,24 @@ async def cancel_tasks(conn: Conn, cancels: Collection[tuple[str, str]], env: st
     fingerprint); their marks are to be written."""
     if not cancels:
         return 0
-    status = await conn.execute(
+    update = (
         f"UPDATE {SCHEMA}.tasks t SET state = 'cancelled', cancel_pending = true, error = c.r,"
         " finished_at = now() FROM unnest($1::text[], $2::text[]) AS c(f, r)"
-        " WHERE t.fingerprint = c.f AND t.state = 'requested' AND NOT EXISTS (SELECT 1 FROM"
-        f" {SCHEMA}.partitions p WHERE p.dataset = t.dataset AND p.partition_key ="
-        " t.partition_key AND p.env <> $3 AND p.desired_fingerprint = t.fingerprint"
-        " AND p.state = 'queued')",
-        [f for f, _ in cancels],
-        [r for _, r in cancels],
-        env,
+        " WHERE t.fingerprint = c.f AND t.state = 'requested'"
     )
+    args: list[Any] = [[f for f, _ in cancels], [r for _, r in cancels]]
+    others = [e for e in [PROD, *await envs(conn)] if e != env]
+    if others:
+        # Only where another environment exists: its probe made the planner pick a plan that
+        # grew with tasks times partitions (8.7 s for 6,669 cancels among 20,000 partitions
+        # in `make bench`, over its cap at 100,000), so prod alone keeps the plain update.
+        update += (
+            f" AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.partitions p WHERE p.dataset = t.dataset"
+            " AND p.partition_key = t.partition_key AND p.env = ANY($3::text[])"
+            " AND p.desired_fingerprint = t.fingerprint AND p.state = 'queued')"
+        )
+        args.append(others)
+    status = await conn.execute(update, *args)
     return int(status.split()[-1])
 
 
