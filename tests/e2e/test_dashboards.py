@@ -22,12 +22,11 @@ from tests.fixtures.dashboards import (
     POSTGRES,
     PROMETHEUS,
     Query,
-    expected_columns,
+    fetch_checked,
     grouping_labels,
     metric_names,
     queries,
     reader_sql,
-    runnable,
 )
 from tests.fixtures.metrics import HEALTH_ENV, Sample, expect, health_url, scrape
 from tests.fixtures.stack import stack_settings, started
@@ -68,13 +67,7 @@ async def panel_rows(reader: asyncpg.Connection) -> dict[str, list[asyncpg.Recor
     returns the columns its panel expects."""
     rows = {}
     for query in queries(POSTGRES):
-        statement = await reader.prepare(runnable(query.target["rawSql"]))
-        columns = [attribute.name for attribute in statement.get_attributes()]
-        exact, needed = expected_columns(query)
-        if exact is not None:
-            assert columns == exact, query.title
-        assert needed <= set(columns), query.title
-        rows[query.title] = await statement.fetch()
+        rows[query.title] = await fetch_checked(reader, query)
     return rows
 
 
