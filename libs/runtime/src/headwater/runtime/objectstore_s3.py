@@ -24,38 +24,38 @@ class S3Store:
         self, endpoint: str, access_key: str, secret_key: str, region: str, timeout_s: float = 30.0
     ) -> None:
         url = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+
+        def client(http: urllib3.PoolManager) -> Minio:
+            return Minio(
+                url.netloc,
+                access_key=access_key,
+                secret_key=secret_key,
+                secure=url.scheme == "https",
+                region=region,
+                http_client=http,
+            )
+
         # minio's default waits 5 minutes on a silent server; a bounded wait turns an outage
         # into a TransientError, so the message is retried later instead of holding a worker.
-        http = urllib3.PoolManager(
-            maxsize=16,  # services call S3 from several threads at once
-            timeout=urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s),
-            retries=urllib3.Retry(
-                total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
-            ),
+        self.client = client(
+            urllib3.PoolManager(
+                maxsize=16,  # services call S3 from several threads at once
+                timeout=urllib3.Timeout(connect=min(5.0, timeout_s), read=timeout_s),
+                retries=urllib3.Retry(
+                    total=2, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)
+                ),
+            )
         )
-        self.client = Minio(
-            url.netloc,
-            access_key=access_key,
-            secret_key=secret_key,
-            secure=url.scheme == "https",
-            region=region,
-            http_client=http,
-        )
-        self.description = f"{url.scheme}://{url.netloc}"
         # Readiness probes look with a client of their own: short timeouts, no retries, so a
         # store that does not answer makes the service not ready within a probe's timeout.
-        self._probe_client = Minio(
-            url.netloc,
-            access_key=access_key,
-            secret_key=secret_key,
-            secure=url.scheme == "https",
-            region=region,
-            http_client=urllib3.PoolManager(
+        self._probe_client = client(
+            urllib3.PoolManager(
                 maxsize=4,  # every bucket at once
                 timeout=urllib3.Timeout(connect=PROBE_TIMEOUT_S, read=PROBE_TIMEOUT_S),
                 retries=False,
-            ),
+            )
         )
+        self.description = f"{url.scheme}://{url.netloc}"
 
     async def _call(self, fn: Callable[[], T]) -> T:
         try:
