@@ -69,17 +69,22 @@ edit = st.sampled_from(
 steps = st.lists(st.one_of(land, land, edit, delete), min_size=3, max_size=8)
 
 
-# Each example starts the five services, so no shrinking phase: a failure reports its steps as
+# Each example (of every test below) starts the five services, so no shrinking phase: a failure reports its steps as
 # generated (they are short) instead of replaying hundreds of stacks.
+def examples(n: int) -> settings:
+    """Hypothesis settings of a differential test: `n` examples, generated, never shrunk."""
+    return settings(
+        phases=[Phase.explicit, Phase.generate],
+        max_examples=n,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 @pytest.mark.slow
-@settings(
-    phases=[Phase.explicit, Phase.generate],
-    max_examples=5,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@examples(5)
 @given(steps=steps)
 def test_random_histories_match_the_oracle(
     steps: list[tuple[str, str, int]],
@@ -92,8 +97,14 @@ def test_random_histories_match_the_oracle(
 
 
 async def run_history(
-    steps: list[tuple[str, str, int]], root: Path, nats_url: str, pg_dsn: str
+    steps: list[tuple[str, str, int]],
+    root: Path,
+    nats_url: str,
+    pg_dsn: str,
+    history: "type[History] | None" = None,
 ) -> None:
+    """Run `steps` as a `history` (History by default) on a stack of their own, in a database
+    of their own."""
     namespace = f"d{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(pg_dsn)
     await admin.execute(f'CREATE DATABASE "{namespace}"')
@@ -104,7 +115,7 @@ async def run_history(
             started(root / "state", stack_settings(namespace, nats_url, dsn, None)) as stack,
             HeadwaterClient(load_settings(stack.state_dir)) as hw,
         ):
-            await History(root, hw, dsn).run(steps)
+            await (history or History)(root, hw, dsn).run(steps)
     finally:
         admin = await asyncpg.connect(pg_dsn)
         await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
@@ -200,14 +211,7 @@ class DimHistory(History):
 
 
 @pytest.mark.slow
-@settings(
-    phases=[Phase.explicit, Phase.generate],
-    max_examples=4,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@examples(4)
 @given(steps=dim_steps)
 def test_random_histories_with_two_dimensions_match_the_oracle(
     steps: list[tuple[str, str, int]],
@@ -216,27 +220,7 @@ def test_random_histories_with_two_dimensions_match_the_oracle(
     pg_dsn: str,
 ) -> None:
     root = tmp_path_factory.mktemp("diffdims")
-    asyncio.run(run_dim_history(steps, root, nats_url, pg_dsn))
-
-
-async def run_dim_history(
-    steps: list[tuple[str, str, int]], root: Path, nats_url: str, pg_dsn: str
-) -> None:
-    namespace = f"d{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_dsn)
-    await admin.execute(f'CREATE DATABASE "{namespace}"')
-    await admin.close()
-    dsn = with_database(pg_dsn, namespace)
-    try:
-        async with (
-            started(root / "state", stack_settings(namespace, nats_url, dsn, None)) as stack,
-            HeadwaterClient(load_settings(stack.state_dir)) as hw,
-        ):
-            await DimHistory(root, hw, dsn).run(steps)
-    finally:
-        admin = await asyncpg.connect(pg_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
-        await admin.close()
+    asyncio.run(run_history(steps, root, nats_url, pg_dsn, DimHistory))
 
 
 # --- environments (issue 13, item 1) ------------------------------------------------------
@@ -260,14 +244,7 @@ env_steps = st.lists(
 
 
 @pytest.mark.slow
-@settings(
-    phases=[Phase.explicit, Phase.generate],
-    max_examples=4,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@examples(4)
 @given(steps=env_steps)
 def test_random_histories_with_environments_match_the_oracle(
     steps: list[tuple[str, str, int]],
@@ -276,27 +253,7 @@ def test_random_histories_with_environments_match_the_oracle(
     pg_dsn: str,
 ) -> None:
     root = tmp_path_factory.mktemp("diffenv")
-    asyncio.run(run_env_history(steps, root, nats_url, pg_dsn))
-
-
-async def run_env_history(
-    steps: list[tuple[str, str, int]], root: Path, nats_url: str, pg_dsn: str
-) -> None:
-    namespace = f"d{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_dsn)
-    await admin.execute(f'CREATE DATABASE "{namespace}"')
-    await admin.close()
-    dsn = with_database(pg_dsn, namespace)
-    try:
-        async with (
-            started(root / "state", stack_settings(namespace, nats_url, dsn, None)) as stack,
-            HeadwaterClient(load_settings(stack.state_dir)) as hw,
-        ):
-            await EnvHistory(root, hw, dsn).run(steps)
-    finally:
-        admin = await asyncpg.connect(pg_dsn)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{namespace}" WITH (FORCE)')
-        await admin.close()
+    asyncio.run(run_history(steps, root, nats_url, pg_dsn, EnvHistory))
 
 
 class EnvHistory(History):
